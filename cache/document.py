@@ -1,0 +1,274 @@
+"""`DocumentCache`: the token ids and KV of one document, kept in step with its text.
+
+`sync(new_text)` tokenizes, diffs the ids against what is cached, and applies the hunks in one of
+three modes:
+
+- `pie` (He et al., 2024): keep the KV before the first hunk; move every kept token behind a hunk to
+  its new index and rotate its key by its position delta; then encode each hunk's new tokens at their
+  new positions, attending to everything before them. Cost ~ edited tokens, not document length.
+- `exact`: keep the KV before the first hunk and re-encode everything after it.
+- `full`: re-encode everything (the reference the other two are measured against).
+
+PIE leaves the tokens behind an edit with stale context (their KV never saw the new text). The cache
+counts them and re-encodes them exactly once the count passes `stale_threshold`, or when `refresh()`
+is called in idle time, so the error never accumulates without bound.
+
+Documents longer than `max_tokens` are cached through a window: `max_tokens` tokens starting at a
+multiple of `window_step` chosen so that the anchor (the cursor) is inside it. Positions count from
+the window start. The start moves in steps, so typing does not slide the window on every keystroke;
+when it moves, PIE sees a deletion at the start and rotates everything behind it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from dataclasses import dataclass
+
+import torch
+from tokenizers import Tokenizer
+
+from superpie.cache.diff import Hunk, diff_ids
+from superpie.cache.forward import encode_span
+from superpie.cache.kv import BufferCache, KVStore
+from superpie.cache.rope import RopeSpec, rotate_keys
+
+MODES = ("pie", "exact", "full")
+
+
+@dataclass(frozen=True)
+class SyncStats:
+    """What one `sync` did: how many tokens it kept, encoded and rotated, and how long it took."""
+
+    mode: str  # the mode actually applied ("none" when nothing changed)
+    reused: int  # tokens before the first hunk, kept untouched
+    encoded: int  # tokens run through the model
+    rotated: int  # tokens kept behind a hunk, moved by a key rotation (pie)
+    refreshed: int  # stale tokens re-encoded exactly because the threshold was passed
+    hunks: int
+    ms: float
+
+    def __add__(self, other: SyncStats) -> SyncStats:
+        """Sum two syncs (the work done between two completions)."""
+        return SyncStats(
+            mode=other.mode if other.mode != "none" else self.mode,
+            reused=other.reused,
+            encoded=self.encoded + other.encoded,
+            rotated=self.rotated + other.rotated,
+            refreshed=self.refreshed + other.refreshed,
+            hunks=self.hunks + other.hunks,
+            ms=self.ms + other.ms,
+        )
+
+
+NO_SYNC = SyncStats("none", 0, 0, 0, 0, 0, 0.0)
+
+
+@dataclass(frozen=True)
+class CursorSplit:
+    """Where a cursor falls in the cached tokens."""
+
+    prefix_len: int  # cached tokens wholly before the cursor
+    typed: str  # characters between the last such token's end and the cursor (token healing)
+
+
+class DocumentCache:
+    """Token ids + per-layer KV of one document (or its window), updated by PIE, exact or full sync."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Tokenizer,
+        rope: RopeSpec,
+        mode: str = "pie",
+        stale_threshold: int = 1024,
+        max_tokens: int = 8192,
+        window_step: int = 256,
+        chunk: int = 512,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown cache mode '{mode}' (expected one of {', '.join(MODES)})")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.rope = rope
+        self.mode = mode
+        self.stale_threshold = stale_threshold
+        self.max_tokens = max_tokens
+        self.window_step = window_step
+        self.chunk = chunk
+        self.dtype = next(model.parameters()).dtype
+        self.store = KVStore(model.config.num_hidden_layers)
+        self.hf_cache = BufferCache(self.store)
+        self.text = ""
+        self.ids: list[int] = []  # cached ids (the window)
+        self.offsets: list[tuple[int, int]] = []  # char spans of the cached ids in `text`
+        self.window_start = 0  # index of ids[0] in the whole document's tokens
+        self.stale: list[bool] = []  # per cached token: its KV predates an edit before it
+
+    # ----------------------------------------------------------------- public
+
+    @property
+    def length(self) -> int:
+        """Tokens with valid KV."""
+        return len(self.ids)
+
+    @property
+    def stale_count(self) -> int:
+        """Tokens whose KV has not seen an edit that happened before them."""
+        return sum(self.stale)
+
+    def nbytes(self) -> int:
+        """Memory the KV buffers hold."""
+        return self.store.nbytes()
+
+    def release(self) -> None:
+        """Free the KV (eviction); the next sync re-encodes from scratch."""
+        self.store.release()
+        self.text, self.ids, self.offsets, self.stale = "", [], [], []
+        self.window_start = 0
+
+    @torch.inference_mode()
+    def sync(self, text: str, anchor: int | None = None, mode: str | None = None) -> SyncStats:
+        """Bring the KV in step with `text` (anchor: a char offset the window must contain)."""
+        t0 = time.perf_counter()
+        mode = mode or self.mode
+        if mode not in MODES:
+            raise ValueError(f"unknown cache mode '{mode}' (expected one of {', '.join(MODES)})")
+        if text == self.text and self.ids and self._window_holds(anchor):
+            return NO_SYNC
+        enc = self.tokenizer.encode(text, add_special_tokens=False)
+        ids, offsets = self._window(list(enc.ids), list(enc.offsets), anchor)
+        stats = self._apply(ids, mode)
+        refreshed = self._refresh_if_stale()
+        self.text, self.offsets = text, offsets
+        ms = (time.perf_counter() - t0) * 1000
+        return SyncStats(stats.mode, stats.reused, stats.encoded, stats.rotated, refreshed, stats.hunks, ms)
+
+    @torch.inference_mode()
+    def refresh(self) -> int:
+        """Re-encode every stale token exactly now (idle time); return how many."""
+        first = self._first_stale()
+        if first is None:
+            return 0
+        self._encode_from(first, self.ids)
+        return len(self.ids) - first
+
+    def split_at(self, offset: int) -> CursorSplit:
+        """Split the cached tokens at char `offset` of the synced text (cursor inside a token backs up)."""
+        if not 0 <= offset <= len(self.text):
+            raise ValueError(f"offset {offset} is outside the document (length {len(self.text)})")
+        n = bisect.bisect_right([end for _, end in self.offsets], offset)
+        boundary = self.offsets[n - 1][1] if n > 0 else self._window_char_start()
+        return CursorSplit(prefix_len=n, typed=self.text[boundary:offset])
+
+    # ---------------------------------------------------------------- window
+
+    def _window_char_start(self) -> int:
+        return self.offsets[0][0] if self.offsets else 0
+
+    def _window_holds(self, anchor: int | None) -> bool:
+        if anchor is None or self.window_start == 0 and len(self.ids) < self.max_tokens:
+            return True
+        if not self.offsets:
+            return False
+        return self.offsets[0][0] <= anchor <= self.offsets[-1][1]
+
+    def _window(
+        self, ids: list[int], offsets: list[tuple[int, int]], anchor: int | None
+    ) -> tuple[list[int], list[tuple[int, int]]]:
+        if len(ids) <= self.max_tokens:
+            self.window_start = 0
+            return ids, offsets
+        at = len(ids) if anchor is None else sum(1 for s, _ in offsets if s < anchor)
+        # Smallest step-aligned start that keeps the anchor token inside the window.
+        low = max(0, at - self.max_tokens + 1)
+        start = -(-low // self.window_step) * self.window_step
+        start = min(start, max(0, len(ids) - self.max_tokens))
+        self.window_start = start
+        return ids[start : start + self.max_tokens], offsets[start : start + self.max_tokens]
+
+    # ----------------------------------------------------------------- apply
+
+    def _apply(self, new_ids: list[int], mode: str) -> SyncStats:
+        old_ids = self.ids
+        if not self.store.allocated or not old_ids:
+            mode = "full"
+        if mode == "pie" and not self.rope.shiftable:
+            mode = "exact"
+        hunks = diff_ids(old_ids, new_ids) if mode != "full" else []
+        if mode != "full" and not hunks:
+            self.ids = new_ids
+            return SyncStats("none", len(new_ids), 0, 0, 0, 0, 0.0)
+        if mode == "full":
+            self._encode_from(0, new_ids)
+            return SyncStats("full", 0, len(new_ids), 0, 0, 0, 0.0)
+        first = hunks[0].new_start
+        if mode == "exact":
+            self._encode_from(first, new_ids)
+            return SyncStats("exact", first, len(new_ids) - first, 0, 0, len(hunks), 0.0)
+        rotated, encoded = self._pie(old_ids, new_ids, hunks)
+        return SyncStats("pie", first, encoded, rotated, 0, len(hunks), 0.0)
+
+    def _encode_from(self, start: int, new_ids: list[int]) -> None:
+        """Re-encode new_ids[start:] exactly, keeping the KV before `start`."""
+        self.store.ensure_capacity(len(new_ids))
+        encode_span(self.model, self.store, self.hf_cache, start, new_ids[start:], self.dtype, self.chunk)
+        self.ids = list(new_ids)
+        self.stale = self.stale[:start] + [False] * (len(new_ids) - start)
+
+    def _pie(self, old_ids: list[int], new_ids: list[int], hunks: list[Hunk]) -> tuple[int, int]:
+        """Move + rotate the kept segments, then encode each hunk in order. Returns (rotated, encoded)."""
+        src, dst, deltas = self._kept_segments(hunks, len(old_ids), len(new_ids))
+        self.store.ensure_capacity(len(new_ids))
+        moving = deltas != 0
+        src_m, dst_m, delta_m = src[moving], dst[moving], deltas[moving]
+        self.store.relocate(src_m, dst_m, lambda k: rotate_keys(k, delta_m, self.rope))
+        new_stale = self._stale_after(hunks, len(new_ids))
+        encoded = 0
+        for h in hunks:
+            piece = new_ids[h.new_start : h.new_end]
+            if piece:
+                encode_span(
+                    self.model, self.store, self.hf_cache, h.new_start, piece, self.dtype, self.chunk
+                )
+                encoded += len(piece)
+        self.ids = list(new_ids)
+        self.stale = new_stale
+        return int(src.numel()), encoded
+
+    @staticmethod
+    def _kept_segments(hunks: list[Hunk], old_len: int, new_len: int):
+        """Old index, new index and position delta of every token kept behind the first hunk."""
+        src_parts, dst_parts = [], []
+        for i, h in enumerate(hunks):
+            old_end = hunks[i + 1].old_start if i + 1 < len(hunks) else old_len
+            length = old_end - h.old_end
+            if length > 0:
+                src_parts.append(torch.arange(h.old_end, old_end))
+                dst_parts.append(torch.arange(h.new_end, h.new_end + length))
+        if not src_parts:
+            empty = torch.zeros(0, dtype=torch.long)
+            return empty, empty, empty
+        src, dst = torch.cat(src_parts), torch.cat(dst_parts)
+        assert int(dst[-1]) < new_len
+        return src, dst, dst - src
+
+    def _stale_after(self, hunks: list[Hunk], new_len: int) -> list[bool]:
+        """Staleness per new token: kept tokens behind a hunk become stale; hunk tokens are fresh."""
+        first = hunks[0].new_start
+        stale = self.stale[:first] + [False] * (new_len - first)
+        for i, h in enumerate(hunks):
+            end = hunks[i + 1].new_start if i + 1 < len(hunks) else new_len
+            stale[h.new_end : end] = [True] * (end - h.new_end)
+        return stale
+
+    def _first_stale(self) -> int | None:
+        for i, s in enumerate(self.stale):
+            if s:
+                return i
+        return None
+
+    def _refresh_if_stale(self) -> int:
+        if self.stale_count <= self.stale_threshold:
+            return 0
+        return self.refresh()
