@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from superpie.completion.ngram import NgramConfig, NgramIndex
 
 VOCAB = 128
