@@ -160,7 +160,9 @@ def load_model(path: str | os.PathLike | None = None, dtype: str = "float32", th
     model_dir = ensure_default_model() if path is None else Path(path).expanduser()
     _check_model_dir(model_dir)
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a load from safetensors is quick; its bar is noise on stderr
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}.get(dtype)
     if torch_dtype is None:
         raise ModelLoadError(f"unknown dtype '{dtype}' (expected float32 or bfloat16)")

@@ -1,0 +1,205 @@
+"""The `superpie` command: `complete` and `replay` (headless, scripted), `serve` (language server).
+
+Every command drives the same `Engine`. User mistakes (a missing file, a position past the end,
+bytes that are not UTF-8, a malformed session line, a bad model path) print one `superpie: error:`
+line on stderr and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from superpie.cache.document import MODES
+
+EXIT_USAGE = 2
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("superpie")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class UserError(Exception):
+    """A mistake in the user's input: reported in one line, exit status 2."""
+
+
+def find_workspace(file: Path) -> Path:
+    """The file's git root, else its directory."""
+    start = file.resolve().parent
+    for d in (start, *start.parents):
+        if (d / ".git").exists():
+            return d
+    return start
+
+
+def read_source(path: Path) -> str:
+    """The file's text; UserError if it is missing, unreadable or not UTF-8."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"file '{path}' does not exist") from None
+    except OSError as exc:
+        raise UserError(f"cannot read '{path}': {exc.strerror}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"'{path}' is not valid UTF-8 (bad byte at offset {exc.start})") from None
+
+
+def _engine(args: argparse.Namespace, workspace: Path):
+    from superpie.completion.config import EngineConfig
+    from superpie.completion.engine import Engine
+
+    config = EngineConfig(workspace=str(workspace))
+    config.model.path = args.model
+    config.model.dtype = args.dtype
+    config.model.threads = args.threads
+    if getattr(args, "mode", None):
+        config.cache.mode = args.mode
+    if args.max_tokens is not None:
+        config.decoding.max_tokens = args.max_tokens
+    config.decoding.multiline = args.multiline
+    return Engine(config)
+
+
+def _load(engine) -> float:
+    from superpie.completion.model import ModelLoadError
+
+    try:
+        return engine.ensure_loaded()
+    except ModelLoadError as exc:
+        raise UserError(str(exc)) from None
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    """Complete at a cursor in a file and print the drafts."""
+    from superpie.completion.engine import CompletionRequest
+    from superpie.lsp.positions import offset_at
+
+    path = Path(args.file)
+    text = read_source(path)
+    try:
+        offset = offset_at(text, args.line, args.character)
+    except ValueError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    workspace = Path(args.workspace) if args.workspace else find_workspace(path)
+    engine = _engine(args, workspace)
+    load_ms = _load(engine)
+    t0 = time.perf_counter()
+    result = engine.complete(CompletionRequest(uri=path.resolve().as_uri(), text=text, offset=offset))
+    total = (time.perf_counter() - t0) * 1000 + load_ms
+    if args.json:
+        out = {
+            "completions": [{"text": c.text, "score": c.score} for c in result.completions],
+            "timings_ms": {
+                "load": round(load_ms, 3),
+                "sync": round(result.timings_ms["sync"], 3),
+                "decode": round(result.timings_ms["decode"], 3),
+                "total": round(total, 3),
+            },
+        }
+        print(json.dumps(out, ensure_ascii=False))
+        return 0
+    _print_human(text, offset, result, load_ms)
+    return 0
+
+
+def _print_human(text: str, offset: int, result, load_ms: float) -> None:
+    before = text[:offset].splitlines()[-6:]
+    print("".join(f"  {line}\n" for line in before[:-1]), end="")
+    last = before[-1] if before else ""
+    if not result.completions:
+        print(f"  {last}\u2038  (no completion)")
+    for i, c in enumerate(result.completions):
+        shown = c.text.replace("\n", "\n  ")
+        print(f"  {last}\x1b[2m{shown}\x1b[0m" if sys.stdout.isatty() else f"  {last}{shown}")
+        print(f"  -- draft {i + 1}, score {c.score:.3f}")
+    t = result.timings_ms
+    print(f"  (load {load_ms:.0f} ms, sync {t['sync']:.0f} ms, decode {t['decode']:.0f} ms)")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Replay a recorded editing session and print one line per completion."""
+    from superpie.lsp.replay import Replayer, ReplayError
+
+    session = Path(args.session)
+    if not session.is_file():
+        raise UserError(f"session file '{session}' does not exist")
+    workspace = Path(args.workspace) if args.workspace else find_workspace(session)
+    engine = _engine(args, workspace)
+    _load(engine)
+    try:
+        for out in Replayer(engine, workspace).run(session):
+            obj = out.to_json()
+            if args.json:
+                print(json.dumps(obj, ensure_ascii=False), flush=True)
+            else:
+                top = obj["completions"][0]["text"] if obj["completions"] else ""
+                c, t = obj["cache"], obj["timings_ms"]
+                print(
+                    f"{out.uri}:{out.position['line']}:{out.position['character']}  "
+                    f"[{c['mode']} reused {c['reused']} encoded {c['encoded']} rotated {c['rotated']}]  "
+                    f"sync {t['sync']:.1f} ms decode {t['decode']:.1f} ms  -> {top!r}",
+                    flush=True,
+                )
+    except ReplayError as exc:
+        raise UserError(f"{session}: {exc}") from None
+    return 0
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="PATH", help="local Hugging Face model directory (default: embedded SmolLM2)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weight precision")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: cores this process may use)")
+    p.add_argument("--workspace", metavar="DIR", help="project root (default: the file's git root, else its dir)")
+    p.add_argument("--max-tokens", type=int, default=None, help="new tokens per draft (default 32)")
+    p.add_argument("--multiline", action="store_true", help="complete a block, not just the line")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser (also documents the contract)."""
+    parser = argparse.ArgumentParser(prog="superpie", description="Code completion with a PIE-synced KV cache.")
+    parser.add_argument("--version", action="version", version=f"superpie {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("complete", help="complete at a position in a file")
+    p.add_argument("file")
+    p.add_argument("--line", type=int, required=True, help="0-based line")
+    p.add_argument("--character", type=int, required=True, help="0-based UTF-16 column, as in LSP")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_complete)
+
+    p = sub.add_parser("replay", help="replay an editing session (JSON lines)")
+    p.add_argument("session")
+    p.add_argument("--mode", choices=MODES, default="pie", help="how the cache follows edits")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_replay)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `superpie` console script."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "max_tokens", None) is not None and args.max_tokens <= 0:
+        print("superpie: error: --max-tokens must be positive", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"superpie: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

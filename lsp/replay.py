@@ -1,0 +1,136 @@
+"""`superpie replay`: drive the engine with a recorded editing session (JSON lines).
+
+Events mirror what an editor sends: `open`, `change` (LSP TextDocumentContentChangeEvent shapes,
+UTF-16 positions) and `complete`. Each change is synced to the cache right away, as the language
+server does in the background; a `complete` reports the sync work done since the previous one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from superpie.completion.engine import CompletionRequest, CompletionResult, Engine
+from superpie.lsp.positions import apply_change, offset_at
+
+
+class ReplayError(ValueError):
+    """A bad session line; the message names the line number."""
+
+
+@dataclass
+class ReplayOutput:
+    """One `complete` event's result, in the CLI's JSON contract."""
+
+    uri: str
+    position: dict[str, int]
+    result: CompletionResult
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented output object of one complete event."""
+        r = self.result
+        return {
+            "uri": self.uri,
+            "position": self.position,
+            "completions": [{"text": c.text, "score": c.score} for c in r.completions],
+            "timings_ms": {k: round(r.timings_ms[k], 3) for k in ("sync", "decode", "total")},
+            "cache": {
+                "mode": r.cache.mode,
+                "reused": r.cache.reused,
+                "encoded": r.cache.encoded,
+                "rotated": r.cache.rotated,
+            },
+        }
+
+
+def resolve_uri(uri: str, workspace: Path) -> str:
+    """A `file://` URI as given; a bare path is taken relative to the workspace."""
+    if "://" in uri:
+        return uri
+    return (workspace / uri).resolve().as_uri()
+
+
+def read_events(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Parse the session file line by line (1-based line numbers); blank lines are skipped."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ReplayError(f"cannot read session file '{path}': {exc.strerror}") from None
+    try:
+        content = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ReplayError(f"session file '{path}' is not valid UTF-8 (byte offset {exc.start})") from None
+    for number, line in enumerate(content.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ReplayError(f"line {number}: malformed JSON: {exc.msg}") from None
+        if not isinstance(event, dict) or not isinstance(event.get("op"), str):
+            raise ReplayError(f"line {number}: an event must be an object with a string 'op'")
+        yield number, event
+
+
+def _field(event: dict, name: str, kind: type, number: int):
+    value = event.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+        raise ReplayError(f"line {number}: '{event['op']}' needs '{name}' ({kind.__name__})")
+    return value
+
+
+class Replayer:
+    """Applies session events to an engine and yields one output per `complete`."""
+
+    def __init__(self, engine: Engine, workspace: Path) -> None:
+        self.engine = engine
+        self.workspace = workspace
+        self.texts: dict[str, str] = {}
+
+    def run(self, path: Path) -> Iterator[ReplayOutput]:
+        """Replay the whole session file."""
+        for number, event in read_events(path):
+            out = self.apply(number, event)
+            if out is not None:
+                yield out
+
+    def apply(self, number: int, event: dict[str, Any]) -> ReplayOutput | None:
+        """Apply one event; a `complete` returns its output."""
+        op = event["op"]
+        uri = resolve_uri(_field(event, "uri", str, number), self.workspace)
+        if op == "open":
+            self.texts[uri] = _field(event, "text", str, number)
+            self.engine.sync(uri, self.texts[uri])
+            return None
+        if uri not in self.texts:
+            raise ReplayError(f"line {number}: document '{uri}' was never opened")
+        if op == "change":
+            text = self.texts[uri]
+            for change in _field(event, "changes", list, number):
+                try:
+                    text = apply_change(text, change)
+                except ValueError as exc:
+                    raise ReplayError(f"line {number}: {exc}") from None
+            self.texts[uri] = text
+            self.engine.sync(uri, text)
+            return None
+        if op == "complete":
+            return self._complete(number, event, uri)
+        raise ReplayError(f"line {number}: unknown op '{op}' (expected open, change or complete)")
+
+    def _complete(self, number: int, event: dict[str, Any], uri: str) -> ReplayOutput:
+        pos = _field(event, "position", dict, number)
+        text = self.texts[uri]
+        try:
+            offset = offset_at(text, int(pos.get("line", -1)), int(pos.get("character", -1)))
+        except (ValueError, TypeError) as exc:
+            raise ReplayError(f"line {number}: {exc}") from None
+        max_tokens = event.get("max_tokens")
+        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens <= 0):
+            raise ReplayError(f"line {number}: 'max_tokens' must be a positive integer")
+        req = CompletionRequest(uri=uri, text=text, offset=offset, max_tokens=max_tokens)
+        result = self.engine.complete(req)
+        return ReplayOutput(uri, {"line": int(pos["line"]), "character": int(pos["character"])}, result)
