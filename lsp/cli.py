@@ -128,12 +128,16 @@ def _print_human(text: str, offset: int, result, load_ms: float) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Replay a recorded editing session and print one line per completion."""
-    from superpie.lsp.replay import Replayer, ReplayError
+    from superpie.lsp.replay import Replayer, ReplayError, read_events
 
     session = Path(args.session)
     if not session.is_file():
         raise UserError(f"session file '{session}' does not exist")
     workspace = Path(args.workspace) if args.workspace else find_workspace(session)
+    try:
+        list(read_events(session))  # fail on a malformed line before loading the model
+    except ReplayError as exc:
+        raise UserError(f"{session}: {exc}") from None
     engine = _engine(args, workspace)
     _load(engine)
     try:

