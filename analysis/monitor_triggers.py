@@ -1,0 +1,132 @@
+"""Where a monitor may fire: cheap text checks on the end of (document before cursor + draft).
+
+These run at every decoding step while no monitor is active, so they look only at the tail of the
+text and never call jedi. Each returns the point where the identifier being typed starts (jedi is
+asked there, with the typed characters removed, so one answer serves every prefix) or None.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass
+
+from superpie.analysis.token_trie import is_identifier_char
+
+_LOOKBACK = 4000  # chars searched backwards for the call that holds an argument
+_VALUE_KEYWORDS = frozenset({"True", "False", "None"})
+_IMPORT = re.compile(r"^[ \t]*import[ \t]+(?:[\w.]+[ \t]*(?:as[ \t]+\w+[ \t]*)?,[ \t]*)*[\w.]*$")
+_FROM_MODULE = re.compile(r"^[ \t]*from[ \t]+\.*[\w.]*$")
+_FROM_IMPORT = re.compile(
+    r"^[ \t]*from[ \t]+\.*[\w.]*[ \t]+import[ \t]+\(?[ \t]*(?:\w+[ \t]*(?:as[ \t]+\w+[ \t]*)?,[ \t]*)*\w*$"
+)
+_IMPORT_LINE = re.compile(r"^[ \t]*(?:from|import)\b")
+_DEFINITION = re.compile(r"(?:^|[^\w.])(?:def|class)[ \t]+\w+$")
+_EXPRESSION_START = re.compile(r"(?:=|\breturn|\bawait|\byield)[ \t]+$")
+
+
+@dataclass(frozen=True)
+class TriggerPoint:
+    """Where the identifier being typed starts, and what of it has been typed."""
+
+    start: int  # str offset in text_before
+    typed: str
+
+
+def identifier_start(text: str, end: int | None = None) -> int:
+    """Offset where the run of identifier characters ending at `end` starts."""
+    end = len(text) if end is None else end
+    k = end
+    while k > 0 and is_identifier_char(text[k - 1]):
+        k -= 1
+    return k
+
+
+def _current_line(text: str, end: int) -> str:
+    return text[text.rfind("\n", 0, end) + 1 : end]
+
+
+def _point(text: str) -> TriggerPoint | None:
+    k = identifier_start(text)
+    typed = text[k:]
+    if typed[:1].isdigit():
+        return None
+    return TriggerPoint(k, typed)
+
+
+def dereference_point(text: str) -> TriggerPoint | None:
+    """`expr.` + optional identifier chars, where expr is a name, a call, a subscript or a literal."""
+    point = _point(text)
+    if point is None or point.start < 2 or text[point.start - 1] != ".":
+        return None
+    dot = point.start - 1
+    before = text[dot - 1]
+    if is_identifier_char(before):
+        word = text[identifier_start(text, dot) : dot]
+        if word[0].isdigit() or (keyword.iskeyword(word) and word not in _VALUE_KEYWORDS):
+            return None  # a number literal such as `1.`, or `from .` / `import .`
+    elif before not in ")]}'\"":
+        return None
+    if _IMPORT_LINE.match(_current_line(text, dot)):
+        return None  # module paths belong to the import monitor
+    return point
+
+
+def import_point(text: str) -> TriggerPoint | None:
+    """`import a.b`, `from a.b`, `from a import x, y`: the module or member being typed."""
+    point = _point(text)
+    if point is None:
+        return None
+    line = _current_line(text, len(text))
+    if _IMPORT.match(line) or _FROM_MODULE.match(line) or _FROM_IMPORT.match(line):
+        return point
+    return None
+
+
+def _open_paren_before(text: str, end: int) -> int:
+    """Offset of the innermost unclosed bracket before `end` if it is "(", else -1 (strings ignored)."""
+    depth = 0
+    for i in range(end - 1, max(-1, end - _LOOKBACK - 1), -1):
+        c = text[i]
+        if c in ")]}":
+            depth += 1
+        elif c in "([{":
+            if depth == 0:
+                return i if c == "(" else -1
+            depth -= 1
+    return -1
+
+
+def call_argument_point(text: str) -> TriggerPoint | None:
+    """An argument start inside a call (`f(`, `f(a, `): where a keyword argument may be written."""
+    point = _point(text)
+    if point is None:
+        return None
+    j = point.start
+    while j > 0 and text[j - 1] in " \t\n":
+        j -= 1
+    if j == 0 or text[j - 1] not in "(,":
+        return None
+    if text[j - 1] == "," and j == point.start:
+        return None  # wait for the space after the comma, so one argument start fires once
+    paren = j - 1 if text[j - 1] == "(" else _open_paren_before(text, j - 1)
+    if paren <= 0:
+        return None
+    callee = text[paren - 1]
+    if is_identifier_char(callee):
+        word = text[identifier_start(text, paren) : paren]
+        if keyword.iskeyword(word) or _DEFINITION.search(text, max(0, paren - 200), paren):
+            return None
+    elif callee not in ")]":
+        return None
+    return point
+
+
+def expression_start_point(text: str) -> TriggerPoint | None:
+    """A name begun right after `=`, `return`, `await` or `yield`: it must be a name in scope."""
+    point = _point(text)
+    if point is None or not point.typed:
+        return None
+    if not _EXPRESSION_START.search(text, max(0, point.start - 20), point.start):
+        return None
+    return point
