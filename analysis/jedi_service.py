@@ -1,0 +1,186 @@
+"""jedi behind one worker thread, a time budget per question, and a cache of answers.
+
+jedi is not thread-safe and can be slow (first use of a module, a big inference), while decoding
+cannot wait: each question gets a budget, and a question that misses it is answered "fell back"
+(decoding goes on unconstrained) while jedi keeps working; its late answer is cached for the next time
+the same question comes. One long-lived jedi.Project per workspace keeps jedi's module caches warm.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field, replace
+from inspect import Parameter
+from pathlib import Path
+
+import jedi
+import parso
+
+log = logging.getLogger(__name__)
+
+_KEYWORD_KINDS = (Parameter.POSITIONAL_OR_KEYWORD, Parameter.KEYWORD_ONLY)
+_WARM_NAMES = 40  # names inferred when a document opens, to load its imports
+
+
+@dataclass
+class JediStats:
+    """Counters that say how often jedi kept up with decoding."""
+
+    questions: int = 0
+    cache_hits: int = 0
+    fallbacks: int = 0  # answers that missed their budget (or were not asked: queue full)
+    errors: int = 0  # jedi raised
+    late_answers: int = 0  # answers that came after their budget and were cached
+    seconds: deque[float] = field(default_factory=lambda: deque(maxlen=1024), repr=False)  # per answer
+
+
+@dataclass(frozen=True)
+class JediAnswer:
+    """Names jedi gave for one question; fell_back when it could not answer within the budget."""
+
+    names: tuple[str, ...]
+    fell_back: bool = False
+
+
+def position(code: str, offset: int) -> tuple[int, int]:
+    """jedi's (1-based line, 0-based column in characters) for a str offset, with parso's line breaks."""
+    lines = parso.split_lines(code[:offset])
+    return len(lines), len(lines[-1])
+
+
+def _completion_names(script: jedi.Script, line: int, column: int) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(c.name for c in script.complete(line, column)))
+
+
+def _keyword_names(script: jedi.Script, line: int, column: int) -> tuple[str, ...]:
+    names = (
+        p.name for sig in script.get_signatures(line, column) for p in sig.params if p.kind in _KEYWORD_KINDS
+    )
+    return tuple(dict.fromkeys(names))
+
+
+_QUESTIONS: dict[str, Callable[[jedi.Script, int, int], tuple[str, ...]]] = {
+    "complete": _completion_names,
+    "keywords": _keyword_names,
+}
+
+
+class JediService:
+    """Answers completion and signature questions about a workspace, never blocking past a budget."""
+
+    def __init__(
+        self,
+        workspace: str | Path,
+        budget_s: float = 0.15,
+        environment_path: str | None = None,
+        cache_size: int = 256,
+        max_pending: int = 4,
+    ):
+        self.project = jedi.Project(Path(workspace), environment_path=environment_path)
+        self.budget_s = budget_s
+        self.stats = JediStats()
+        self._cache: OrderedDict[tuple, tuple[str, ...]] = OrderedDict()
+        self._cache_size = cache_size
+        self._pending: dict[tuple, Future] = {}
+        self._late: set[tuple] = set()
+        self._max_pending = max_pending
+        self._warmed: set[str | None] = set()
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="superpie-jedi")
+
+    def completions(
+        self, path: str | None, code: str, offset: int, budget_s: float | None = None
+    ) -> JediAnswer:
+        """Names jedi completes at offset in code (attributes, modules, names in scope)."""
+        return self._ask("complete", path, code, offset, budget_s)
+
+    def keyword_parameters(
+        self, path: str | None, code: str, offset: int, budget_s: float | None = None
+    ) -> JediAnswer:
+        """Parameter names that may be passed by keyword to the call around offset."""
+        return self._ask("keywords", path, code, offset, budget_s)
+
+    def warm(self, path: str | None, text: str) -> Future:
+        """Load a document's imports in the background when it opens, so later questions are fast."""
+        with self._lock:
+            if path in self._warmed:
+                done: Future = Future()
+                done.set_result(None)
+                return done
+            self._warmed.add(path)
+        return self._executor.submit(self._warm, path, text)
+
+    def stats_snapshot(self) -> JediStats:
+        """A copy of the counters, safe to read while jedi works."""
+        with self._lock:
+            return replace(self.stats, seconds=deque(self.stats.seconds, maxlen=1024))
+
+    def close(self) -> None:
+        """Stop the worker thread (pending questions are dropped)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _ask(self, kind: str, path: str | None, code: str, offset: int, budget_s: float | None) -> JediAnswer:
+        key = (kind, path, offset, len(code), hash(code))
+        with self._lock:
+            self.stats.questions += 1
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                self.stats.cache_hits += 1
+                return JediAnswer(hit)
+            future = self._pending.get(key)
+            if future is None:
+                if len(self._pending) >= self._max_pending:
+                    self.stats.fallbacks += 1
+                    return JediAnswer((), fell_back=True)
+                future = self._pending[key] = self._executor.submit(self._compute, key, path, code, offset)
+        try:
+            names = future.result(timeout=self.budget_s if budget_s is None else budget_s)
+        except FutureTimeout:
+            with self._lock:
+                self.stats.fallbacks += 1
+                self._late.add(key)
+            return JediAnswer((), fell_back=True)
+        if names is None:
+            return JediAnswer((), fell_back=True)
+        return JediAnswer(names)
+
+    def _compute(self, key: tuple, path: str | None, code: str, offset: int) -> tuple[str, ...] | None:
+        """Runs on the jedi thread only."""
+        t0 = time.perf_counter()
+        try:
+            script = jedi.Script(code=code, path=path, project=self.project)
+            names: tuple[str, ...] | None = _QUESTIONS[key[0]](script, *position(code, offset))
+        except Exception:  # jedi is third-party and fails in many ways on unfinished code
+            log.warning("jedi failed on %s at offset %d", path, offset, exc_info=True)
+            names = None
+        with self._lock:
+            self._pending.pop(key, None)
+            if names is None:
+                self.stats.errors += 1
+                self._late.discard(key)
+                return None
+            self.stats.seconds.append(time.perf_counter() - t0)
+            self._cache[key] = names
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+            if key in self._late:
+                self._late.discard(key)
+                self.stats.late_answers += 1
+        return names
+
+    def _warm(self, path: str | None, text: str) -> None:
+        """Runs on the jedi thread only."""
+        try:
+            script = jedi.Script(code=text, path=path, project=self.project)
+            script.complete(*position(text, len(text)))
+            for name in script.get_names()[:_WARM_NAMES]:
+                name.infer()
+        except Exception:
+            log.warning("jedi warm-up failed on %s", path, exc_info=True)

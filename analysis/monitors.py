@@ -1,0 +1,202 @@
+"""The monitors of monitor-guided decoding (Agrawal et al. 2023) and the analyzer that owns jedi.
+
+A monitor recognises a situation at the end of the text being decoded (cheap checks from
+analysis.monitor_triggers, never inside strings or comments), asks jedi once for the valid names, and
+returns a MonitorState that decoding advances locally. jedi sees the whole document with the draft
+inserted at the cursor, so imports and other workspace modules resolve. Monitors:
+
+- dereference: `expr.` + identifier chars -> expr's attributes; each new `.` of a chain fires again.
+- import: `import a.`, `from a.`, `from a import ` -> module and member names.
+- keyword_argument: an argument start in a call -> the callee's keyword-capable parameter names.
+  A positional expression is just as valid there, so this state never constrains
+  (constrains=False, allowed_continuations() is empty); the names are a hint for biasing or ranking.
+- names_in_scope (off by default): a name begun after `=`, `return`, `await` or `yield` must be a
+  name jedi knows or a keyword. Off by default because jedi cannot know names that the draft is about
+  to define (comprehension variables, names bound later in the draft).
+
+Usage per completion request: `monitors = analyzer.monitors(path, text_after_cursor)`, then per draft
+and step `state = monitors.step(state, text_before, emitted)` and `mask_for(state, trie, vocab_size)`.
+"""
+
+from __future__ import annotations
+
+import keyword
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+from superpie.analysis import monitor_triggers as triggers
+from superpie.analysis.jedi_service import JediAnswer, JediService, JediStats
+from superpie.analysis.monitor_state import Monitor, MonitorState, mask_for
+from superpie.analysis.syntax import region_at
+
+__all__ = ["Analyzer", "AnalyzerConfig", "Monitor", "MonitorSet", "MonitorState", "mask_for"]
+
+_KEYWORDS = tuple(keyword.kwlist + keyword.softkwlist)
+
+
+@dataclass(frozen=True)
+class AnalyzerConfig:
+    """Which monitors run and how long jedi may take per question."""
+
+    budget_ms: float = 150.0
+    dereference: bool = True
+    imports: bool = True
+    keyword_arguments: bool = True
+    names_in_scope: bool = False
+    environment_path: str | None = None  # the Python environment jedi resolves imports in
+
+
+@dataclass(frozen=True)
+class DocumentContext:
+    """What every monitor of one request shares: jedi, the document path and the text after the cursor."""
+
+    jedi: JediService
+    path: str | None
+    text_after: str
+
+
+def _state(
+    name: str, point: triggers.TriggerPoint, answer: JediAnswer, **extra: object
+) -> MonitorState | None:
+    if answer.fell_back:
+        return MonitorState(name, point.typed, (), fell_back=True, **extra)
+    if not answer.names:
+        return None  # jedi knows nothing here: unconstrained
+    return MonitorState(name, point.typed, answer.names, **extra)
+
+
+class _JediMonitor:
+    """A monitor that fires at a trigger point and asks one jedi question there."""
+
+    name = ""
+
+    def __init__(self, context: DocumentContext):
+        self.context = context
+
+    def _point(self, text_before: str) -> triggers.TriggerPoint | None:
+        raise NotImplementedError
+
+    def _ask(self, code: str, offset: int) -> JediAnswer:
+        ctx = self.context
+        return ctx.jedi.completions(ctx.path, code, offset)
+
+    def _extra(self) -> dict[str, object]:
+        return {}
+
+    def trigger(self, text_before: str) -> MonitorState | None:
+        """The state when text_before ends in this monitor's situation, else None."""
+        point = self._point(text_before)
+        if point is None or region_at(text_before, len(text_before)) != "code":
+            return None
+        # jedi is asked where the identifier starts, so one answer serves every prefix of it
+        answer = self._ask(text_before[: point.start] + self.context.text_after, point.start)
+        return _state(self.name, point, answer, **self._extra())
+
+
+class DereferenceMonitor(_JediMonitor):
+    """After `expr.` only expr's attributes may be spelled."""
+
+    name = "dereference"
+
+    def _point(self, text_before: str) -> triggers.TriggerPoint | None:
+        return triggers.dereference_point(text_before)
+
+
+class ImportMonitor(_JediMonitor):
+    """In import statements only existing modules and members may be spelled."""
+
+    name = "import"
+
+    def _point(self, text_before: str) -> triggers.TriggerPoint | None:
+        return triggers.import_point(text_before)
+
+
+class KeywordArgumentMonitor(_JediMonitor):
+    """At an argument start, records the callee's parameter names (a hint, never a constraint)."""
+
+    name = "keyword_argument"
+
+    def _point(self, text_before: str) -> triggers.TriggerPoint | None:
+        return triggers.call_argument_point(text_before)
+
+    def _ask(self, code: str, offset: int) -> JediAnswer:
+        ctx = self.context
+        return ctx.jedi.keyword_parameters(ctx.path, code, offset)
+
+    def _extra(self) -> dict[str, object]:
+        return {"constrains": False}
+
+
+class NamesInScopeMonitor(_JediMonitor):
+    """A name begun at an expression start must be a name in scope or a keyword."""
+
+    name = "names_in_scope"
+
+    def _point(self, text_before: str) -> triggers.TriggerPoint | None:
+        return triggers.expression_start_point(text_before)
+
+    def _ask(self, code: str, offset: int) -> JediAnswer:
+        answer = super()._ask(code, offset)
+        if answer.fell_back or not answer.names:
+            return answer
+        return JediAnswer(tuple(dict.fromkeys(answer.names + _KEYWORDS)))
+
+
+class MonitorSet:
+    """The monitors of one completion request, tried in order; the first that fires wins."""
+
+    def __init__(self, monitors: Sequence[Monitor]):
+        self.monitors = tuple(monitors)
+
+    def trigger(self, text_before: str) -> MonitorState | None:
+        """The state of the first monitor whose situation text_before ends in, else None."""
+        for monitor in self.monitors:
+            state = monitor.trigger(text_before)
+            if state is not None:
+                return state
+        return None
+
+    def step(self, state: MonitorState | None, text_before: str, emitted: str) -> MonitorState | None:
+        """After a draft emitted text (text_before includes it): advance the state, or look for a new one."""
+        if state is not None:
+            advanced = state.advance(emitted)
+            if advanced is not None:
+                return advanced
+        return self.trigger(text_before)
+
+
+_MONITORS: tuple[tuple[str, Callable[[DocumentContext], Monitor]], ...] = (
+    ("imports", ImportMonitor),  # before dereference: `from a.` is a module path
+    ("dereference", DereferenceMonitor),
+    ("keyword_arguments", KeywordArgumentMonitor),
+    ("names_in_scope", NamesInScopeMonitor),
+)
+
+
+class Analyzer:
+    """Owns jedi for one workspace and hands out the monitors of each completion request."""
+
+    def __init__(self, workspace: str | Path, config: AnalyzerConfig | None = None):
+        self.config = config or AnalyzerConfig()
+        self.jedi = JediService(
+            workspace, budget_s=self.config.budget_ms / 1000, environment_path=self.config.environment_path
+        )
+
+    def monitors(self, path: str | Path | None, text_after: str = "") -> MonitorSet:
+        """The enabled monitors for a request at a cursor; text_after is the document after the cursor."""
+        context = DocumentContext(self.jedi, None if path is None else str(path), text_after)
+        return MonitorSet([make(context) for flag, make in _MONITORS if getattr(self.config, flag)])
+
+    def warm(self, path: str | Path | None, text: str) -> Future:
+        """Run jedi once in the background when a document opens, so the first monitor is fast."""
+        return self.jedi.warm(None if path is None else str(path), text)
+
+    def stats(self) -> JediStats:
+        """Counters of jedi questions, cache hits, fallbacks and errors."""
+        return self.jedi.stats_snapshot()
+
+    def close(self) -> None:
+        """Stop the jedi thread."""
+        self.jedi.close()

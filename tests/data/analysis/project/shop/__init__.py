@@ -1,0 +1,1 @@
+"""A tiny shop package for the monitor tests."""
