@@ -9,9 +9,11 @@ three modes:
 - `exact`: keep the KV before the first hunk and re-encode everything after it.
 - `full`: re-encode everything (the reference the other two are measured against).
 
-PIE leaves the tokens behind an edit with stale context (their KV never saw the new text). The cache
-counts them and re-encodes them exactly once the count passes `stale_threshold`, or when `refresh()`
-is called in idle time, so the error never accumulates without bound.
+PIE leaves the tokens behind an edit with stale context (their KV never saw the new text). Each edit
+adds the number of tokens it left stale to a running count (a token staled by two edits counts twice:
+its error grows with every edit it did not see); once the count passes `stale_threshold`, or when
+`refresh()` is called in idle time, the stale tokens are re-encoded exactly and the count restarts,
+so the error never accumulates without bound.
 
 Documents longer than `max_tokens` are cached through a window: `max_tokens` tokens starting at a
 multiple of `window_step` chosen so that the anchor (the cursor) is inside it. Positions count from
@@ -31,7 +33,7 @@ from tokenizers import Tokenizer
 from superpie.cache.diff import Hunk, diff_ids
 from superpie.cache.forward import encode_span
 from superpie.cache.kv import BufferCache, KVStore
-from superpie.cache.rope import RopeSpec, rotate_keys
+from superpie.cache.rope import RopeSpec, Rotation
 
 MODES = ("pie", "exact", "full")
 
@@ -81,7 +83,7 @@ class DocumentCache:
         tokenizer: Tokenizer,
         rope: RopeSpec,
         mode: str = "pie",
-        stale_threshold: int = 1024,
+        stale_threshold: int = 16384,
         max_tokens: int = 8192,
         window_step: int = 256,
         chunk: int = 512,
@@ -104,6 +106,7 @@ class DocumentCache:
         self.offsets: list[tuple[int, int]] = []  # char spans of the cached ids in `text`
         self.window_start = 0  # index of ids[0] in the whole document's tokens
         self.stale: list[bool] = []  # per cached token: its KV predates an edit before it
+        self.stale_load = 0  # stale tokens summed over the edits since the last exact refresh
 
     # ----------------------------------------------------------------- public
 
@@ -125,6 +128,7 @@ class DocumentCache:
         """Free the KV (eviction); the next sync re-encodes from scratch."""
         self.store.release()
         self.text, self.ids, self.offsets, self.stale = "", [], [], []
+        self.stale_load = 0
         self.window_start = 0
 
     @torch.inference_mode()
@@ -148,6 +152,7 @@ class DocumentCache:
     def refresh(self) -> int:
         """Re-encode every stale token exactly now (idle time); return how many."""
         first = self._first_stale()
+        self.stale_load = 0
         if first is None:
             return 0
         self._encode_from(first, self.ids)
@@ -218,11 +223,12 @@ class DocumentCache:
 
     def _pie(self, old_ids: list[int], new_ids: list[int], hunks: list[Hunk]) -> tuple[int, int]:
         """Move + rotate the kept segments, then encode each hunk in order. Returns (rotated, encoded)."""
-        src, dst, deltas = self._kept_segments(hunks, len(old_ids), len(new_ids))
+        segments = self._kept_segments(hunks, len(old_ids))
+        moving = [(src, dst, n) for src, dst, n in segments if src != dst]
         self.store.ensure_capacity(len(new_ids))
-        moving = deltas != 0
-        src_m, dst_m, delta_m = src[moving], dst[moving], deltas[moving]
-        self.store.relocate(src_m, dst_m, lambda k: rotate_keys(k, delta_m, self.rope))
+        if moving:
+            deltas = torch.cat([torch.full((n,), dst - src, dtype=torch.float32) for src, dst, n in moving])
+            self.store.relocate(moving, Rotation.by(self.rope, deltas, deltas.numel()))
         new_stale = self._stale_after(hunks, len(new_ids))
         encoded = 0
         for h in hunks:
@@ -234,24 +240,19 @@ class DocumentCache:
                 encoded += len(piece)
         self.ids = list(new_ids)
         self.stale = new_stale
-        return int(src.numel()), encoded
+        kept = sum(n for _, _, n in segments)
+        self.stale_load += kept
+        return kept, encoded
 
     @staticmethod
-    def _kept_segments(hunks: list[Hunk], old_len: int, new_len: int):
-        """Old index, new index and position delta of every token kept behind the first hunk."""
-        src_parts, dst_parts = [], []
+    def _kept_segments(hunks: list[Hunk], old_len: int) -> list[tuple[int, int, int]]:
+        """(old index, new index, length) of every run of tokens kept behind a hunk."""
+        runs = []
         for i, h in enumerate(hunks):
             old_end = hunks[i + 1].old_start if i + 1 < len(hunks) else old_len
-            length = old_end - h.old_end
-            if length > 0:
-                src_parts.append(torch.arange(h.old_end, old_end))
-                dst_parts.append(torch.arange(h.new_end, h.new_end + length))
-        if not src_parts:
-            empty = torch.zeros(0, dtype=torch.long)
-            return empty, empty, empty
-        src, dst = torch.cat(src_parts), torch.cat(dst_parts)
-        assert int(dst[-1]) < new_len
-        return src, dst, dst - src
+            if old_end > h.old_end:
+                runs.append((h.old_end, h.new_end, old_end - h.old_end))
+        return runs
 
     def _stale_after(self, hunks: list[Hunk], new_len: int) -> list[bool]:
         """Staleness per new token: kept tokens behind a hunk become stale; hunk tokens are fresh."""
@@ -269,6 +270,6 @@ class DocumentCache:
         return None
 
     def _refresh_if_stale(self) -> int:
-        if self.stale_count <= self.stale_threshold:
+        if self.stale_load <= self.stale_threshold:
             return 0
         return self.refresh()

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
+from superpie.cache.rope import Rotation
+
 _GROWTH = 2
 _ROUND = 256
 
@@ -86,25 +88,44 @@ class KVStore:
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
     @torch.inference_mode()
-    def relocate(self, src: torch.Tensor, dst: torch.Tensor, transform_keys=None) -> None:
-        """Move tokens at indices `src` to `dst` in every layer; `transform_keys` maps the moved keys.
+    def relocate(self, segments: list[tuple[int, int, int]], rotation: Rotation | None = None) -> None:
+        """Move contiguous runs (src, dst, length) in every layer, rotating the moved keys.
 
-        The tokens are gathered into a temporary first, so source and destination may overlap (a
-        multi-hunk edit shifts segments both ways at once); the temporary is one layer at a time.
+        `rotation` holds one shift per moved token, in segment order. Each run is read into a fresh
+        tensor before it is written, so a run may overlap its own destination; runs are moved in an
+        order that never overwrites a run still to be read (right shifts from the back, left
+        shifts from the front).
         """
-        if src.numel() == 0:
+        if not segments:
             return
+        offsets, total = [], 0
+        for _, _, length in segments:
+            offsets.append(total)
+            total += length
+        order = _safe_order(segments)
         for i in range(self.num_layers):
-            k = self.keys[i].index_select(2, src)
-            v = self.values[i].index_select(2, src)
-            if transform_keys is not None:
-                k = transform_keys(k)
-            self.keys[i].index_copy_(2, dst, k)
-            self.values[i].index_copy_(2, dst, v)
+            keys, values = self.keys[i], self.values[i]
+            for j in order:
+                src, dst, length = segments[j]
+                k = keys[:, :, src : src + length]
+                if rotation is not None:
+                    k = rotation.slice(offsets[j], length).apply(k)
+                else:
+                    k = k.clone()
+                v = values[:, :, src : src + length].clone()
+                keys[:, :, dst : dst + length] = k
+                values[:, :, dst : dst + length] = v
 
     def truncate_view(self, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Views [1, H, length, D] of every layer, for inspection and tests."""
         return [(k[:, :, :length], v[:, :, :length]) for k, v in zip(self.keys, self.values)]
+
+
+def _safe_order(segments: list[tuple[int, int, int]]) -> list[int]:
+    """Order runs so none is overwritten before it is read: right-moving from the back first."""
+    right = [j for j, (src, dst, _) in enumerate(segments) if dst > src]
+    left = [j for j, (src, dst, _) in enumerate(segments) if dst <= src]
+    return list(reversed(right)) + left
 
 
 class _StoreLayer(CacheLayerMixin):

@@ -61,27 +61,45 @@ def rope_spec_of(model: torch.nn.Module) -> RopeSpec:
     )
 
 
-def _cos_sin(spec: RopeSpec, deltas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    angles = deltas.to(torch.float32)[:, None] * spec.inv_freq[None, :]  # [S, rot/2]
-    return angles.cos(), angles.sin()
+@dataclass(frozen=True)
+class Rotation:
+    """A position shift per token, with its cos/sin computed once and applied to every layer."""
+
+    spec: RopeSpec
+    cos: torch.Tensor  # [S, rot/2] fp32
+    sin: torch.Tensor
+
+    @classmethod
+    def by(cls, spec: RopeSpec, deltas: torch.Tensor | int, seq: int) -> Rotation:
+        """The rotation that moves `seq` keys by `deltas` positions (one per token, or one for all)."""
+        if isinstance(deltas, int):
+            deltas = torch.full((seq,), deltas, dtype=torch.float32)
+        assert deltas.shape == (seq,), f"one delta per token expected, got {tuple(deltas.shape)} for {seq} tokens"
+        angles = deltas.to(torch.float32)[:, None] * spec.inv_freq[None, :]  # [S, rot/2]
+        return cls(spec, angles.cos(), angles.sin())
+
+    def slice(self, start: int, length: int) -> Rotation:
+        """The shifts of tokens [start, start + length) of this rotation."""
+        end = start + length
+        return Rotation(self.spec, self.cos[start:end], self.sin[start:end])
+
+    def apply(self, keys: torch.Tensor) -> torch.Tensor:
+        """Rotated copy of `keys` [..., S, head_dim]; pass-through dims (partial rotary) copied as is."""
+        rot = self.spec.rotary_dim
+        cos, sin = self.cos, self.sin
+        k32 = keys[..., :rot].to(torch.float32)
+        if self.spec.interleaved:
+            x1, x2 = k32[..., 0::2], k32[..., 1::2]
+            rotated = torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)
+        else:
+            half = rot // 2
+            x1, x2 = k32[..., :half], k32[..., half:]
+            rotated = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+        if rot == keys.shape[-1]:
+            return rotated.to(keys.dtype)
+        return torch.cat((rotated.to(keys.dtype), keys[..., rot:]), dim=-1)
 
 
 def rotate_keys(keys: torch.Tensor, deltas: torch.Tensor | int, spec: RopeSpec) -> torch.Tensor:
     """Return `keys` [..., S, head_dim] moved by `deltas` positions (one per token, or one for all)."""
-    seq = keys.shape[-2]
-    if isinstance(deltas, int):
-        deltas = torch.full((seq,), deltas, dtype=torch.float32)
-    assert deltas.shape == (seq,), f"one delta per token expected, got {tuple(deltas.shape)} for {seq} tokens"
-    cos, sin = _cos_sin(spec, deltas)  # [S, rot/2]
-    rot = spec.rotary_dim
-    k32 = keys[..., :rot].to(torch.float32)
-    if spec.interleaved:
-        x1, x2 = k32[..., 0::2], k32[..., 1::2]
-        rotated = torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)
-    else:
-        half = rot // 2
-        x1, x2 = k32[..., :half], k32[..., half:]
-        rotated = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
-    out = keys.clone()
-    out[..., :rot] = rotated.to(keys.dtype)
-    return out
+    return Rotation.by(spec, deltas, keys.shape[-2]).apply(keys)

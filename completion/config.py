@@ -24,7 +24,7 @@ class CacheConfig:
     """How document caches follow edits and how much memory they may hold."""
 
     mode: str = "pie"  # pie | exact | full
-    stale_threshold: int = 1024  # stale tokens before an exact re-encode
+    stale_threshold: int = 16384  # stale tokens, summed over edits, before an exact re-encode
     context_tokens: int = 4096  # window of a document the model sees (capped by the model's context)
     window_step: int = 256
     memory_budget_mb: int = 2048  # all documents' KV together; least recently used evicted

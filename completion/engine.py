@@ -142,7 +142,6 @@ class Engine:
 
     def complete(self, req: CompletionRequest, cancelled: Callable[[], bool] = lambda: False) -> CompletionResult:
         """Ranked drafts at the cursor, decoded over the document's cached prefix."""
-        t0 = time.perf_counter()
         if not 0 <= req.offset <= len(req.text):
             raise ValueError(f"offset {req.offset} is past the end of the document (length {len(req.text)})")
         self.sync(req.uri, req.text, anchor=req.offset)

@@ -153,7 +153,9 @@ def _start_id(model: torch.nn.Module, eos: frozenset[int]) -> int:
     return min(eos) if eos else 0
 
 
-def load_model(path: str | os.PathLike | None = None, dtype: str = "float32", threads: int | None = None) -> LoadedModel:
+def load_model(
+    path: str | os.PathLike | None = None, dtype: str = "float32", threads: int | None = None
+) -> LoadedModel:
     """Load the default model (path None) or a local HF model directory; never runs remote code."""
     t0 = time.perf_counter()
     configure_threads(threads)
@@ -176,7 +178,9 @@ def load_model(path: str | os.PathLike | None = None, dtype: str = "float32", th
         raise ModelLoadError(f"cannot load model from '{model_dir}': {first}") from None
     backend = getattr(hf_tok, "backend_tokenizer", None)
     if not isinstance(backend, Tokenizer):
-        raise ModelLoadError(f"model at '{model_dir}' has no fast (tokenizers) tokenizer; superpie needs tokenizer.json")
+        raise ModelLoadError(
+            f"model at '{model_dir}' has no fast (tokenizers) tokenizer; superpie needs tokenizer.json"
+        )
     try:
         rope = rope_spec_of(model)
     except ValueError as exc:

@@ -56,7 +56,10 @@ def write_session(tmp_path: Path) -> Path:
             "uri": "sample.py",
             "changes": [
                 {"range": {"start": {"line": 7, "character": 6}, "end": {"line": 7, "character": 10}}, "text": "Thing"},
-                {"range": {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 0}}, "text": "# ü 😀\n"},
+                {
+                    "range": {"start": {"line": 0, "character": 0}, "end": {"line": 0, "character": 0}},
+                    "text": "# ü 😀\n",
+                },
             ],
         },
         {"op": "complete", "uri": "sample.py", "position": {"line": 26, "character": 12}, "max_tokens": 12},
@@ -102,7 +105,9 @@ def test_missing_file_exits_2():
     assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("line,character,msg", [(99, 0, "past the end of the document"), (0, 500, "past the end of line")])
+@pytest.mark.parametrize(
+    "line,character,msg", [(99, 0, "past the end of the document"), (0, 500, "past the end of line")]
+)
 def test_position_past_the_end_exits_2(line, character, msg):
     proc = superpie("complete", str(SAMPLE), "--line", str(line), "--character", str(character))
     assert proc.returncode == 2 and msg in proc.stderr and "Traceback" not in proc.stderr
