@@ -159,6 +159,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the language server until the client says exit."""
+    from superpie.lsp.server import serve
+
+    return serve(tcp=args.tcp, model=args.model, log_level=args.log_level)
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="PATH", help="local Hugging Face model directory (default: embedded SmolLM2)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weight precision")
@@ -187,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=MODES, default="pie", help="how the cache follows edits")
     _add_model_options(p)
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("serve", help="run the language server (stdio, or --tcp HOST:PORT)")
+    p.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio")
+    p.add_argument("--model", metavar="PATH", help="local Hugging Face model directory (default: embedded SmolLM2)")
+    p.add_argument("--log-level", default="info", choices=["error", "warning", "info", "debug"])
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
