@@ -59,9 +59,7 @@ def _completion_names(script: jedi.Script, line: int, column: int) -> tuple[str,
 
 
 def _keyword_names(script: jedi.Script, line: int, column: int) -> tuple[str, ...]:
-    names = (
-        p.name for sig in script.get_signatures(line, column) for p in sig.params if p.kind in _KEYWORD_KINDS
-    )
+    names = (p.name for sig in script.get_signatures(line, column) for p in sig.params if p.kind in _KEYWORD_KINDS)
     return tuple(dict.fromkeys(names))
 
 
@@ -94,15 +92,11 @@ class JediService:
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="superpie-jedi")
 
-    def completions(
-        self, path: str | None, code: str, offset: int, budget_s: float | None = None
-    ) -> JediAnswer:
+    def completions(self, path: str | None, code: str, offset: int, budget_s: float | None = None) -> JediAnswer:
         """Names jedi completes at offset in code (attributes, modules, names in scope)."""
         return self._ask("complete", path, code, offset, budget_s)
 
-    def keyword_parameters(
-        self, path: str | None, code: str, offset: int, budget_s: float | None = None
-    ) -> JediAnswer:
+    def keyword_parameters(self, path: str | None, code: str, offset: int, budget_s: float | None = None) -> JediAnswer:
         """Parameter names that may be passed by keyword to the call around offset."""
         return self._ask("keywords", path, code, offset, budget_s)
 

@@ -15,6 +15,7 @@ from superpie.analysis.token_trie import is_identifier_char
 
 if TYPE_CHECKING:
     import torch
+
     from superpie.analysis.token_trie import TokenTrie
 
 

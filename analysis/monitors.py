@@ -57,9 +57,7 @@ class DocumentContext:
     text_after: str
 
 
-def _state(
-    name: str, point: triggers.TriggerPoint, answer: JediAnswer, **extra: object
-) -> MonitorState | None:
+def _state(name: str, point: triggers.TriggerPoint, answer: JediAnswer, **extra: object) -> MonitorState | None:
     if answer.fell_back:
         return MonitorState(name, point.typed, (), fell_back=True, **extra)
     if not answer.names:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import tree_sitter
 import tree_sitter_python
+
 from superpie.analysis import lexical
 
 _LANGUAGE = tree_sitter.Language(tree_sitter_python.language())

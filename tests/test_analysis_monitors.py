@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from superpie.analysis import jedi_service
 from superpie.analysis import monitor_triggers as tr
 from superpie.analysis.jedi_service import JediService, position
@@ -52,9 +53,7 @@ def test_dereference_point(text, typed):
     assert point is not None and point.typed == typed and point.start == len(text) - len(typed)
 
 
-@pytest.mark.parametrize(
-    "text", ["x = 1.", "x = 1.5", "...", "x = .", "obj", "from a.", "import os.pa", "obj.1"]
-)
+@pytest.mark.parametrize("text", ["x = 1.", "x = 1.5", "...", "x = .", "obj", "from a.", "import os.pa", "obj.1"])
 def test_no_dereference_point(text):
     assert tr.dereference_point(text) is None
 
@@ -99,9 +98,7 @@ def test_call_argument_point(text, typed):
     assert point is not None and point.typed == typed
 
 
-@pytest.mark.parametrize(
-    "text", ["def f(", "class A(", "if (", "x = (", "f(a,", "[a, ", "f(a)", "print (1, "]
-)
+@pytest.mark.parametrize("text", ["def f(", "class A(", "if (", "x = (", "f(a,", "[a, ", "f(a)", "print (1, "])
 def test_no_call_argument_point(text):
     assert tr.call_argument_point(text) is None
 
@@ -217,9 +214,7 @@ def test_names_in_scope_is_off_by_default():
         a.close()
 
 
-@pytest.mark.parametrize(
-    "draft", ["    x = 'cart.", '    x = f"{1}cart.', "    # cart.", "    x = 1  # pricing."]
-)
+@pytest.mark.parametrize("draft", ["    x = 'cart.", '    x = f"{1}cart.', "    # cart.", "    x = 1  # pricing."])
 def test_no_trigger_in_strings_or_comments(analyzer, draft):
     assert _state(analyzer, draft) is None
 
@@ -304,9 +299,7 @@ def test_jedi_error_falls_back(monkeypatch, service):
 def test_queue_full_falls_back_without_asking(service):
     gate = _block_worker(service)
     try:
-        answers = [
-            service.completions(None, f"x{i}.", 3, budget_s=0) for i in range(service._max_pending + 2)
-        ]
+        answers = [service.completions(None, f"x{i}.", 3, budget_s=0) for i in range(service._max_pending + 2)]
         assert all(a.fell_back for a in answers)
         assert len(service._pending) == service._max_pending
     finally:

@@ -3,6 +3,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from superpie.analysis import lexical, syntax
 from superpie.analysis.syntax import SyntaxFacts, error_count, facts_at, line_indent, parse, region_at
 
@@ -127,9 +128,7 @@ def test_block_end(marker, expected):
 
 
 def test_block_end_nested_and_comment_lines():
-    text = (
-        "class A:\n    def m(self):\n        a = 1\n# flush-left comment\n        b = 2\n\n    def n(self):\n"
-    )
+    text = "class A:\n    def m(self):\n        a = 1\n# flush-left comment\n        b = 2\n\n    def n(self):\n"
     assert facts_at(text, text.index("a = 1")).block_end == text.index("b = 2") + 5
     assert facts_at(text, text.index("def m")).block_end == len(text) - 1  # class body ends at def n(...):
 

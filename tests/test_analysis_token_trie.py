@@ -5,6 +5,9 @@ import string
 
 import pytest
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
 from superpie.analysis.token_trie import (
     TokenTrie,
     benchmark_mask,
@@ -14,8 +17,6 @@ from superpie.analysis.token_trie import (
     token_strings,
     trie_for,
 )
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 CORPUS = [
     "def append(self, x):\n    return self.items.append(x)\n",
