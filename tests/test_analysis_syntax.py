@@ -140,6 +140,12 @@ def test_block_end_blank_cursor_line_uses_cursor_column():
     assert facts_at(text, cursor - 4).block_end == len(text)  # column 0 is module level
 
 
+def test_logical_lines_skip_continuations():
+    text = "a = (1,\n2)\nb = 1 + \\\n  2\nc = 3 + \\\r\n  4\nd"
+    starts = lexical.logical_line_starts(text)
+    assert [text[s] for s in starts] == ["a", "b", "c", "d"]
+
+
 def test_block_end_draft_cut():
     doc = "def f(xs):\n    for x in xs:\n        "
     draft = "print(x)\n        y = x\n    return y\n\nf([1])"
