@@ -124,6 +124,19 @@ class DocumentCache:
         """Memory the KV buffers hold."""
         return self.store.nbytes()
 
+    @torch.inference_mode()
+    def clone(self) -> DocumentCache:
+        """An independent copy (ids, KV, staleness): lets benchmarks apply one edit several ways."""
+        twin = DocumentCache(
+            self.model, self.tokenizer, self.rope, self.mode, self.stale_threshold,
+            self.max_tokens, self.window_step, self.chunk,
+        )
+        twin.text, twin.ids, twin.offsets = self.text, list(self.ids), list(self.offsets)
+        twin.window_start, twin.stale, twin.stale_load = self.window_start, list(self.stale), self.stale_load
+        twin.store.keys = [None if k is None else k.clone() for k in self.store.keys]
+        twin.store.values = [None if v is None else v.clone() for v in self.store.values]
+        return twin
+
     def release(self) -> None:
         """Free the KV (eviction); the next sync re-encodes from scratch."""
         self.store.release()
