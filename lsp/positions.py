@@ -35,11 +35,14 @@ def _units(ch: str, encoding: str) -> int:
     return 1
 
 
-def offset_at(text: str, line: int, character: int, encoding: str = "utf-16") -> int:
-    """Str offset of an LSP position; ValueError if it lies past the end of its line or the document."""
+def offset_at(text: str, line: int, character: int, encoding: str = "utf-16", starts: list[int] | None = None) -> int:
+    """Str offset of an LSP position; ValueError if it lies past the end of its line or the document.
+
+    `starts` (the text's `line_starts`) saves a scan of the text when several positions are converted.
+    """
     if line < 0 or character < 0:
         raise ValueError(f"position {line}:{character} is negative")
-    starts = line_starts(text)
+    starts = line_starts(text) if starts is None else starts
     if line >= len(starts):
         raise ValueError(f"line {line} is past the end of the document ({len(starts)} lines)")
     start, end = starts[line], _line_content_end(text, starts, line)
@@ -71,9 +74,10 @@ def apply_change(text: str, change: dict, encoding: str = "utf-16") -> str:
     rng = change.get("range")
     if rng is None:
         return change["text"]
+    starts = line_starts(text)
     try:
-        start = offset_at(text, int(rng["start"]["line"]), int(rng["start"]["character"]), encoding)
-        end = offset_at(text, int(rng["end"]["line"]), int(rng["end"]["character"]), encoding)
+        start = offset_at(text, int(rng["start"]["line"]), int(rng["start"]["character"]), encoding, starts)
+        end = offset_at(text, int(rng["end"]["line"]), int(rng["end"]["character"]), encoding, starts)
     except (KeyError, TypeError) as exc:
         raise ValueError(f"malformed range {rng!r}") from exc
     if end < start:

@@ -1,0 +1,113 @@
+"""Every LSP <-> engine conversion, in one place (`lsp_*` names).
+
+Positions: LSP lines are 0-based; characters are 0-based code units of the negotiated encoding
+(UTF-16 unless the client offered UTF-8 or UTF-32). The rules live in `superpie.lsp.positions`;
+here they are applied to lsprotocol types.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+
+from lsprotocol import types
+
+from superpie.completion.engine import Completion
+from superpie.lsp.positions import line_starts, offset_at, position_at
+
+ACCEPT_COMMAND = "superpie.accept"
+AI_DRAFT_KIND = types.CompletionItemKind.Snippet  # LSP has no "AI" kind; Snippet reads as "generated text"
+_WORD_BEFORE = re.compile(r"\w*\Z")
+
+
+def lsp_encoding(kind: types.PositionEncodingKind | str | None) -> str:
+    """The `positions` encoding name of a negotiated `PositionEncodingKind` (UTF-16 when none)."""
+    value = getattr(kind, "value", kind) or "utf-16"
+    return value if value in ("utf-8", "utf-16", "utf-32") else "utf-16"
+
+
+def lsp_offset(text: str, position: types.Position, encoding: str) -> int:
+    """Str offset of an LSP position; ValueError when it lies outside the text."""
+    return offset_at(text, position.line, position.character, encoding)
+
+
+def lsp_position(text: str, offset: int, encoding: str) -> types.Position:
+    """LSP position of a str offset."""
+    line, character = position_at(text, offset, encoding)
+    return types.Position(line=line, character=character)
+
+
+def lsp_apply_changes(text: str, changes: Sequence[object], encoding: str) -> str:
+    """The text after a didChange's content changes, applied in order; ValueError on a bad range."""
+    for change in changes:
+        rng = getattr(change, "range", None)
+        if rng is None:
+            text = change.text
+            continue
+        starts = line_starts(text)
+        start = offset_at(text, rng.start.line, rng.start.character, encoding, starts)
+        end = offset_at(text, rng.end.line, rng.end.character, encoding, starts)
+        if end < start:
+            raise ValueError(f"range end {rng.end.line}:{rng.end.character} is before its start")
+        text = text[:start] + change.text + text[end:]
+    return text
+
+
+def lsp_accept_command(request_id: str, rank: int, kind: str) -> types.Command:
+    """The command a client runs when the person accepts an item (counted by `superpie.accept`)."""
+    return types.Command(
+        title="superpie: accepted", command=ACCEPT_COMMAND, arguments=[{"id": request_id, "rank": rank, "kind": kind}]
+    )
+
+
+def lsp_inline_list(
+    completions: Sequence[Completion], position: types.Position, request_id: str
+) -> types.InlineCompletionList:
+    """Ranked drafts as ghost text, best first, each inserted at the cursor."""
+    at = types.Range(start=position, end=position)
+    items = [
+        types.InlineCompletionItem(insert_text=c.text, range=at, command=lsp_accept_command(request_id, rank, "inline"))
+        for rank, c in enumerate(completions)
+    ]
+    return types.InlineCompletionList(items=items)
+
+
+def lsp_menu_list(
+    completions: Sequence[Completion], text: str, offset: int, encoding: str, request_id: str
+) -> types.CompletionList:
+    """Ranked drafts as menu items: label = first line, the full draft in the edit and the docs."""
+    word = _WORD_BEFORE.search(text, max(0, offset - 256), offset).group(0)
+    cursor = lsp_position(text, offset, encoding)
+    edit_range = types.Range(start=lsp_position(text, offset - len(word), encoding), end=cursor)
+    items = [_menu_item(c, word, edit_range, rank, request_id) for rank, c in enumerate(completions)]
+    return types.CompletionList(is_incomplete=True, items=items)
+
+
+def _menu_item(c: Completion, word: str, edit_range: types.Range, rank: int, request_id: str) -> types.CompletionItem:
+    full = word + c.text
+    label = next((line.strip() for line in full.splitlines() if line.strip()), "")  # starts with `word`
+    return types.CompletionItem(
+        label=label,
+        label_details=types.CompletionItemLabelDetails(description="superpie"),
+        kind=AI_DRAFT_KIND,
+        detail=f"superpie draft {rank + 1} (score {c.score:.3f})",
+        documentation=types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"```python\n{full}\n```"),
+        sort_text=f"~superpie{rank:03d}",  # after ordinary identifier completions, in rank order
+        filter_text=label,
+        insert_text_format=types.InsertTextFormat.PlainText,
+        text_edit=types.TextEdit(range=edit_range, new_text=full),
+        data={"id": request_id, "rank": rank},
+        command=lsp_accept_command(request_id, rank, "menu"),
+    )
+
+
+def lsp_message_type(levelno: int) -> types.MessageType:
+    """The `window/logMessage` type of a Python logging level."""
+    if levelno >= logging.ERROR:
+        return types.MessageType.Error
+    if levelno >= logging.WARNING:
+        return types.MessageType.Warning
+    if levelno >= logging.INFO:
+        return types.MessageType.Info
+    return types.MessageType.Log

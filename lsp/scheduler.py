@@ -1,0 +1,284 @@
+"""The model worker: the one thread that calls the engine, so the asyncio loop never waits on the model.
+
+Work is taken in priority order: control jobs (load, close, engine swap) in arrival order, then
+completion requests (a newer one for a document cancels the older: supersession), then document
+syncs (coalesced: a document marked dirty ten times is synced once, to its text at that moment),
+then workspace events, and in idle time the exact re-encode of stale tokens. A completion's
+`CancelToken` is polled by the decode loop between steps, so `$/cancelRequest` and supersession stop
+it within one step.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from superpie.completion.engine import CompletionRequest, CompletionResult, Engine
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_MAX_BACKGROUND = 10_000  # queued workspace events; the oldest are dropped past this
+
+
+class CancelToken:
+    """Set when a request is superseded or cancelled; the engine polls it between decode steps."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason: str | None = None
+
+    def cancel(self, reason: str) -> None:
+        """Stop the request (first reason wins)."""
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    def __call__(self) -> bool:
+        """Whether the request should stop."""
+        return self._event.is_set()
+
+
+@dataclass
+class Outcome:
+    """How a completion request ended on the worker."""
+
+    result: CompletionResult | None  # None: never decoded (cancelled first, or no model)
+    current_cache: bool = False  # the background sync had already brought the cache to this text
+    cancelled: str | None = None  # "superseded", "client", ... when stopped
+    queued_ms: float = 0.0
+
+
+@dataclass
+class Snapshot:
+    """What the worker last published about the engine (read by the loop without touching the engine)."""
+
+    loaded: bool = False
+    model: str | None = None
+    load_ms: float = 0.0
+    load_error: str | None = None
+    kv_bytes: int = 0
+    documents: int = 0
+    syncs: int = 0
+    sync_ms: float = 0.0
+    refreshed_tokens: int = 0
+    workspace_events: int = 0
+
+
+@dataclass
+class _CompletionJob:
+    request: CompletionRequest
+    token: CancelToken
+    future: Future[Outcome]
+    queued: float = field(default_factory=time.perf_counter)
+
+
+class ModelWorker:
+    """Runs every engine call on one thread, in priority order."""
+
+    def __init__(self, engine: Engine, texts: Callable[[str], str | None], idle_refresh_s: float = 1.5) -> None:
+        self.engine = engine
+        self.idle_refresh_s = idle_refresh_s
+        self.snapshot = Snapshot()
+        self._texts = texts  # uri -> the open document's current text (None when closed)
+        self._cond = threading.Condition()
+        self._control: deque[tuple[Callable[[Engine], Any], Future[Any]]] = deque()
+        self._completions: deque[_CompletionJob] = deque()
+        self._latest: dict[str, CancelToken] = {}
+        self._dirty: dict[str, None] = {}  # ordered set
+        self._background: deque[Callable[[Engine], Any]] = deque(maxlen=_MAX_BACKGROUND)
+        self._stopped = False
+        self._last_activity = time.perf_counter()
+        self._synced: dict[str, str] = {}  # worker only: uri -> text the engine's cache holds
+        self._stale: set[str] = set()  # worker only: documents edited since their last idle refresh
+        self._thread = threading.Thread(target=self._run, name="superpie-model", daemon=True)
+
+    # ------------------------------------------------------------ loop side
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Cancel what is queued and running, and end the thread."""
+        with self._cond:
+            self._stopped = True
+            for token in self._latest.values():
+                token.cancel("shutdown")
+            self._cond.notify_all()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def submit(self, fn: Callable[[Engine], T]) -> Future[T]:
+        """Run `fn(engine)` before any other queued work; its result or exception lands in the future."""
+        future: Future[T] = Future()
+        self._put(lambda: self._control.append((fn, future)))
+        return future
+
+    def load(self) -> Future[float]:
+        """Load the model (milliseconds spent); documents opened meanwhile are synced right after it."""
+        return self.submit(self._load)
+
+    def complete(self, request: CompletionRequest) -> tuple[CancelToken, Future[Outcome]]:
+        """Queue a completion; an older one for the same document is cancelled (superseded)."""
+        job = _CompletionJob(request, CancelToken(), Future())
+        with self._cond:
+            older = self._latest.get(request.uri)
+            if older is not None:
+                older.cancel("superseded")
+            self._latest[request.uri] = job.token
+            self._completions.append(job)
+            self._touch()
+        return job.token, job.future
+
+    def sync_soon(self, uri: str) -> None:
+        """Bring the document's cache to its current text as soon as the worker is free (coalesced)."""
+        self._put(lambda: self._dirty.setdefault(uri, None))
+
+    def close(self, uri: str) -> Future[None]:
+        """Free the document's cache."""
+        return self.submit(lambda engine: self._close(engine, uri))
+
+    def background(self, fn: Callable[[Engine], Any]) -> None:
+        """Run `fn(engine)` when no request or sync is waiting (workspace events)."""
+        self._put(lambda: self._background.append(fn))
+
+    def replace_engine(self, engine: Engine) -> Future[None]:
+        """Swap in a new engine (another model); the caller marks open documents for a sync."""
+        return self.submit(lambda old: self._replace(old, engine))
+
+    def _put(self, action: Callable[[], object]) -> None:
+        with self._cond:
+            action()
+            self._touch()
+
+    def _touch(self) -> None:
+        self._last_activity = time.perf_counter()
+        self._cond.notify()
+
+    # ---------------------------------------------------------- worker side
+
+    def _run(self) -> None:
+        while (job := self._take()) is not None:
+            try:
+                job()
+            except Exception:  # a job must never end the worker
+                log.exception("model worker job failed")
+            self._publish()
+
+    def _take(self) -> Callable[[], None] | None:
+        with self._cond:
+            while not self._stopped:
+                if self._control:
+                    fn, future = self._control.popleft()
+                    return lambda: self._run_control(fn, future)
+                if self._completions:
+                    job = self._completions.popleft()
+                    return lambda: self._complete(job)
+                if self._dirty:
+                    uri = next(iter(self._dirty))
+                    del self._dirty[uri]
+                    return lambda: self._sync(uri)
+                if self._background:
+                    fn = self._background.popleft()
+                    return lambda: self._run_background(fn)
+                idle_for = time.perf_counter() - self._last_activity
+                if self._stale and idle_for >= self.idle_refresh_s:
+                    return self._refresh
+                self._cond.wait(self.idle_refresh_s - idle_for if self._stale else None)
+            return None
+
+    def _run_control(self, fn: Callable[[Engine], T], future: Future[T]) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(self.engine))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    def _load(self, engine: Engine) -> float:
+        try:
+            ms = engine.ensure_loaded()
+        except Exception as exc:
+            self.snapshot.load_error = str(exc)
+            raise
+        self.snapshot.load_error = None
+        return ms
+
+    def _usable(self) -> bool:
+        return self.engine.loaded or self.snapshot.load_error is None
+
+    def _complete(self, job: _CompletionJob) -> None:
+        if not job.future.set_running_or_notify_cancel():
+            return
+        uri = job.request.uri
+        queued_ms = (time.perf_counter() - job.queued) * 1000
+        try:
+            if job.token() or not self._usable():
+                job.future.set_result(Outcome(None, cancelled=job.token.reason, queued_ms=queued_ms))
+                return
+            current = self._synced.get(uri) == job.request.text
+            result = self.engine.complete(job.request, cancelled=job.token)
+            self._after_sync(uri, job.request.text)
+            job.future.set_result(Outcome(result, current, job.token.reason, queued_ms))
+        except BaseException as exc:
+            job.future.set_exception(exc)
+        finally:
+            with self._cond:
+                if self._latest.get(uri) is job.token:
+                    del self._latest[uri]
+
+    def _sync(self, uri: str) -> None:
+        text = self._texts(uri)
+        if text is None or not self._usable() or self._synced.get(uri) == text:
+            return
+        stats = self.engine.sync(uri, text)
+        self.snapshot.syncs += 1
+        self.snapshot.sync_ms += stats.ms
+        self._after_sync(uri, text)
+
+    def _after_sync(self, uri: str, text: str) -> None:
+        if self._texts(uri) is None:  # closed while the worker was busy with it
+            self._close(self.engine, uri)
+            return
+        self._synced[uri] = text
+        self._stale.add(uri)
+
+    def _close(self, engine: Engine, uri: str) -> None:
+        engine.close(uri)
+        self._synced.pop(uri, None)
+        self._stale.discard(uri)
+
+    def _replace(self, old: Engine, new: Engine) -> None:
+        for uri in list(self._synced):
+            old.close(uri)
+        self._synced.clear()
+        self._stale.clear()
+        self.engine = new
+        self.snapshot.load_error = None
+
+    def _run_background(self, fn: Callable[[Engine], Any]) -> None:
+        fn(self.engine)
+        self.snapshot.workspace_events += 1
+
+    def _refresh(self) -> None:
+        uri = self._stale.pop()
+        self.snapshot.refreshed_tokens += self.engine.refresh_idle(uri)
+
+    def is_current(self, uri: str, text: str) -> bool:
+        """Whether the engine's cache holds exactly `text` for the document (a racy read; for stats)."""
+        return self._synced.get(uri) == text
+
+    def _publish(self) -> None:
+        engine, snap = self.engine, self.snapshot
+        snap.loaded = engine.loaded
+        snap.model = engine.lm.name if engine.lm is not None else None
+        snap.load_ms = engine.lm.load_ms if engine.lm is not None else 0.0
+        snap.kv_bytes = engine.memory_bytes()
+        snap.documents = len(self._synced)
