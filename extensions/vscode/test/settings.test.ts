@@ -1,0 +1,139 @@
+import assert from 'node:assert/strict';
+import { readFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { CLIENT_SETTINGS, SERVER_SETTINGS, needsRestart, toServerCommand, toServerOptions } from '../src/settings';
+
+const root = join(__dirname, '..', '..');
+const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+const contributed: Record<string, { default: unknown }> = pkg.contributes.configuration.properties;
+
+function reader(values: Record<string, unknown>) {
+  return (key: string) => values[key];
+}
+
+test('every server setting is contributed in package.json with the same default', () => {
+  for (const [key, value] of Object.entries(SERVER_SETTINGS)) {
+    const prop = contributed[`superpie.${key}`];
+    assert.ok(prop, `superpie.${key} missing from package.json`);
+    const shown = key === 'model.path' ? (prop.default === '' ? null : prop.default) : prop.default;
+    assert.deepEqual(shown, value, key);
+  }
+});
+
+test('package.json contributes no setting the extension does not know', () => {
+  const known = new Set([...Object.keys(SERVER_SETTINGS), ...Object.keys(CLIENT_SETTINGS)]);
+  for (const key of Object.keys(contributed)) {
+    assert.ok(known.has(key.replace(/^superpie\./, '')), key);
+  }
+});
+
+test('defaults become the nested camelCase options tree of the server', () => {
+  const opts = toServerOptions(reader({}));
+  assert.deepEqual(opts, {
+    model: { path: null, dtype: 'float32', threads: null },
+    cache: { mode: 'pie', memoryBudgetMb: 2048, contextTokens: 4096, staleThreshold: 16384, idleRefreshMs: 1500 },
+    completion: {
+      drafts: 1,
+      strategy: 'greedy',
+      maxTokensInline: 16,
+      maxTokensMenu: 48,
+      inlineMultiline: false,
+      menuMultiline: true,
+      readyTimeoutMs: 2000,
+    },
+    monitors: { enabled: true, jediBudgetMs: 150 },
+    watcher: { enabled: true, maxFileKb: 1000, debounceMs: 200 },
+    logLevel: 'info',
+  });
+});
+
+test('user values are sent; client-only settings are not', () => {
+  const opts = toServerOptions(
+    reader({
+      'model.path': '  /models/tiny ',
+      'completion.drafts': 3,
+      'completion.strategy': 'superposed',
+      'monitors.enabled': false,
+      'server.path': '/opt/superpie',
+      'inline.enabled': false,
+    }),
+  ) as Record<string, Record<string, unknown>>;
+  assert.equal(opts.model.path, '/models/tiny');
+  assert.equal(opts.completion.drafts, 3);
+  assert.equal(opts.completion.strategy, 'superposed');
+  assert.equal(opts.monitors.enabled, false);
+  assert.equal('server' in opts || 'inline' in opts || 'trace' in opts, false);
+});
+
+test('an empty model path means the default model; ~ expands to the home directory', () => {
+  const empty = toServerOptions(reader({ 'model.path': '   ' })) as Record<string, Record<string, unknown>>;
+  assert.equal(empty.model.path, null);
+  const home = toServerOptions(reader({ 'model.path': '~/models/x' })) as Record<string, Record<string, unknown>>;
+  assert.equal(home.model.path, `${process.env.HOME}/models/x`);
+});
+
+test('the server command is `<path> serve <args>`', () => {
+  assert.deepEqual(toServerCommand(reader({})), { command: 'superpie', args: ['serve'] });
+  assert.deepEqual(
+    toServerCommand(reader({ 'server.path': '/venv/bin/superpie', 'server.args': ['--log-level', 'debug', 3] })),
+    { command: '/venv/bin/superpie', args: ['serve', '--log-level', 'debug'] },
+  );
+});
+
+test('only server settings restart the server', () => {
+  assert.equal(needsRestart((s) => s === 'superpie.server'), true);
+  assert.equal(needsRestart((s) => s === 'superpie.completion'), false);
+});
+
+// The server's defaults live in lsp/options.py; this catches the two drifting apart.
+test('defaults match the server (lsp/options.py)', (t) => {
+  const path = join(root, '..', '..', 'lsp', 'options.py');
+  if (!existsSync(path)) {
+    t.skip('lsp/options.py not found (extension outside the superpie repository)');
+    return;
+  }
+  const server = pythonDefaults(readFileSync(path, 'utf8'));
+  assert.deepEqual(Object.keys(server).sort(), Object.keys(SERVER_SETTINGS).sort());
+  for (const [key, value] of Object.entries(server)) {
+    assert.deepEqual(SERVER_SETTINGS[key], value, key);
+  }
+});
+
+const SECTIONS: Record<string, string> = {
+  ModelOptions: 'model.',
+  CacheOptions: 'cache.',
+  CompletionOptions: 'completion.',
+  MonitorOptions: 'monitors.',
+  WatcherOptions: 'watcher.',
+  ServerOptions: '',
+};
+
+function pythonDefaults(source: string): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const block of source.split(/^@dataclass\n/m).slice(1)) {
+    const prefix = SECTIONS[/^class (\w+)/.exec(block)?.[1] ?? ''];
+    if (prefix === undefined) {
+      continue;
+    }
+    for (const m of block.matchAll(/^ {4}(\w+): [^=\n]+= ([^#\n]+?)\s*(?:#.*)?$/gm)) {
+      if (m[2].startsWith('field(')) {
+        continue;
+      }
+      const camel = m[1].replace(/_([a-z])/g, (_s, c: string) => c.toUpperCase());
+      out[prefix + camel] = pythonLiteral(m[2]);
+    }
+  }
+  return out;
+}
+
+function pythonLiteral(text: string): unknown {
+  const map: Record<string, unknown> = { None: null, True: true, False: false };
+  if (text in map) {
+    return map[text];
+  }
+  if (/^["'].*["']$/.test(text)) {
+    return text.slice(1, -1);
+  }
+  return Number(text.replace(/_/g, ''));
+}
