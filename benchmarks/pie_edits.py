@@ -106,9 +106,10 @@ def heldout_top1(doc: DocumentCache, follow_ids: list[int]) -> torch.Tensor:
 
 
 def next_line(lm: LoadedModel, doc: DocumentCache) -> str:
-    """The greedy next line at the end of the document."""
-    view = CursorView(doc, doc.length - 1, reserve=50)
-    draft = greedy_decode(lm, view, doc.ids[-1], max_tokens=48, stop=line_end_stop)
+    """The greedy next line at the end of the document (with token healing, as the engine does)."""
+    split = doc.split_at(len(doc.text))
+    view = CursorView(doc, split.prefix_len - 1, reserve=50)
+    draft = greedy_decode(lm, view, doc.ids[split.prefix_len - 1], 48, typed=split.typed, stop=line_end_stop)
     return draft.text.strip()
 
 

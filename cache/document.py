@@ -171,11 +171,21 @@ class DocumentCache:
         self._encode_from(first, self.ids)
         return len(self.ids) - first
 
-    def split_at(self, offset: int) -> CursorSplit:
-        """Split the cached tokens at char `offset` of the synced text (cursor inside a token backs up)."""
+    def split_at(self, offset: int, heal: bool = True) -> CursorSplit:
+        """Split the cached tokens at char `offset` of the synced text, backing up for token healing.
+
+        A cursor inside a token backs up to the token's start. With `heal`, a cursor on a token
+        boundary also backs up one token: the text before a cursor usually ends at a boundary the
+        tokenizer would not have made had the line been complete (a lone "\n" where the file has
+        "\n" + indentation as one token, "(" where it has "()"), and the model predicts best from
+        the boundary it saw in training. The backed-up characters become `typed`, which decoding
+        must spell first.
+        """
         if not 0 <= offset <= len(self.text):
             raise ValueError(f"offset {offset} is outside the document (length {len(self.text)})")
         n = bisect.bisect_right([end for _, end in self.offsets], offset)
+        if heal and n > 0 and self.offsets[n - 1][1] == offset:
+            n -= 1
         boundary = self.offsets[n - 1][1] if n > 0 else self._window_char_start()
         return CursorSplit(prefix_len=n, typed=self.text[boundary:offset])
 

@@ -239,10 +239,13 @@ def test_split_at_backs_up_inside_a_token():
     text = "value = compute_total(items)\n"
     doc.sync(text)
     cursor = text.index("total") + 2  # inside an identifier token
-    split = doc.split_at(cursor)
+    split = doc.split_at(cursor, heal=False)
     end = doc.offsets[split.prefix_len - 1][1]
     assert end + len(split.typed) == cursor and text[end:cursor] == split.typed
-    assert doc.split_at(len(text)).typed == ""
+    assert doc.split_at(len(text), heal=False).typed == ""
+    healed = doc.split_at(len(text))  # at a boundary, healing backs up one whole token
+    assert healed.prefix_len == doc.length - 1
+    assert healed.typed == text[doc.offsets[-2][1] :] and healed.typed.endswith("\n")
     with pytest.raises(ValueError):
         doc.split_at(len(text) + 1)
 
