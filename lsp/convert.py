@@ -74,17 +74,19 @@ def lsp_inline_list(
 
 
 def lsp_menu_list(
-    completions: Sequence[Completion], text: str, offset: int, encoding: str, request_id: str
+    completions: Sequence[Completion], text: str, offset: int, encoding: str, request_id: str, markdown: bool = False
 ) -> types.CompletionList:
     """Ranked drafts as menu items: label = first line, the full draft in the edit and the docs."""
     word = _WORD_BEFORE.search(text, max(0, offset - 256), offset).group(0)
     cursor = lsp_position(text, offset, encoding)
     edit_range = types.Range(start=lsp_position(text, offset - len(word), encoding), end=cursor)
-    items = [_menu_item(c, word, edit_range, rank, request_id) for rank, c in enumerate(completions)]
+    items = [_menu_item(c, word, edit_range, rank, request_id, markdown) for rank, c in enumerate(completions)]
     return types.CompletionList(is_incomplete=True, items=items)
 
 
-def _menu_item(c: Completion, word: str, edit_range: types.Range, rank: int, request_id: str) -> types.CompletionItem:
+def _menu_item(
+    c: Completion, word: str, edit_range: types.Range, rank: int, request_id: str, markdown: bool
+) -> types.CompletionItem:
     full = word + c.text
     label = next((line.strip() for line in full.splitlines() if line.strip()), "")  # starts with `word`
     return types.CompletionItem(
@@ -92,7 +94,7 @@ def _menu_item(c: Completion, word: str, edit_range: types.Range, rank: int, req
         label_details=types.CompletionItemLabelDetails(description="superpie"),
         kind=AI_DRAFT_KIND,
         detail=f"superpie draft {rank + 1} (score {c.score:.3f})",
-        documentation=types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"```python\n{full}\n```"),
+        documentation=lsp_documentation(full, markdown),
         sort_text=f"~superpie{rank:03d}",  # after ordinary identifier completions, in rank order
         filter_text=label,
         insert_text_format=types.InsertTextFormat.PlainText,
@@ -100,6 +102,14 @@ def _menu_item(c: Completion, word: str, edit_range: types.Range, rank: int, req
         data={"id": request_id, "rank": rank},
         command=lsp_accept_command(request_id, rank, "menu"),
     )
+
+
+def lsp_documentation(draft: str, markdown: bool) -> types.MarkupContent:
+    """A draft shown in full: a Python code block where the client renders markdown, else plain text."""
+    if markdown:
+        fence = "````" if "```" in draft else "```"
+        return types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"{fence}python\n{draft}\n{fence}")
+    return types.MarkupContent(kind=types.MarkupKind.PlainText, value=draft)
 
 
 def lsp_message_type(levelno: int) -> types.MessageType:

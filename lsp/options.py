@@ -18,7 +18,6 @@ from typing import Any
 from superpie.cache.document import MODES
 from superpie.completion.config import STRATEGIES, EngineConfig
 
-DTYPES = ("float32", "bfloat16")
 LOG_LEVELS = ("error", "warning", "info", "debug")
 
 
@@ -27,7 +26,7 @@ class ModelOptions:
     """Which model to serve."""
 
     path: str | None = None  # None: the embedded default model
-    dtype: str = "float32"
+    dtype: str | None = None  # weight precision; None: the engine's default
     threads: int | None = None
 
 
@@ -47,7 +46,7 @@ class CompletionOptions:
     """How drafts are requested for ghost text (inline) and for the menu."""
 
     drafts: int = 1
-    strategy: str = "greedy"
+    strategy: str | None = None  # None: the engine picks (greedy for one draft)
     max_tokens_inline: int = 16
     max_tokens_menu: int = 48
     inline_multiline: bool = False
@@ -85,7 +84,6 @@ class ServerOptions:
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "model.dtype": DTYPES,
     "cache.mode": tuple(MODES),
     "completion.strategy": STRATEGIES,
     "log_level": LOG_LEVELS,
@@ -176,14 +174,16 @@ def engine_config(options: ServerOptions, workspace: str | None) -> EngineConfig
     """The engine's configuration tree for these options."""
     config = EngineConfig(workspace=workspace)
     config.model.path = options.model.path
-    config.model.dtype = options.model.dtype
+    if options.model.dtype is not None:
+        config.model.dtype = options.model.dtype
     config.model.threads = options.model.threads
     config.cache.mode = options.cache.mode
     config.cache.memory_budget_mb = options.cache.memory_budget_mb
     config.cache.context_tokens = options.cache.context_tokens
     config.cache.stale_threshold = options.cache.stale_threshold
     config.decoding.drafts = options.completion.drafts
-    config.decoding.strategy = options.completion.strategy
+    if options.completion.strategy is not None:
+        config.decoding.strategy = options.completion.strategy
     config.decoding.max_tokens = max(options.completion.max_tokens_inline, options.completion.max_tokens_menu)
     monitors = getattr(config, "monitors", None)  # the monitor slice, where the engine has one
     if monitors is not None:

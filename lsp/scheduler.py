@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from superpie.completion.config import EngineConfig
 from superpie.completion.engine import CompletionRequest, CompletionResult, Engine
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ class Snapshot:
     sync_ms: float = 0.0
     refreshed_tokens: int = 0
     workspace_events: int = 0
+    stopped_decodes: int = 0  # decodes stopped between steps by a cancel or a newer request
+    monitor_questions: int | None = None  # None: the engine runs no monitors
+    monitor_fallbacks: int | None = None
 
 
 @dataclass
@@ -153,6 +157,10 @@ class ModelWorker:
         """Swap in a new engine (another model); the caller marks open documents for a sync."""
         return self.submit(lambda old: self._replace(old, engine))
 
+    def reconfigure(self, config: EngineConfig, reset_caches: bool) -> Future[None]:
+        """New engine settings (same model); `reset_caches` drops every cache built under the old ones."""
+        return self.submit(lambda engine: self._reconfigure(engine, config, reset_caches))
+
     def _put(self, action: Callable[[], object]) -> None:
         with self._cond:
             action()
@@ -225,6 +233,7 @@ class ModelWorker:
                 return
             current = self._synced.get(uri) == job.request.text
             result = self.engine.complete(job.request, cancelled=job.token)
+            self.snapshot.stopped_decodes += result.cancelled
             self._after_sync(uri, job.request.text)
             job.future.set_result(Outcome(result, current, job.token.reason, queued_ms))
         except BaseException as exc:
@@ -263,6 +272,12 @@ class ModelWorker:
         self.engine = new
         self.snapshot.load_error = None
 
+    def _reconfigure(self, engine: Engine, config: EngineConfig, reset_caches: bool) -> None:
+        engine.config = config
+        if reset_caches:
+            for uri in list(self._synced):
+                self._close(engine, uri)
+
     def _run_background(self, fn: Callable[[Engine], Any]) -> None:
         fn(self.engine)
         self.snapshot.workspace_events += 1
@@ -282,3 +297,7 @@ class ModelWorker:
         snap.load_ms = engine.lm.load_ms if engine.lm is not None else 0.0
         snap.kv_bytes = engine.memory_bytes()
         snap.documents = len(self._synced)
+        jedi_stats = getattr(getattr(engine, "jedi", None), "stats", None)  # where the engine runs monitors
+        if jedi_stats is not None:
+            snap.monitor_questions = getattr(jedi_stats, "questions", None)
+            snap.monitor_fallbacks = getattr(jedi_stats, "fallbacks", None)

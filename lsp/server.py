@@ -1,0 +1,592 @@
+"""The superpie language server (pygls 2.x): it converts and schedules; the engine decides what to complete.
+
+Handlers are short and alike: find the document, convert the position (`convert`), hand the work to
+the model worker (`scheduler`), convert the answer back. The loop thread never calls the engine.
+Documents live in the server's own store (not pygls' workspace), so a change that does not fit the
+text is reported instead of silently clamped, and positions use the negotiated encoding throughout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
+from pygls.uris import to_fs_path
+
+from superpie.completion.engine import Completion, CompletionRequest, Engine
+from superpie.lsp.convert import (
+    ACCEPT_COMMAND,
+    lsp_apply_changes,
+    lsp_encoding,
+    lsp_inline_list,
+    lsp_menu_list,
+    lsp_message_type,
+    lsp_offset,
+)
+from superpie.lsp.options import ParsedOptions, ServerOptions, engine_config, needs_reload, needs_resync, parse_options
+from superpie.lsp.scheduler import ModelWorker
+from superpie.lsp.stats import ServerStats
+from superpie.lsp.watcher import WatchFilter, WorkspaceWatcher
+
+log = logging.getLogger("superpie.lsp")
+
+STATS_COMMAND = "superpie.stats"
+DOCUMENT_COMMAND = "superpie.document"
+_PARSE_ERROR, _INVALID_REQUEST = -32700, -32600
+_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("superpie")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass
+class Document:
+    """An open document as the client sees it."""
+
+    uri: str
+    text: str
+    version: int | None = None
+
+
+@dataclass
+class Answer:
+    """Drafts for one request, with what the conversion back to LSP needs."""
+
+    request_id: str
+    completions: list[Completion]
+    text: str
+    offset: int
+
+
+class _Answered:
+    """Stands in for a message whose error response was already sent."""
+
+    jsonrpc = "answered"
+
+
+class SuperpieProtocol(LanguageServerProtocol):
+    """pygls' protocol, answering malformed messages instead of dropping them, with its own documents."""
+
+    def structure_message(self, data: dict[str, Any]) -> Any:
+        """Structure a message; a request whose params do not parse gets an InvalidParams answer."""
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as exc:
+            if "method" not in data or not isinstance(data.get("id"), (int, str)):
+                raise
+            self._send_response(data["id"], error=JsonRpcInvalidParams(f"bad params: {exc}").to_response_error())
+            return _Answered()
+
+    def handle_message(self, message: Any) -> None:
+        """Dispatch a message; answer anything that is not JSON-RPC 2.0 with InvalidRequest."""
+        if isinstance(message, _Answered):
+            return
+        if getattr(message, "jsonrpc", None) != self.VERSION:
+            msg_id = message.get("id") if isinstance(message, dict) else None
+            log.warning("not a JSON-RPC 2.0 message: %.200r", message)
+            self.send_raw_error(msg_id if isinstance(msg_id, (int, str)) else None, _INVALID_REQUEST, "Invalid Request")
+            return
+        super().handle_message(message)
+
+    def send_raw_error(self, msg_id: int | str | None, code: int, message: str) -> None:
+        """An error response written as plain JSON (so that a null id stays in the message)."""
+        self._send_data({"jsonrpc": self.VERSION, "id": msg_id, "error": {"code": code, "message": message}})
+
+    @lsp_method(types.INITIALIZE)
+    def lsp_initialize(self, params: types.InitializeParams) -> Generator[Any, Any, types.InitializeResult]:
+        """Initialize, preferring UTF-8 positions whenever the client offers them."""
+        general = params.capabilities.general
+        offered = list(general.position_encodings or []) if general else []
+        if types.PositionEncodingKind.Utf8 in offered:
+            general.position_encodings = [types.PositionEncodingKind.Utf8]
+        return (yield from super().lsp_initialize(params))
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams) -> Generator[Any, Any, None]:
+        """Hand the document to the server's own store."""
+        yield self.fm.features[types.TEXT_DOCUMENT_DID_OPEN], (params,), None
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams) -> Generator[Any, Any, None]:
+        """Hand the changes to the server's own store."""
+        yield self.fm.features[types.TEXT_DOCUMENT_DID_CHANGE], (params,), None
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams) -> Generator[Any, Any, None]:
+        """Hand the close to the server's own store."""
+        yield self.fm.features[types.TEXT_DOCUMENT_DID_CLOSE], (params,), None
+
+
+class ClientLogHandler(logging.Handler):
+    """Forwards superpie's log records to the client as `window/logMessage` (from any thread)."""
+
+    def __init__(self, server: SuperpieServer, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.server, self.loop = server, loop
+        self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Send one record; dropped once the loop is gone."""
+        try:
+            params = types.LogMessageParams(type=lsp_message_type(record.levelno), message=self.format(record))
+            self.loop.call_soon_threadsafe(self.server.window_log_message, params)
+        except RuntimeError:  # the loop is closed: the session is over
+            pass
+
+
+class SuperpieServer(LanguageServer):
+    """Request state of one session: options, documents, the model worker, the watcher, statistics."""
+
+    def __init__(self, model: str | None = None, log_level: str = "info") -> None:
+        super().__init__("superpie", _version(), protocol_cls=SuperpieProtocol)
+        self.options = ServerOptions()
+        self.options.model.path = model
+        self.options.log_level = log_level
+        self.documents: dict[str, Document] = {}
+        self.encoding = "utf-16"
+        self.roots: list[Path] = []
+        self.markdown = False  # whether the client renders markdown documentation in completion items
+        self.stats = ServerStats()
+        self.worker = ModelWorker(Engine(engine_config(self.options, None)), self.text_of, self._idle_s())
+        self.worker.start()
+        self.pending_problems: list[str] = []
+        self.watcher: WorkspaceWatcher | None = None
+        self.load_task: asyncio.Task[bool] | None = None
+        self.log_handler: ClientLogHandler | None = None
+        self._reported: set[str] = set()
+        self._ids = itertools.count(1)
+        self._progress_ids = itertools.count(1)
+
+    # ---------------------------------------------------------------- set-up
+
+    def setup(self, params: types.InitializeParams) -> list[str]:
+        """Read the client's options and workspace and give the worker its engine; return problems to report."""
+        parsed = parse_options(params.initialization_options, self.options)
+        self.options = parsed.options
+        self.encoding = lsp_encoding(self.protocol.workspace.position_encoding)
+        self.roots = _roots(params)
+        self.markdown = _supports_markdown(params.capabilities)
+        self.worker.replace_engine(Engine(engine_config(self.options, self.workspace())))
+        self.worker.idle_refresh_s = self._idle_s()
+        return self._problems(parsed)
+
+    def text_of(self, uri: str) -> str | None:
+        """The open document's current text (the worker reads it when it syncs)."""
+        doc = self.documents.get(uri)
+        return doc.text if doc is not None else None
+
+    def workspace(self) -> str | None:
+        """The first workspace folder (the engine's project root)."""
+        return str(self.roots[0]) if self.roots else None
+
+    def _idle_s(self) -> float:
+        return self.options.cache.idle_refresh_ms / 1000
+
+    def _problems(self, parsed: ParsedOptions) -> list[str]:
+        new = [p for p in [*(f"unknown option '{k}'" for k in parsed.unknown), *parsed.invalid]]
+        new = [p for p in new if p not in self._reported]
+        self._reported.update(new)
+        return new
+
+    def report(self, problems: list[str]) -> None:
+        """Tell the user once about options that were ignored."""
+        if problems:
+            message = "superpie: " + "; ".join(problems)
+            log.warning("%s", message)
+            self.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=message))
+
+    def attach_client_log(self) -> None:
+        """Forward log records at the configured level to the client."""
+        if self.log_handler is None:
+            self.log_handler = ClientLogHandler(self, asyncio.get_running_loop())
+            logging.getLogger("superpie").addHandler(self.log_handler)
+        self.log_handler.setLevel(_LEVELS[self.options.log_level])
+        root = logging.getLogger("superpie")
+        root.setLevel(min(root.level or logging.WARNING, self.log_handler.level))
+
+    # ------------------------------------------------------------------ model
+
+    def start_loading(self) -> None:
+        """Load the model in the background, with work-done progress where the client shows it."""
+        self.load_task = asyncio.ensure_future(self._load_with_progress())
+
+    async def _load_with_progress(self) -> bool:
+        loading = self.worker.load()  # queued first: a sync must not load the model on its own
+        token = f"superpie-load-{next(self._progress_ids)}"
+        shown = await self._create_progress(token)
+        name = self.options.model.path or "the default model"
+        if shown:
+            self.work_done_progress.begin(
+                token, types.WorkDoneProgressBegin(title="superpie", message=f"loading {name}", cancellable=False)
+            )
+        try:
+            ms = await asyncio.wrap_future(loading)
+            message, ok = f"model ready ({ms / 1000:.1f} s)", True
+            log.info("loaded %s in %.0f ms", name, ms)
+        except Exception as exc:
+            message, ok = f"cannot load the model: {exc}", False
+            log.error("%s", message)
+            self.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=message))
+        if shown:
+            self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+        return ok
+
+    async def _create_progress(self, token: str) -> bool:
+        window = self.client_capabilities.window
+        if not (window and window.work_done_progress):
+            return False
+        try:
+            await asyncio.wait_for(self.work_done_progress.create_async(token), timeout=5)
+            return True
+        except Exception as exc:  # a client that fails the request gets no progress, not an error
+            log.debug("no progress for the model load: %s", exc)
+            return False
+
+    async def model_ready(self) -> bool:
+        """Whether the model is loaded, waiting for it within the configured timeout."""
+        if self.worker.engine.loaded:
+            return True
+        if self.load_task is None:
+            self.start_loading()
+        timeout = self.options.completion.ready_timeout_ms / 1000
+        try:
+            await asyncio.wait_for(asyncio.shield(self.load_task), timeout)
+        except (asyncio.TimeoutError, Exception):
+            return False
+        return self.worker.engine.loaded
+
+    # ------------------------------------------------------------ completion
+
+    def request_for(self, doc: Document, offset: int, kind: str) -> CompletionRequest:
+        """The engine request for a cursor in a document, with the options of this kind of request."""
+        c = self.options.completion
+        inline = kind == "inline"
+        return CompletionRequest(
+            uri=doc.uri,
+            text=doc.text,
+            offset=offset,
+            max_tokens=c.max_tokens_inline if inline else c.max_tokens_menu,
+            drafts=c.drafts,
+            strategy=c.strategy,
+            multiline=c.inline_multiline if inline else c.menu_multiline,
+        )
+
+    async def draft(self, uri: str, position: types.Position, kind: str) -> Answer | None:
+        """Ranked drafts at an LSP position, or None (not open, no model, superseded)."""
+        t0 = time.perf_counter()
+        self.stats.requests[kind] += 1
+        doc = self.documents.get(uri)
+        if doc is None:
+            log.warning("%s completion for %s, which is not open", kind, uri)
+            return None
+        try:
+            offset = lsp_offset(doc.text, position, self.encoding)
+        except ValueError as exc:
+            raise JsonRpcInvalidParams(str(exc)) from None
+        if not await self.model_ready():
+            self.stats.requests["not_ready"] += 1
+            return None
+        request = self.request_for(doc, offset, kind)
+        token, future = self.worker.complete(request)
+        try:
+            outcome = await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            token.cancel("client")
+            self.stats.requests["cancelled"] += 1
+            raise
+        if outcome.result is None or outcome.cancelled:
+            self.stats.requests[outcome.cancelled or "no_model"] += 1
+            return None
+        self.stats.record(kind, (time.perf_counter() - t0) * 1000, outcome)
+        return Answer(f"r{next(self._ids)}", outcome.result.completions, request.text, offset)
+
+    # ------------------------------------------------------------ configuration
+
+    def apply_options(self, parsed: ParsedOptions) -> None:
+        """Switch to new options: reload the model, rebuild caches or just change settings, as needed."""
+        old, new = self.options, parsed.options
+        self.options = new
+        self.report(self._problems(parsed))
+        self.attach_client_log()
+        self.worker.idle_refresh_s = self._idle_s()
+        config = engine_config(new, self.workspace())
+        if needs_reload(old, new):
+            self.worker.replace_engine(Engine(config))
+            self.start_loading()
+        else:
+            self.worker.reconfigure(config, reset_caches=needs_resync(old, new))
+        if needs_reload(old, new) or needs_resync(old, new):
+            for uri in self.documents:
+                self.worker.sync_soon(uri)
+        if old.watcher != new.watcher:
+            self.stop_watcher()
+            self.start_watcher()
+
+    # ------------------------------------------------------------------ watcher
+
+    def start_watcher(self) -> None:
+        """Watch the workspace folders for source files changed on disk."""
+        opts = self.options.watcher
+        if not opts.enabled or not self.roots:
+            return
+        flt = WatchFilter(max_bytes=opts.max_file_kb * 1024)
+        self.watcher = WorkspaceWatcher(
+            self.roots, self.on_file_changed, self.on_file_removed, flt, opts.debounce_ms / 1000
+        )
+        try:
+            self.watcher.start()
+        except OSError as exc:  # e.g. out of inotify watches: completion still works
+            log.warning("workspace watcher not started: %s", exc)
+            self.watcher = None
+
+    def stop_watcher(self) -> None:
+        """Stop watching the workspace."""
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
+
+    def on_file_changed(self, path: Path) -> None:
+        """A workspace file changed on disk: re-index it (open documents come from the editor instead)."""
+        if path.as_uri() in self.documents:
+            return
+        self.stats.workspace_changed += 1
+        self.worker.background(lambda engine: _call_hook(engine, "workspace_file_changed", path))
+
+    def on_file_removed(self, path: Path) -> None:
+        """A workspace file was deleted or moved away: forget it."""
+        self.stats.workspace_removed += 1
+        self.worker.background(lambda engine: _call_hook(engine, "workspace_file_removed", path))
+
+    # ------------------------------------------------------------------ errors, end
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """Log protocol errors (never a pop-up); answer unparsable JSON with a Parse error."""
+        if source is JsonRpcException and isinstance(error, ValueError) and not isinstance(error, JsonRpcException):
+            self.protocol.send_raw_error(None, _PARSE_ERROR, "Parse error")
+        log.warning("protocol error (%s): %s", getattr(source, "__name__", source), error)
+
+    def close(self, timeout: float = 0.0) -> None:
+        """Stop the watcher and the worker (cancelling what runs)."""
+        self.stop_watcher()
+        self.worker.stop(timeout)
+
+
+def _call_hook(engine: Engine, name: str, path: Path) -> None:
+    hook = getattr(engine, name, None)  # the engine's n-gram index and jedi project, where it has them
+    if hook is not None:
+        hook(path)
+
+
+def _supports_markdown(caps: types.ClientCapabilities) -> bool:
+    item = caps.text_document and caps.text_document.completion and caps.text_document.completion.completion_item
+    return bool(item and types.MarkupKind.Markdown in (item.documentation_format or []))
+
+
+def _roots(params: types.InitializeParams) -> list[Path]:
+    uris = [f.uri for f in params.workspace_folders or []] or ([params.root_uri] if params.root_uri else [])
+    paths = [to_fs_path(u) for u in uris]
+    if not paths and params.root_path:
+        paths = [params.root_path]
+    return [Path(p) for p in paths if p and Path(p).is_dir()]
+
+
+# ---------------------------------------------------------------------- handlers
+
+
+def initialize(ls: SuperpieServer, params: types.InitializeParams) -> None:
+    """Options and workspace; the model loads after `initialized`, so this answers at once."""
+    ls.pending_problems = ls.setup(params)
+
+
+async def initialized(ls: SuperpieServer, params: types.InitializedParams) -> None:
+    """Start loading the model, watching the workspace and forwarding logs."""
+    ls.attach_client_log()
+    ls.report(ls.pending_problems)
+    ls.start_loading()
+    ls.start_watcher()
+
+
+def did_open(ls: SuperpieServer, params: types.DidOpenTextDocumentParams) -> None:
+    """Keep the text; its cache is built in the background."""
+    item = params.text_document
+    ls.documents[item.uri] = Document(item.uri, item.text, item.version)
+    ls.worker.sync_soon(item.uri)
+
+
+def did_change(ls: SuperpieServer, params: types.DidChangeTextDocumentParams) -> None:
+    """Apply the edits and sync the cache in the background (coalesced with later edits)."""
+    uri = params.text_document.uri
+    doc = ls.documents.get(uri)
+    if doc is None:
+        log.warning("didChange for %s, which is not open: ignored", uri)
+        ls.stats.bad_changes += 1
+        return
+    for change in params.content_changes:
+        try:
+            doc.text = lsp_apply_changes(doc.text, [change], ls.encoding)
+        except ValueError as exc:
+            log.error("didChange for %s v%s does not fit the text: %s", uri, params.text_document.version, exc)
+            ls.stats.bad_changes += 1
+            break
+    doc.version = params.text_document.version
+    ls.worker.sync_soon(uri)
+
+
+def did_close(ls: SuperpieServer, params: types.DidCloseTextDocumentParams) -> None:
+    """Forget the document and free its cache."""
+    if ls.documents.pop(params.text_document.uri, None) is not None:
+        ls.worker.close(params.text_document.uri)
+
+
+async def inline_completion(ls: SuperpieServer, params: types.InlineCompletionParams) -> types.InlineCompletionList:
+    """Ghost text: the ranked drafts at the cursor, best first."""
+    answer = await ls.draft(params.text_document.uri, params.position, "inline")
+    if answer is None:
+        return types.InlineCompletionList(items=[])
+    return lsp_inline_list(answer.completions, params.position, answer.request_id)
+
+
+async def completion(ls: SuperpieServer, params: types.CompletionParams) -> types.CompletionList:
+    """Menu items: the ranked drafts (label = first line); incomplete, so typing asks again."""
+    answer = await ls.draft(params.text_document.uri, params.position, "menu")
+    if answer is None:
+        return types.CompletionList(is_incomplete=True, items=[])
+    return lsp_menu_list(answer.completions, answer.text, answer.offset, ls.encoding, answer.request_id, ls.markdown)
+
+
+async def did_change_configuration(ls: SuperpieServer, params: types.DidChangeConfigurationParams) -> None:
+    """New options: pushed in the notification, or pulled with `workspace/configuration` when it has none."""
+    settings = params.settings
+    workspace = ls.client_capabilities.workspace
+    if settings is None and workspace and workspace.configuration:
+        request = types.ConfigurationParams(items=[types.ConfigurationItem(section="superpie")])
+        try:
+            settings = (await asyncio.wait_for(ls.workspace_configuration_async(request), timeout=5))[0]
+        except Exception as exc:
+            log.warning("workspace/configuration failed: %s", exc)
+            return
+    ls.apply_options(parse_options(settings, ls.options))
+
+
+def shutdown(ls: SuperpieServer, params: None) -> None:
+    """Stop background work; `exit` ends the process."""
+    ls.close()
+
+
+def stats_command(ls: SuperpieServer, *args: Any) -> dict[str, object]:
+    """`superpie.stats`: latency p50/p95, cache reuse, monitor fallbacks, memory, accepts."""
+    return ls.stats.to_json(ls.worker.snapshot, ls.options.cache.memory_budget_mb, len(ls.documents))
+
+
+def accept_command(ls: SuperpieServer, *args: Any) -> None:
+    """`superpie.accept`: the client ran an item's command (accepted; `partial` for a partial accept)."""
+    info = args[0] if args and isinstance(args[0], dict) else {}
+    kind = str(info.get("kind", "unknown"))
+    ls.stats.accepts[f"{kind}_partial" if info.get("partial") else kind] += 1
+    log.debug("accepted %s", json.dumps(info)[:200])
+
+
+def document_command(ls: SuperpieServer, *args: Any) -> dict[str, object] | None:
+    """`superpie.document`: version, length and hash of an open document (to check it matches the client)."""
+    import hashlib
+
+    uri = args[0] if args else None
+    doc = ls.documents.get(uri) if isinstance(uri, str) else None
+    if doc is None:
+        return None
+    return {
+        "uri": doc.uri,
+        "version": doc.version,
+        "length": len(doc.text),
+        "sha256": hashlib.sha256(doc.text.encode("utf-8", "surrogatepass")).hexdigest(),
+        "cache_current": ls.worker.is_current(doc.uri, doc.text),
+    }
+
+
+FEATURES: list[tuple[str, Any, Any]] = [
+    (types.INITIALIZE, initialize, None),
+    (types.INITIALIZED, initialized, None),
+    (types.TEXT_DOCUMENT_DID_OPEN, did_open, None),
+    (types.TEXT_DOCUMENT_DID_CHANGE, did_change, None),
+    (types.TEXT_DOCUMENT_DID_CLOSE, did_close, None),
+    (types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_completion, types.InlineCompletionOptions()),
+    (types.TEXT_DOCUMENT_COMPLETION, completion, types.CompletionOptions(trigger_characters=["."])),
+    (types.WORKSPACE_DID_CHANGE_CONFIGURATION, did_change_configuration, None),
+    (types.SHUTDOWN, shutdown, None),
+]
+COMMANDS = {STATS_COMMAND: stats_command, ACCEPT_COMMAND: accept_command, DOCUMENT_COMMAND: document_command}
+
+
+def create_server(model: str | None = None, log_level: str = "info") -> SuperpieServer:
+    """A server with every feature and command registered (no module-level singleton)."""
+    server = SuperpieServer(model=model, log_level=log_level)
+    for name, handler, options in FEATURES:
+        server.feature(name, options)(handler)
+    for name, handler in COMMANDS.items():
+        server.command(name)(handler)
+    return server
+
+
+def _configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(_LEVELS[level])
+    logging.getLogger("superpie").addHandler(handler)
+    logging.getLogger("superpie").setLevel(_LEVELS[level])
+    logging.getLogger("pygls").setLevel(logging.WARNING)  # pygls logs every message body at INFO
+
+
+def _parse_tcp(tcp: str) -> tuple[str, int]:
+    host, sep, port = tcp.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--tcp expects HOST:PORT, got '{tcp}'")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _private_stdout() -> Any:
+    """The LSP stream on a duplicate of fd 1; fd 1 itself goes to stderr, so stray prints cannot corrupt it."""
+    lsp_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return lsp_out
+
+
+def serve(tcp: str | None, model: str | None, log_level: str) -> int:
+    """Run the language server on stdio (or TCP) until the client says exit; 0 after a clean shutdown."""
+    _configure_logging(log_level)
+    server = create_server(model=model, log_level=log_level)
+    try:
+        if tcp:
+            host, port = _parse_tcp(tcp)
+            if host not in ("127.0.0.1", "localhost", "::1"):
+                log.warning("listening on %s: anyone who can reach it can read your code", host)
+            server.start_tcp(host, port)
+        else:
+            server.start_io(sys.stdin.buffer, _private_stdout())
+    except ValueError as exc:
+        print(f"superpie: error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit:  # `exit` from the client (TCP: raised out of the event loop)
+        pass
+    finally:
+        server.close(timeout=2.0)
+    return 0 if server.protocol._shutdown else 1

@@ -1,0 +1,99 @@
+"""What `superpie.stats` reports: request latency, cache reuse, accepts, monitor fallbacks, memory."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from superpie.lsp.scheduler import Outcome, Snapshot
+
+_SAMPLES = 2048  # latencies kept per kind (a sliding window)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile (0..100) by linear interpolation; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def rss_bytes() -> int | None:
+    """Resident memory of this process (Linux), else None."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@dataclass
+class ServerStats:
+    """Counters kept on the loop thread (the watcher's counters are plain ints bumped from its thread)."""
+
+    latency_ms: dict[str, deque[float]] = field(default_factory=dict)
+    requests: Counter[str] = field(default_factory=Counter)
+    answered: int = 0
+    from_current_cache: int = 0
+    reused_tokens: int = 0
+    encoded_tokens: int = 0
+    accepts: Counter[str] = field(default_factory=Counter)
+    workspace_changed: int = 0
+    workspace_removed: int = 0
+    bad_changes: int = 0
+
+    def record(self, kind: str, ms: float, outcome: Outcome) -> None:
+        """Count one answered request."""
+        self.latency_ms.setdefault(kind, deque(maxlen=_SAMPLES)).append(ms)
+        self.answered += 1
+        self.from_current_cache += outcome.current_cache
+        if outcome.result is not None:
+            self.reused_tokens += outcome.result.cache.reused
+            self.encoded_tokens += outcome.result.cache.encoded
+
+    def to_json(self, snap: Snapshot, budget_mb: int, open_documents: int) -> dict[str, object]:
+        """The `superpie.stats` answer."""
+        every = [ms for samples in self.latency_ms.values() for ms in samples]
+        tokens = self.reused_tokens + self.encoded_tokens
+        return {
+            "latency_ms": {
+                kind: _summary(list(samples)) for kind, samples in {"all": every, **self.latency_ms}.items()
+            },
+            "requests": {**self.requests, "stopped_decodes": snap.stopped_decodes},
+            "cache": {
+                "answered": self.answered,
+                "current_share": self.from_current_cache / self.answered if self.answered else None,
+                "reuse_share": self.reused_tokens / tokens if tokens else None,
+                "syncs": snap.syncs,
+                "sync_ms": round(snap.sync_ms, 1),
+                "refreshed_tokens": snap.refreshed_tokens,
+            },
+            "monitors": {"questions": snap.monitor_questions, "fallbacks": snap.monitor_fallbacks},
+            "memory": {"kv_bytes": snap.kv_bytes, "budget_mb": budget_mb, "rss_bytes": rss_bytes()},
+            "accepts": dict(self.accepts),
+            "workspace": {
+                "changed": self.workspace_changed,
+                "removed": self.workspace_removed,
+                "applied": snap.workspace_events,
+            },
+            "documents": {"open": open_documents, "cached": snap.documents, "bad_changes": self.bad_changes},
+            "model": {
+                "name": snap.model,
+                "loaded": snap.loaded,
+                "load_ms": round(snap.load_ms),
+                "error": snap.load_error,
+            },
+        }
+
+
+def _summary(samples: list[float]) -> dict[str, float | int | None]:
+    p50, p95 = percentile(samples, 50), percentile(samples, 95)
+    return {
+        "count": len(samples),
+        "p50": round(p50, 1) if p50 is not None else None,
+        "p95": round(p95, 1) if p95 is not None else None,
+    }
