@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from tiny import KINDS, tiny_model
+from tiny import KINDS, MORE_KINDS, tiny_model
 
 from superpie.cache.cursor import CursorView
 from superpie.cache.document import DocumentCache
@@ -97,7 +97,7 @@ def test_rotation_composes_like_positions():
 # --------------------------------------------------------------------------- exact == full
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS + MORE_KINDS)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_exact_equals_full_after_random_edits(kind, seed):
     rng = random.Random(seed)
@@ -123,7 +123,7 @@ def test_exact_equals_full_after_random_edits(kind, seed):
 # --------------------------------------------------------------------------- pie properties
 
 
-@pytest.mark.parametrize("kind", [*KINDS, "neox"])
+@pytest.mark.parametrize("kind", KINDS + MORE_KINDS)
 def test_pie_keeps_prefix_values_and_rotates_keys(kind):
     lm = tiny_model(kind)
     pie = new_cache(kind, "pie", stale_threshold=10**9)

@@ -40,7 +40,7 @@ def tiny_tokenizer(vocab_size: int = 512) -> Tokenizer:
 
 
 def _config(kind: str, vocab: int):
-    from transformers import GPTNeoXConfig, LlamaConfig, PhiConfig, Qwen2Config
+    from transformers import GPTNeoXConfig, LlamaConfig, MistralConfig, PhiConfig, Qwen2Config, Starcoder2Config
 
     common = dict(
         vocab_size=vocab,
@@ -59,12 +59,17 @@ def _config(kind: str, vocab: int):
         return Qwen2Config(num_key_value_heads=2, **common)
     if kind == "phi":  # partial rotary (half of each head's dims rotate)
         return PhiConfig(num_key_value_heads=4, partial_rotary_factor=0.5, **common)
+    if kind == "mistral":
+        return MistralConfig(num_key_value_heads=2, sliding_window=None, **common)
+    if kind == "starcoder2":  # biases, LayerNorm, GELU MLP
+        return Starcoder2Config(num_key_value_heads=2, **common)
     if kind == "neox":  # partial rotary, NeoX layout
         return GPTNeoXConfig(rotary_pct=0.25, **common)
     raise ValueError(kind)
 
 
 KINDS = ("llama", "qwen2", "phi")
+MORE_KINDS = ("mistral", "starcoder2", "neox")  # same code paths; checked by the core exactness tests only
 
 
 @functools.lru_cache(maxsize=8)
