@@ -6,7 +6,7 @@
 /** Settings that map one-to-one onto the server's options, with the server's defaults. */
 export const SERVER_SETTINGS: Readonly<Record<string, unknown>> = {
   'model.path': null,
-  'model.dtype': 'float32',
+  'model.dtype': null,
   'model.threads': null,
   'cache.mode': 'pie',
   'cache.memoryBudgetMb': 2048,
@@ -14,7 +14,7 @@ export const SERVER_SETTINGS: Readonly<Record<string, unknown>> = {
   'cache.staleThreshold': 16384,
   'cache.idleRefreshMs': 1500,
   'completion.drafts': 1,
-  'completion.strategy': 'greedy',
+  'completion.strategy': null,
   'completion.maxTokensInline': 16,
   'completion.maxTokensMenu': 48,
   'completion.inlineMultiline': false,
@@ -27,6 +27,9 @@ export const SERVER_SETTINGS: Readonly<Record<string, unknown>> = {
   'watcher.debounceMs': 200,
   logLevel: 'info',
 };
+
+/** String settings whose empty value means "the server decides" (sent as null). */
+export const EMPTY_IS_NULL: ReadonlySet<string> = new Set(['model.path', 'model.dtype', 'completion.strategy']);
 
 /** Settings the extension itself uses; never sent to the server. */
 export const CLIENT_SETTINGS: Readonly<Record<string, unknown>> = {
@@ -72,9 +75,12 @@ function normalize(key: string, value: unknown, fallback: unknown): unknown {
   if (value === undefined) {
     return fallback;
   }
-  if (key === 'model.path' && typeof value === 'string') {
+  if (EMPTY_IS_NULL.has(key) && typeof value === 'string') {
     const trimmed = value.trim();
-    return trimmed === '' ? null : expandHome(trimmed);
+    if (trimmed === '') {
+      return null;
+    }
+    return key === 'model.path' ? expandHome(trimmed) : trimmed;
   }
   return value;
 }

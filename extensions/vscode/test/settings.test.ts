@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { CLIENT_SETTINGS, SERVER_SETTINGS, needsRestart, toServerCommand, toServerOptions } from '../src/settings';
+import { CLIENT_SETTINGS, EMPTY_IS_NULL, SERVER_SETTINGS, needsRestart, toServerCommand, toServerOptions } from '../src/settings';
 
 const root = join(__dirname, '..', '..');
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
@@ -16,7 +16,7 @@ test('every server setting is contributed in package.json with the same default'
   for (const [key, value] of Object.entries(SERVER_SETTINGS)) {
     const prop = contributed[`superpie.${key}`];
     assert.ok(prop, `superpie.${key} missing from package.json`);
-    const shown = key === 'model.path' ? (prop.default === '' ? null : prop.default) : prop.default;
+    const shown = EMPTY_IS_NULL.has(key) && prop.default === '' ? null : prop.default;
     assert.deepEqual(shown, value, key);
   }
 });
@@ -31,11 +31,11 @@ test('package.json contributes no setting the extension does not know', () => {
 test('defaults become the nested camelCase options tree of the server', () => {
   const opts = toServerOptions(reader({}));
   assert.deepEqual(opts, {
-    model: { path: null, dtype: 'float32', threads: null },
+    model: { path: null, dtype: null, threads: null },
     cache: { mode: 'pie', memoryBudgetMb: 2048, contextTokens: 4096, staleThreshold: 16384, idleRefreshMs: 1500 },
     completion: {
       drafts: 1,
-      strategy: 'greedy',
+      strategy: null,
       maxTokensInline: 16,
       maxTokensMenu: 48,
       inlineMultiline: false,
@@ -67,8 +67,12 @@ test('user values are sent; client-only settings are not', () => {
 });
 
 test('an empty model path means the default model; ~ expands to the home directory', () => {
-  const empty = toServerOptions(reader({ 'model.path': '   ' })) as Record<string, Record<string, unknown>>;
+  const empty = toServerOptions(reader({ 'model.path': '   ', 'completion.strategy': '' })) as Record<
+    string,
+    Record<string, unknown>
+  >;
   assert.equal(empty.model.path, null);
+  assert.equal(empty.completion.strategy, null);
   const home = toServerOptions(reader({ 'model.path': '~/models/x' })) as Record<string, Record<string, unknown>>;
   assert.equal(home.model.path, `${process.env.HOME}/models/x`);
 });
