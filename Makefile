@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean extensions-check
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -26,12 +26,21 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 
-test: lint
+test: lint extensions-check
 	@rc=0; $(BIN)/pytest -q $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then \
 		if [ -n "$(PYTEST_ARGS)" ]; then echo "no tests matched PYTEST_ARGS='$(PYTEST_ARGS)'"; exit 0; fi; \
 		echo "error: pytest collected no tests"; exit 1; \
 	fi; exit $$rc
+
+# Editor clients: Neovim for tests/test_nvim.py (Debian's package, installed where missing and root), and
+# the VS Code extension built, linted, unit-tested and packaged to a .vsix.
+extensions-check:
+	@command -v nvim >/dev/null || if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends neovim; \
+	else echo "warning: nvim not found and not root: tests/test_nvim.py will be skipped"; fi
+	cd extensions/vscode && npm ci --no-audit --no-fund && npm run compile && npm run lint && npm test \
+		&& npx @vscode/vsce package --out superpie.vsix
 
 bench: setup
 	$(BIN)/python benchmarks/pie_edits.py
