@@ -325,6 +325,27 @@ async def test_stats_report_latency_cache_reuse_and_memory(session: LanguageClie
     assert "fallbacks" in s["monitors"]
 
 
+async def test_memory_budget_evicts_least_recently_used_caches(session: LanguageClient) -> None:
+    await ready(session)
+    one = Doc(session, "budget0.py", SOURCE * 8)  # ~2k tokens of KV, more than half the budget below
+    await one.assert_in_step()
+    single = (await stats(session))["memory"]["kv_bytes"]
+    session.workspace_did_change_configuration(
+        t.DidChangeConfigurationParams(settings={"cache": {"memoryBudgetMb": 1}})
+    )
+    docs = [Doc(session, f"budget{i}.py", SOURCE * 8 + f"# {i}\n") for i in range(1, 3)]
+    for doc in docs:
+        await doc.assert_in_step()
+    s = await stats(session)
+    assert s["memory"]["budget_mb"] == 1
+    assert s["memory"]["kv_bytes"] < single + 1024 * 1024  # the older caches were released
+    session.workspace_did_change_configuration(
+        t.DidChangeConfigurationParams(settings={"cache": {"memoryBudgetMb": 2048}})
+    )
+    for doc in [one, *docs]:
+        session.text_document_did_close(t.DidCloseTextDocumentParams(t.TextDocumentIdentifier(doc.uri)))
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
@@ -390,7 +411,7 @@ async def test_a_5mb_document(session: LanguageClient) -> None:
     big = "".join(lines[i % len(lines)] for i in range(5_000_000 // 40))[:5_000_000]
     doc = Doc(session, "big.py", big)
     doc.replace(0, 0, "# header\n")
-    doc.type("\nvalue = Square(3).")
+    doc.replace(len(doc.text), len(doc.text), "\nvalue = Square(3).")
     result = await asyncio.wait_for(doc.inline(), 60)
     assert isinstance(result, t.InlineCompletionList)
     await doc.assert_in_step()
@@ -536,12 +557,15 @@ async def test_tcp_with_utf8_positions_and_exit(tiny_dir: Path, tmp_path: Path) 
             t.InitializeParams(
                 capabilities=capabilities(["utf-16", "utf-8"]),
                 root_uri=tmp_path.as_uri(),
-                initialization_options=TINY,
+                initialization_options={**TINY, "completion": {"readyTimeoutMs": 0}},
             )
         )
         assert result.capabilities.position_encoding == t.PositionEncodingKind.Utf8
-        await ready(client)
         doc = Doc(client, "unicode8.py", (DATA / "unicode.py").read_text(), encoding="utf-8")
+        early = await doc.inline()  # the model is still loading: answered empty at once, not an error
+        assert list(early.items) == []
+        assert (await stats(client))["requests"]["not_ready"] == 1
+        await ready(client)
         at = doc.text.index("🐍") + 1
         doc.replace(at, at, "✓")  # UTF-8 columns: the snake is 4 bytes
         doc.type("\nx = snake.")
@@ -559,7 +583,7 @@ async def test_tcp_with_utf8_positions_and_exit(tiny_dir: Path, tmp_path: Path) 
 
 @pytest.mark.real_model
 async def test_the_default_model_completes_over_lsp(tmp_path: Path) -> None:
-    client, _ = await start([], tmp_path)
+    client, _ = await start([], tmp_path, {"completion": {"maxTokensMenu": 8}})
     try:
         await until(client, lambda s: s["model"]["loaded"], timeout=120)
         doc = Doc(client, "real.py", SOURCE + '\n\ndef describe(shape):\n    return f"{shape.')

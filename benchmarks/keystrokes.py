@@ -1,0 +1,250 @@
+"""Keystroke replay through the real language server: end-to-end inline completion latency.
+
+A real Python file of the running interpreter's standard library (`glob.py`, ~2.3k tokens) is typed
+into an empty document, one `didChange` per character, with realistic pauses (log-normal inter-key
+intervals, longer at line ends; the editor inserts each line's indentation at once, as auto-indent
+does). At every line start and after every `.`, the client waits the editor's debounce and asks for
+an inline completion (single line, up to 16 new tokens, the default model), waits for the answer and
+types on. Reported: latency from request to response (p50/p95, overall and once the document holds
+1.5k+ tokens), the share of requests answered from a cache the background sync had already brought
+up to date, the server's memory; JSON and a PNG plot under benchmarks/out/.
+
+    .venv/bin/python benchmarks/keystrokes.py              # ~6-8 min on 2 cores
+    .venv/bin/python benchmarks/keystrokes.py --chars 1500 # a quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+from lsprotocol import types as t
+from pygls.lsp.client import LanguageClient
+
+from superpie.lsp.positions import position_at
+
+OUT = Path(__file__).parent / "out"
+URI = "file:///virtual/typed_glob.py"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def summary(values: list[float]) -> dict[str, float | int | None]:
+    if not values:
+        return {"count": 0, "p50": None, "p95": None, "mean": None, "max": None}
+    return {
+        "count": len(values),
+        "p50": round(percentile(values, 50), 1),
+        "p95": round(percentile(values, 95), 1),
+        "mean": round(statistics.fmean(values), 1),
+        "max": round(max(values), 1),
+    }
+
+
+class Typist:
+    """Types text into the server's document and asks for inline completions along the way."""
+
+    def __init__(self, client: LanguageClient, rng: random.Random, debounce_s: float, token_count) -> None:
+        self.client, self.rng, self.debounce_s, self.token_count = client, rng, debounce_s, token_count
+        self.text, self.version = "", 1
+        self.records: list[dict] = []
+        self.t0 = time.perf_counter()
+
+    def insert(self, chunk: str) -> None:
+        line, character = position_at(self.text, len(self.text))
+        at = t.Position(line=line, character=character)
+        self.text += chunk
+        self.version += 1
+        self.client.text_document_did_change(
+            t.DidChangeTextDocumentParams(
+                text_document=t.VersionedTextDocumentIdentifier(uri=URI, version=self.version),
+                content_changes=[t.TextDocumentContentChangePartial(range=t.Range(start=at, end=at), text=chunk)],
+            )
+        )
+
+    def pause(self, ch: str) -> float:
+        base = self.rng.lognormvariate(mu=-3.6, sigma=0.5)  # median ~27 ms between keys
+        return base + (0.12 if ch == "\n" else 0.0) + (0.25 if self.rng.random() < 0.02 else 0.0)
+
+    async def request(self, kind: str) -> None:
+        await asyncio.sleep(self.debounce_s)
+        line, character = position_at(self.text, len(self.text))
+        params = t.InlineCompletionParams(
+            context=t.InlineCompletionContext(trigger_kind=t.InlineCompletionTriggerKind.Automatic),
+            text_document=t.TextDocumentIdentifier(uri=URI),
+            position=t.Position(line=line, character=character),
+        )
+        sent = time.perf_counter()
+        result = await asyncio.wait_for(self.client.text_document_inline_completion_async(params), 60)
+        latency = (time.perf_counter() - sent) * 1000
+        items = list(result.items) if result else []
+        self.records.append(
+            {
+                "t_s": round(sent - self.t0, 3),
+                "kind": kind,
+                "latency_ms": round(latency, 1),
+                "doc_tokens": self.token_count(self.text),
+                "items": len(items),
+                "top": items[0].insert_text if items else None,
+            }
+        )
+
+    async def type_file(self, source: str) -> None:
+        i = 0
+        while i < len(source):
+            ch = source[i]
+            self.insert(ch)
+            i += 1
+            if ch == "\n":  # auto-indent: the editor inserts the next line's indentation
+                j = i
+                while j < len(source) and source[j] in " \t":
+                    j += 1
+                if j > i and j < len(source) and source[j] != "\n":
+                    self.insert(source[i:j])
+                    i = j
+                if i < len(source) and source[i] != "\n":
+                    await self.request("line_start")
+            elif ch == ".":
+                await self.request("dot")
+            await asyncio.sleep(self.pause(ch))
+
+
+async def command(client: LanguageClient, name: str, *args) -> dict:
+    params = t.ExecuteCommandParams(command=name, arguments=list(args) or None)
+    return await asyncio.wait_for(client.workspace_execute_command_async(params), 60)
+
+
+async def run(args: argparse.Namespace) -> dict:
+    source = Path(sysconfig.get_paths()["stdlib"], args.file).read_text()[: args.chars]
+    client = LanguageClient("keystrokes", "1")
+    cmd = [sys.executable, "-m", "superpie.lsp.cli", "serve", "--log-level", "warning"]
+    await client.start_io(*cmd, *(["--model", args.model] if args.model else []))
+    root = Path(args.workspace or tempfile.mkdtemp(prefix="superpie-keystrokes-")).resolve()
+    await client.initialize_async(
+        t.InitializeParams(
+            capabilities=t.ClientCapabilities(),
+            root_uri=root.as_uri(),
+            initialization_options={"completion": {"maxTokensInline": 16, "inlineMultiline": False}},
+        )
+    )
+    client.initialized(t.InitializedParams())
+    t_load = time.perf_counter()
+    while not (await command(client, "superpie.stats"))["model"]["loaded"]:
+        await asyncio.sleep(0.1)
+    load_s = time.perf_counter() - t_load
+    client.text_document_did_open(
+        t.DidOpenTextDocumentParams(t.TextDocumentItem(uri=URI, language_id="python", version=1, text=""))
+    )
+    tokenizer = _tokenizer(args.model)
+    typist = Typist(client, random.Random(args.seed), args.debounce_ms / 1000, lambda s: len(tokenizer.encode(s).ids))
+    t_start = time.perf_counter()
+    await typist.type_file(source)
+    typing_s = time.perf_counter() - t_start
+    state = await command(client, "superpie.document", URI)
+    stats = await command(client, "superpie.stats")
+    await client.shutdown_async(None)
+    client.exit(None)
+    await client.stop()
+    assert state["length"] == len(typist.text), "the server's document diverged from the client's"
+    return report(args, source, typist, stats, load_s, typing_s, tokenizer)
+
+
+def _tokenizer(model: str | None):
+    from tokenizers import Tokenizer
+
+    from superpie.completion.model import converted_dir
+
+    path = Path(model) if model else converted_dir()
+    return Tokenizer.from_file(str(path / "tokenizer.json"))
+
+
+def report(args, source: str, typist: Typist, stats: dict, load_s: float, typing_s: float, tokenizer) -> dict:
+    recs = typist.records
+    lat = [r["latency_ms"] for r in recs]
+    warm = [r["latency_ms"] for r in recs if r["doc_tokens"] >= 1500]
+    return {
+        "file": args.file,
+        "chars": len(source),
+        "tokens": len(tokenizer.encode(source).ids),
+        "keystrokes": typist.version - 1,
+        "requests": len(recs),
+        "answered_with_items": sum(r["items"] > 0 for r in recs),
+        "latency_ms": summary(lat),
+        "latency_ms_doc_1500_plus_tokens": summary(warm),
+        "latency_ms_by_kind": {
+            k: summary([r["latency_ms"] for r in recs if r["kind"] == k]) for k in ("line_start", "dot")
+        },
+        "targets_ms": {"p50": 600, "p95": 1500},
+        "current_cache_share": stats["cache"]["current_share"],
+        "cache_reuse_share": stats["cache"]["reuse_share"],
+        "server_latency_ms": stats["latency_ms"]["all"],
+        "memory": stats["memory"],
+        "model": stats["model"],
+        "load_s": round(load_s, 2),
+        "typing_s": round(typing_s, 1),
+        "debounce_ms": args.debounce_ms,
+        "loadavg_at_end": os.getloadavg(),
+        "cpus": len(os.sched_getaffinity(0)),
+        "records": recs,
+    }
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    for kind, color in (("line_start", "tab:blue"), ("dot", "tab:orange")):
+        rs = [r for r in result["records"] if r["kind"] == kind]
+        ax.scatter([r["t_s"] for r in rs], [r["latency_ms"] for r in rs], s=10, c=color, label=f"after {kind}")
+    lat = result["latency_ms"]
+    ax.axhline(lat["p50"], color="k", lw=1, label=f"p50 {lat['p50']:.0f} ms")
+    ax.axhline(lat["p95"], color="k", lw=1, ls="--", label=f"p95 {lat['p95']:.0f} ms")
+    ax.axhline(600, color="tab:green", lw=1, ls=":", label="targets (600 / 1500 ms)")
+    ax.axhline(1500, color="tab:green", lw=1, ls=":")
+    ax.set_xlabel("session time (s)")
+    ax.set_ylabel("inline completion latency (ms)")
+    ax.set_title(f"superpie keystroke replay: {result['file']} ({result['tokens']} tokens), {result['model']['name']}")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--file", default="glob.py", help="stdlib file to type")
+    parser.add_argument("--chars", type=int, default=None, help="type only the first N characters")
+    parser.add_argument("--model", default=None, help="model directory (default: the embedded default model)")
+    parser.add_argument("--workspace", default=None, help="workspace folder for the server (default: an empty one)")
+    parser.add_argument("--debounce-ms", type=int, default=50, help="editor debounce before a request")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(OUT / "keystrokes"), help="output path without extension")
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
+    plot(result, out.with_suffix(".png"))
+    brief = {k: v for k, v in result.items() if k != "records"}
+    print(json.dumps(brief, indent=1, ensure_ascii=False))
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
