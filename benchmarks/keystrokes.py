@@ -192,6 +192,7 @@ def report(args, source: str, typist: Typist, stats: dict, load_s: float, typing
         "current_cache_share": stats["cache"]["current_share"],
         "cache_reuse_share": stats["cache"]["reuse_share"],
         "server_latency_ms": stats["latency_ms"]["all"],
+        "server_latency_parts_ms": stats["latency_parts_ms"],
         "memory": stats["memory"],
         "model": stats["model"],
         "load_s": round(load_s, 2),

@@ -54,6 +54,7 @@ class Outcome:
     current_cache: bool = False  # the background sync had already brought the cache to this text
     cancelled: str | None = None  # "superseded", "client", ... when stopped
     queued_ms: float = 0.0
+    engine_ms: float = 0.0  # wall time of the engine call (its sync of this text, decode, ranking)
 
 
 @dataclass
@@ -232,10 +233,12 @@ class ModelWorker:
                 job.future.set_result(Outcome(None, cancelled=job.token.reason, queued_ms=queued_ms))
                 return
             current = self._synced.get(uri) == job.request.text
+            t0 = time.perf_counter()
             result = self.engine.complete(job.request, cancelled=job.token)
+            engine_ms = (time.perf_counter() - t0) * 1000
             self.snapshot.stopped_decodes += result.cancelled
             self._after_sync(uri, job.request.text)
-            job.future.set_result(Outcome(result, current, job.token.reason, queued_ms))
+            job.future.set_result(Outcome(result, current, job.token.reason, queued_ms, engine_ms))
         except BaseException as exc:
             job.future.set_exception(exc)
         finally:

@@ -36,6 +36,7 @@ class ServerStats:
     """Counters kept on the loop thread (the watcher's counters are plain ints bumped from its thread)."""
 
     latency_ms: dict[str, deque[float]] = field(default_factory=dict)
+    parts_ms: dict[str, deque[float]] = field(default_factory=dict)  # where the latency went
     requests: Counter[str] = field(default_factory=Counter)
     answered: int = 0
     from_current_cache: int = 0
@@ -49,6 +50,8 @@ class ServerStats:
     def record(self, kind: str, ms: float, outcome: Outcome) -> None:
         """Count one answered request."""
         self.latency_ms.setdefault(kind, deque(maxlen=_SAMPLES)).append(ms)
+        for part, value in (("queued", outcome.queued_ms), ("engine", outcome.engine_ms)):
+            self.parts_ms.setdefault(part, deque(maxlen=_SAMPLES)).append(value)
         self.answered += 1
         self.from_current_cache += outcome.current_cache
         if outcome.result is not None:
@@ -63,6 +66,7 @@ class ServerStats:
             "latency_ms": {
                 kind: _summary(list(samples)) for kind, samples in {"all": every, **self.latency_ms}.items()
             },
+            "latency_parts_ms": {part: _summary(list(samples)) for part, samples in self.parts_ms.items()},
             "requests": {**self.requests, "stopped_decodes": snap.stopped_decodes},
             "cache": {
                 "answered": self.answered,

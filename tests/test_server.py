@@ -323,6 +323,7 @@ async def test_stats_report_latency_cache_reuse_and_memory(session: LanguageClie
     assert s["memory"]["kv_bytes"] > 0 and s["memory"]["rss_bytes"] > 0
     assert s["model"]["name"].startswith("tiny-llama")
     assert "fallbacks" in s["monitors"]
+    assert set(s["latency_parts_ms"]) == {"queued", "engine"}
 
 
 async def test_memory_budget_evicts_least_recently_used_caches(session: LanguageClient) -> None:
