@@ -139,7 +139,10 @@ class Editor:
         return self.wait("superpie.stats", lambda: self.nv.exec_lua("return _G.superpie_answer"))["r"]
 
     def line(self, row: int) -> str:
-        return self.nv.current.buffer[row].replace("\n", "\x00")  # the API returns a NUL in a line as NL
+        return (self.lines(row, row + 1) or [""])[0]
+
+    def lines(self, start: int, end: int) -> list[str]:
+        return [ln.replace("\n", "\x00") for ln in self.nv.current.buffer[start:end]]  # the API gives NUL as NL
 
     def close(self) -> None:
         try:
@@ -260,9 +263,9 @@ def test_the_menu_lists_the_servers_drafts_and_inserts_the_whole_draft(editor: E
 
     editor.type("<C-y>")  # the first item is selected: take it
     full = expected[0]["textEdit"]["newText"].split("\n")
-    editor.wait("the whole draft", lambda: editor.nv.current.buffer[row : row + len(full)][-1] == full[-1])
     start = expected[0]["textEdit"]["range"]["start"]["character"]
-    assert editor.nv.current.buffer[row : row + len(full)] == ["for key in cfg"[:start] + full[0], *full[1:]]
+    want = ["for key in cfg"[:start] + full[0], *full[1:]]
+    editor.wait("the whole draft", lambda: editor.lines(row, row + len(want)) == want)
     assert editor.wait("the accept to be counted", lambda: editor.server_stats()["accepts"].get("menu")) == 1
 
 
