@@ -1,11 +1,15 @@
 """One typed configuration tree shared by the CLI, the server and the Python API.
 
-Each component receives only its slice (`ModelConfig`, `CacheConfig`, `DecodingConfig`).
+Each component receives only its slice (`ModelConfig`, `CacheConfig`, `DecodingConfig` and its
+`SuperposedConfig` / `VerifyConfig`, `NgramConfig`, `PostprocessConfig`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from superpie.completion.ngram import NgramConfig
+from superpie.completion.postprocess import PostprocessConfig
 
 STRATEGIES = ("greedy", "superposed", "beam")
 
@@ -31,13 +35,45 @@ class CacheConfig:
 
 
 @dataclass
+class SuperposedConfig:
+    """Superposed decoding (Shen et al., 2024): k drafts from one pass, kept apart by the n-gram model."""
+
+    top_m: int = 8  # LM tokens per draft considered at each step
+    branch_ratio: float = 0.02  # a draft branches off only if within this probability ratio of the best
+    ngram_weight: float = 0.5  # lambda in P = (1 - lambda) P_LM + lambda P_ngram(. | draft's own tokens)
+    temperature: float = 1.0  # of the LM distribution the candidates are scored with
+    ngram_order: int = 4  # context of the n-gram term = the draft's last order-1 tokens (<= the index's order)
+
+
+@dataclass
+class VerifyConfig:
+    """Exact re-scoring of the drafts in one tree-masked forward, and where to cut them."""
+
+    enabled: bool = True
+    cut_confidence: float = 0.8  # cut where the model's own greedy token has at least this probability
+    cut_margin: float = 2.0  # ... and beats the draft's token by at least this many nats
+
+
+@dataclass
 class DecodingConfig:
     """How drafts are decoded."""
 
     max_tokens: int = 32
     drafts: int = 1
-    strategy: str = "greedy"
+    strategy: str | None = None  # None: greedy for one draft, else `multi_strategy`
+    multi_strategy: str = "superposed"  # the measured default for k > 1 (benchmarks/multidraft.py)
     multiline: bool = False  # False: stop at the end of the current line
+    sample_temperature: float = 0.8  # drafts 2..k of strategy greedy are sampled at this temperature
+    ngram_debounce_s: float = 2.0  # an open document is re-fed to the n-gram index at most this often
+    superposed: SuperposedConfig = field(default_factory=SuperposedConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+
+    def strategy_for(self, drafts: int, strategy: str | None = None) -> str:
+        """The strategy a request runs: the explicit one, else greedy for one draft or the k-draft default."""
+        name = strategy or self.strategy or ("greedy" if drafts <= 1 else self.multi_strategy)
+        if name not in STRATEGIES:
+            raise ValueError(f"unknown strategy '{name}' (expected one of {', '.join(STRATEGIES)})")
+        return name
 
 
 @dataclass
@@ -48,3 +84,5 @@ class EngineConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    ngram: NgramConfig = field(default_factory=NgramConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)

@@ -7,17 +7,37 @@ Calls are expected from a single worker thread (the model is not re-entrant).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import torch
 
 from superpie.cache.cursor import CursorView
 from superpie.cache.document import NO_SYNC, DocumentCache, SyncStats
+from superpie.completion.beam import beam_decode
 from superpie.completion.config import EngineConfig
-from superpie.completion.decoding import DecodedDraft, greedy_decode, line_end_stop
+from superpie.completion.constraints import ConstraintContext, ConstraintFactory
+from superpie.completion.decoding import (
+    Cancelled,
+    DecodedDraft,
+    DecodeTask,
+    chain_decode,
+    line_end_stop,
+    never_cancelled,
+    task_constraints,
+)
+from superpie.completion.draft import Draft
 from superpie.completion.model import LoadedModel, load_model
+from superpie.completion.ngram import NgramIndex
+from superpie.completion.postprocess import DraftContext, MonitorHook, postprocess
+from superpie.completion.superposed import superposed_decode
+from superpie.completion.verify import verify
+
+_NGRAM_TAIL = 8  # prefix tokens handed to the n-gram model as the drafts' first context
 
 
 @dataclass(frozen=True)
@@ -39,6 +59,7 @@ class Completion:
 
     text: str
     score: float
+    constrained: bool = False  # a constraint (healing, a monitor) steered this draft's tokens
 
 
 @dataclass
@@ -49,6 +70,7 @@ class CompletionResult:
     timings_ms: dict[str, float]
     cache: SyncStats
     cancelled: bool = False
+    strategy: str = "greedy"
 
 
 @dataclass
@@ -56,14 +78,34 @@ class _Document:
     cache: DocumentCache
     pending: SyncStats = NO_SYNC  # syncs since the last completion (reported with it)
     text: str = ""
+    fed_text: str | None = None  # the text the n-gram index last counted for this document
+    fed_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One request, resolved against the configuration."""
+
+    task: DecodeTask
+    context: int  # prefix tokens the view sees before `task.first_input` is re-fed
+    drafts: int
+    strategy: str
+    multiline: bool
 
 
 @dataclass
 class Engine:
-    """Completion engine: model + per-document caches + decoding; single-threaded by contract."""
+    """Completion engine: model + per-document caches + decoding; single-threaded by contract.
+
+    `constraint_factory` (monitors) gives the constraints every draft starts from; `monitor_hook`
+    judges finished drafts for ranking. Both are optional hooks the analysis layer fills in.
+    """
 
     config: EngineConfig = field(default_factory=EngineConfig)
     lm: LoadedModel | None = None
+    constraint_factory: ConstraintFactory | None = None
+    monitor_hook: MonitorHook | None = None
+    ngram: NgramIndex | None = None  # built lazily by the first request that needs it
     _docs: OrderedDict[str, _Document] = field(default_factory=OrderedDict)
     _load_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -116,10 +158,12 @@ class Engine:
         return stats
 
     def close(self, uri: str) -> None:
-        """Forget a document and free its KV."""
+        """Forget a document and free its KV (the n-gram index goes back to the file on disk)."""
         doc = self._docs.pop(uri, None)
         if doc is not None:
             doc.cache.release()
+            if doc.fed_text is not None and self.ngram is not None:
+                self.ngram.close_document(uri)
 
     def refresh_idle(self, uri: str) -> int:
         """Re-encode the document's stale tokens exactly (idle time); return how many."""
@@ -138,43 +182,142 @@ class Engine:
             if uri != keep:
                 self._docs[uri].cache.release()
 
+    # ---------------------------------------------------------------- n-grams
+
+    def ngram_index(self) -> NgramIndex:
+        """The workspace n-gram index (built on first use; open documents only without a workspace)."""
+        if self.ngram is None:
+            self.ensure_loaded()
+            lm = self.lm
+            tokenizer = lm.tokenizer
+
+            def encode(s: str) -> list[int]:
+                return tokenizer.encode(s, add_special_tokens=False).ids
+
+            tok_id = hashlib.sha256(tokenizer.to_str().encode()).hexdigest()[:16]
+            cfg, ws = self.config.ngram, self.config.workspace
+            if ws is None:
+                cfg = dataclasses.replace(cfg, persist=False)
+                self.ngram = NgramIndex(".", encode, vocab_size=lm.vocab_size, tokenizer_id=tok_id, config=cfg)
+            else:
+                self.ngram = NgramIndex.build(ws, encode, vocab_size=lm.vocab_size, tokenizer_id=tok_id, config=cfg)
+        return self.ngram
+
+    def _feed_ngram(self, current: str) -> None:
+        """Count open documents' unsaved text, each at most once per debounce interval (not per sync)."""
+        index = self.ngram_index()
+        now = time.monotonic()
+        debounce = self.config.decoding.ngram_debounce_s
+        for uri, doc in self._docs.items():
+            if doc.text == doc.fed_text or not doc.text:
+                continue
+            if doc.fed_text is None or now - doc.fed_at >= debounce or (uri == current and doc.fed_text == ""):
+                index.update_document(uri, doc.text)
+                doc.fed_text, doc.fed_at = doc.text, now
+
     # ------------------------------------------------------------ completion
 
-    def complete(self, req: CompletionRequest, cancelled: Callable[[], bool] = lambda: False) -> CompletionResult:
+    def complete(self, req: CompletionRequest, cancelled: Cancelled = never_cancelled) -> CompletionResult:
         """Ranked drafts at the cursor, decoded over the document's cached prefix."""
         if not 0 <= req.offset <= len(req.text):
             raise ValueError(f"offset {req.offset} is past the end of the document (length {len(req.text)})")
+        if req.drafts is not None and req.drafts < 1:
+            raise ValueError(f"drafts must be at least 1 (got {req.drafts})")
         self.sync(req.uri, req.text, anchor=req.offset)
         doc = self._docs[req.uri]
         pending, doc.pending = doc.pending, NO_SYNC
-        t_sync = time.perf_counter()
-        dcfg = self.config.decoding
-        max_tokens = req.max_tokens if req.max_tokens is not None else dcfg.max_tokens
-        multiline = req.multiline if req.multiline is not None else dcfg.multiline
-        drafts = self._decode(doc.cache, req.offset, max_tokens, multiline, cancelled)
+        t0 = time.perf_counter()
+        plan = self._plan(req, doc.cache)
+        if plan.strategy == "superposed" and plan.drafts > 1:
+            self._feed_ngram(req.uri)
+        t_feed = time.perf_counter()
+        decoded, verify_ms = self._decode(doc.cache, plan, cancelled)
+        t_dec = time.perf_counter()
+        stopped = cancelled() or any(d.cancelled for d in decoded)
+        completions = [] if stopped else self._rank(req, plan, decoded)
         t_end = time.perf_counter()
-        completions = [Completion(d.text, round(d.mean_logprob, 4)) for d in drafts if d.text.strip()]
+        decode_ms = (t_dec - t0) * 1000
         return CompletionResult(
             completions=completions,
             timings_ms={
                 "sync": pending.ms,
-                "decode": (t_end - t_sync) * 1000,
-                "total": (t_end - t_sync) * 1000 + pending.ms,
+                "ngram": (t_feed - t0) * 1000,
+                "decode": decode_ms,
+                "verify": verify_ms,
+                "postprocess": (t_end - t_dec) * 1000,
+                "total": (t_end - t0) * 1000 + pending.ms,
             },
             cache=pending,
-            cancelled=any(d.cancelled for d in drafts),
+            cancelled=stopped,
+            strategy=plan.strategy,
         )
 
-    def _decode(
-        self, cache: DocumentCache, offset: int, max_tokens: int, multiline: bool, cancelled: Callable[[], bool]
-    ) -> list[DecodedDraft]:
-        lm = self.lm
-        split = cache.split_at(offset)
-        if split.prefix_len == 0:
-            first, context = lm.start_id, 0
-        else:
-            first, context = cache.ids[split.prefix_len - 1], split.prefix_len - 1
-        view = CursorView(cache, context, reserve=max_tokens + 2)
-        stop = None if multiline else line_end_stop
-        draft = greedy_decode(lm, view, first, max_tokens, typed=split.typed, stop=stop, cancelled=cancelled)
-        return [draft]
+    def _plan(self, req: CompletionRequest, cache: DocumentCache) -> _Plan:
+        dcfg = self.config.decoding
+        drafts = req.drafts if req.drafts is not None else dcfg.drafts
+        strategy = dcfg.strategy_for(drafts, req.strategy)
+        max_tokens = req.max_tokens if req.max_tokens is not None else dcfg.max_tokens
+        multiline = req.multiline if req.multiline is not None else dcfg.multiline
+        split = cache.split_at(req.offset)
+        n = split.prefix_len
+        first = cache.ids[n - 1] if n > 0 else self.lm.start_id
+        extra = ()
+        if self.constraint_factory is not None:
+            before, after = req.text[: req.offset - len(split.typed)], req.text[req.offset :]
+            ctx = ConstraintContext(req.uri, before, split.typed, after)
+            extra = tuple(self.constraint_factory(ctx))
+        task = DecodeTask(
+            first_input=first,
+            max_tokens=max_tokens,
+            typed=split.typed,
+            stop=None if multiline else line_end_stop,
+            constraints=task_constraints(self.lm, split.typed, extra),
+            prefix_tail=tuple(cache.ids[max(0, n - _NGRAM_TAIL) : n]),
+        )
+        return _Plan(task, max(0, n - 1), drafts, strategy, multiline)
+
+    def _decode(self, cache: DocumentCache, plan: _Plan, cancelled: Cancelled) -> tuple[list[DecodedDraft], float]:
+        """Run the plan's strategy; returns the drafts and the milliseconds spent verifying."""
+        lm, task, k = self.lm, plan.task, plan.drafts
+        view = CursorView(cache, plan.context, reserve=k * task.max_tokens + 2)
+        if plan.strategy == "beam":
+            return beam_decode(lm, view, task, k, cancelled), 0.0
+        if plan.strategy == "superposed":
+            ngram = self.ngram_index() if k > 1 else None
+            out = superposed_decode(lm, view, task, k, self.config.decoding.superposed, ngram, cancelled)
+            vcfg = self.config.decoding.verify
+            if not vcfg.enabled or k == 1 or cancelled() or any(d.cancelled for d in out.drafts):
+                return out.drafts, 0.0
+            t0 = time.perf_counter()
+            drafts = verify(lm, view, task, out.drafts, vcfg, exact_slots=out.exact_slots)
+            return drafts, (time.perf_counter() - t0) * 1000
+        return self._independent(view, task, k, cancelled), 0.0
+
+    def _independent(self, view: CursorView, task: DecodeTask, k: int, cancelled: Cancelled) -> list[DecodedDraft]:
+        """k chain decodes: the greedy draft, then k-1 sampled ones (seeded, so results repeat)."""
+        gen = torch.Generator().manual_seed(0)
+        temp = self.config.decoding.sample_temperature
+        out = []
+        for i in range(k):
+            view.rewind(0)
+            out.append(chain_decode(self.lm, view, task, cancelled, 0.0 if i == 0 else temp, gen))
+            if out[-1].cancelled:
+                break
+        return out
+
+    def _rank(self, req: CompletionRequest, plan: _Plan, decoded: list[DecodedDraft]) -> list[Completion]:
+        """Post-process (stop rules, suffix de-dup, brackets, indentation), rank, merge; best k first."""
+        drafts = [
+            Draft(
+                d.text,
+                logprob=d.logprob,
+                tokens=d.ids,
+                token_logprobs=d.token_logprobs,
+                token_ends=d.token_ends,
+                id=i,
+            )
+            for i, d in enumerate(decoded)
+        ]
+        context = DraftContext.at(req.text, req.offset, plan.multiline)
+        ranked = postprocess(drafts, context, self.config.postprocess, self.monitor_hook)
+        return [Completion(d.text, round(d.score, 4), decoded[d.id].constraint_active) for d in ranked[: plan.drafts]]

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from superpie.cache.document import MODES
+from superpie.completion.config import STRATEGIES
 
 EXIT_USAGE = 2
 
@@ -67,6 +68,10 @@ def _engine(args: argparse.Namespace, workspace: Path):
     if args.max_tokens is not None:
         config.decoding.max_tokens = args.max_tokens
     config.decoding.multiline = args.multiline
+    if args.drafts is not None:
+        config.decoding.drafts = args.drafts
+    if args.strategy is not None:
+        config.decoding.strategy = args.strategy
     return Engine(config)
 
 
@@ -173,6 +178,13 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workspace", metavar="DIR", help="project root (default: the file's git root, else its dir)")
     p.add_argument("--max-tokens", type=int, default=None, help="new tokens per draft (default 32)")
     p.add_argument("--multiline", action="store_true", help="complete a block, not just the line")
+    p.add_argument("--drafts", type=int, default=None, metavar="K", help="drafts per completion (default 1)")
+    p.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default=None,
+        help="how k drafts are decoded (default: greedy for one draft, superposed for more)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -208,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "max_tokens", None) is not None and args.max_tokens <= 0:
         print("superpie: error: --max-tokens must be positive", file=sys.stderr)
+        return EXIT_USAGE
+    if getattr(args, "drafts", None) is not None and args.drafts <= 0:
+        print("superpie: error: --drafts must be positive", file=sys.stderr)
         return EXIT_USAGE
     try:
         return args.func(args)

@@ -1,7 +1,8 @@
 """`superpie replay`: drive the engine with a recorded editing session (JSON lines).
 
 Events mirror what an editor sends: `open`, `change` (LSP TextDocumentContentChangeEvent shapes,
-UTF-16 positions) and `complete`. Each change is synced to the cache right away, as the language
+UTF-16 positions) and `complete` (optional `max_tokens`, `drafts`: K, `strategy`: greedy | superposed |
+beam). Each change is synced to the cache right away, as the language
 server does in the background; a `complete` reports the sync work done since the previous one.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from superpie.completion.config import STRATEGIES
 from superpie.completion.engine import CompletionRequest, CompletionResult, Engine
 from superpie.lsp.positions import apply_change, offset_at
 
@@ -131,6 +133,14 @@ class Replayer:
         max_tokens = event.get("max_tokens")
         if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens <= 0):
             raise ReplayError(f"line {number}: 'max_tokens' must be a positive integer")
-        req = CompletionRequest(uri=uri, text=text, offset=offset, max_tokens=max_tokens)
+        drafts = event.get("drafts")
+        if drafts is not None and (not isinstance(drafts, int) or isinstance(drafts, bool) or drafts <= 0):
+            raise ReplayError(f"line {number}: 'drafts' must be a positive integer")
+        strategy = event.get("strategy")
+        if strategy is not None and strategy not in STRATEGIES:
+            raise ReplayError(f"line {number}: 'strategy' must be one of {', '.join(STRATEGIES)}")
+        req = CompletionRequest(
+            uri=uri, text=text, offset=offset, max_tokens=max_tokens, drafts=drafts, strategy=strategy
+        )
         result = self.engine.complete(req)
         return ReplayOutput(uri, {"line": int(pos["line"]), "character": int(pos["character"])}, result)

@@ -1,0 +1,33 @@
+"""`superpie complete --drafts K --strategy S` on the real default model: K ranked entries, same contract."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from test_cli import SAMPLE, superpie
+
+
+@pytest.mark.real_model
+def test_complete_with_three_superposed_drafts(tmp_path):
+    source = tmp_path / "sample.py"
+    shutil.copy(SAMPLE, source)
+    proc = superpie(
+        "complete", str(source), "--line", "22", "--character", "12", "--json",
+        "--drafts", "3", "--strategy", "superposed", "--workspace", str(tmp_path),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert set(out) == {"completions", "timings_ms"}
+    assert set(out["timings_ms"]) == {"load", "sync", "decode", "total"}
+    texts = [c["text"] for c in out["completions"]]
+    assert len(texts) == 3 and len(set(texts)) == 3, texts
+    scores = [c["score"] for c in out["completions"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_drafts_must_be_positive():
+    proc = superpie("complete", str(SAMPLE), "--line", "0", "--character", "0", "--drafts", "0")
+    assert proc.returncode == 2
+    assert "--drafts must be positive" in proc.stderr

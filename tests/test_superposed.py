@@ -1,0 +1,118 @@
+"""Superposed decoding on tiny seeded models: k=1 is greedy; k>1 gives distinct drafts; exact trunk."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny import tiny_model
+
+from superpie.cache.cursor import CursorView
+from superpie.cache.document import DocumentCache
+from superpie.completion.config import SuperposedConfig, VerifyConfig
+from superpie.completion.decoding import DecodeTask, chain_decode, line_end_stop, task_constraints
+from superpie.completion.ngram import NgramConfig, NgramIndex
+from superpie.completion.superposed import superposed_decode
+from superpie.completion.verify import verify
+
+SOURCE = '''import os
+
+
+def load(path, default=None):
+    """Read a file, or return the default."""
+    if not os.path.exists(path):
+        return default
+    with open(path) as f:
+        return f.read()
+
+
+def save(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+'''
+
+
+def document(kind: str = "llama", text: str = SOURCE) -> DocumentCache:
+    lm = tiny_model(kind)
+    doc = DocumentCache(lm.model, lm.tokenizer, lm.rope, mode="exact")
+    doc.sync(text)
+    return doc
+
+
+def task_at(doc: DocumentCache, offset: int, max_tokens: int = 10, stop=None) -> tuple[DecodeTask, int]:
+    lm = tiny_model("llama")
+    split = doc.split_at(offset)
+    n = split.prefix_len
+    task = DecodeTask(
+        doc.ids[n - 1],
+        max_tokens,
+        split.typed,
+        stop,
+        task_constraints(lm, split.typed),
+        tuple(doc.ids[max(0, n - 8) : n]),
+    )
+    return task, n - 1
+
+
+def ngram_for(text: str) -> NgramIndex:
+    lm = tiny_model("llama")
+    index = NgramIndex(
+        ".",
+        lambda s: lm.tokenizer.encode(s, add_special_tokens=False).ids,
+        vocab_size=lm.vocab_size,
+        tokenizer_id="tiny",
+        config=NgramConfig(persist=False),
+    )
+    index.update_document("mem://doc", text)
+    return index
+
+
+CURSORS = [SOURCE.index("    if not"), SOURCE.index("default\n") + 3, SOURCE.index("f.write"), len(SOURCE)]
+
+
+@pytest.mark.parametrize("offset", CURSORS)
+@pytest.mark.parametrize("stop", [None, line_end_stop])
+def test_superposed_with_one_draft_is_greedy(offset, stop):
+    lm = tiny_model("llama")
+    doc = document()
+    task, context = task_at(doc, offset, stop=stop)
+    greedy = chain_decode(lm, CursorView(doc, context, reserve=16), task)
+    out = superposed_decode(lm, CursorView(doc, context, reserve=16), task, 1, ngram=ngram_for(SOURCE))
+    assert len(out.drafts) == 1
+    draft = out.drafts[0]
+    assert draft.ids == greedy.ids
+    assert draft.text == greedy.text
+    assert draft.finished == greedy.finished
+    assert draft.token_logprobs == pytest.approx(greedy.token_logprobs, abs=1e-5)
+    assert out.exact_slots == len(draft.ids) or draft.finished  # nothing superposed: all exact
+
+
+def test_superposed_drafts_are_distinct_and_verify_keeps_the_exact_trunk():
+    lm = tiny_model("llama")
+    doc = document()
+    task, context = task_at(doc, CURSORS[1], max_tokens=8)
+    view = CursorView(doc, context, reserve=64)
+    cfg = SuperposedConfig(branch_ratio=0.3)
+    out = superposed_decode(lm, view, task, 3, cfg, ngram_for(SOURCE))
+    assert 1 <= len(out.drafts) <= 3
+    assert len({d.text for d in out.drafts}) == len(out.drafts)
+    assert out.exact_slots >= 1
+    no_cut = VerifyConfig(cut_confidence=1.0, cut_margin=float("inf"))
+    kept = verify(lm, view, task, out.drafts, no_cut, exact_slots=out.exact_slots)
+    fresh = verify(lm, view, task, out.drafts, no_cut, exact_slots=0)
+    for a, b in zip(kept, fresh, strict=True):
+        assert a.ids == b.ids
+        assert a.token_logprobs == pytest.approx(b.token_logprobs, abs=1e-4)
+        assert a.best_logprobs == pytest.approx(b.best_logprobs, abs=1e-4)
+
+
+def test_superposed_input_is_the_weighted_sum_of_embeddings():
+    from superpie.completion.decoding import Partial
+    from superpie.completion.superposed import _superpose
+
+    lm = tiny_model("llama")
+    embed = lm.model.get_input_embeddings()
+    a = Partial(ids=(5,), score=0.0)
+    b = Partial(ids=(9,), score=float(torch.log(torch.tensor(3.0))))  # three times as likely
+    mixed = _superpose(embed, [a, b])
+    want = 0.25 * embed(torch.tensor([5])) + 0.75 * embed(torch.tensor([9]))
+    assert torch.allclose(mixed, want, atol=1e-6)

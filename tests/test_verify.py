@@ -1,0 +1,98 @@
+"""Tree-mask verification on tiny seeded models: one forward == separate full forwards per draft."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from test_superposed import SOURCE, document
+from tiny import KINDS, tiny_model
+
+from superpie.cache.cursor import CursorView
+from superpie.completion.config import VerifyConfig
+from superpie.completion.decoding import DecodedDraft, DecodeTask
+from superpie.completion.verify import DraftTree, verify
+
+NO_CUT = VerifyConfig(cut_confidence=1.0, cut_margin=float("inf"))
+
+
+@torch.inference_mode()
+def full_logprobs(kind: str, prefix: list[int], draft: list[int]) -> list[float]:
+    """Log-prob of each draft token from one plain forward over prefix + draft (no cache)."""
+    lm = tiny_model(kind)
+    logits = lm.model(input_ids=torch.tensor([prefix + draft])).logits[0].float()
+    logp = torch.log_softmax(logits, dim=-1)
+    return [float(logp[len(prefix) - 1 + i, t]) for i, t in enumerate(draft)]
+
+
+def random_drafts(rng: random.Random, vocab: int) -> list[list[int]]:
+    """Drafts of different lengths, some sharing prefixes, one empty, one a prefix of another."""
+    base = [rng.randrange(1, vocab) for _ in range(9)]
+    return [
+        base,
+        base[:4] + [rng.randrange(1, vocab) for _ in range(3)],
+        base[:2],
+        [rng.randrange(1, vocab) for _ in range(6)],
+        base[:4] + [rng.randrange(1, vocab)],
+        [],
+    ]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("where", ["end", "middle"])
+def test_tree_verification_equals_separate_full_forwards(kind, where):
+    lm = tiny_model(kind)
+    doc = document(kind)
+    n = doc.length if where == "end" else doc.length // 2  # middle: the suffix must stay hidden
+    drafts = random_drafts(random.Random(7), lm.vocab_size)
+    task = DecodeTask(doc.ids[n - 1], 16)
+    view = CursorView(doc, n - 1, reserve=8)
+    decoded = [DecodedDraft(tuple(d), "", 0.0, False) for d in drafts]
+    out = verify(lm, view, task, decoded, NO_CUT)
+    for draft, got in zip(drafts, out, strict=True):
+        assert got.ids == tuple(draft)
+        want = full_logprobs(kind, doc.ids[:n], draft)
+        assert list(got.token_logprobs) == pytest.approx(want, abs=1e-4)
+        assert got.logprob == pytest.approx(sum(want), abs=1e-3)
+        assert got.verified
+
+
+def test_the_tree_shares_prefixes_and_skips_last_tokens():
+    tree = DraftTree.of(100, [[1, 2, 3], [1, 2, 4, 5], [7]])
+    # root, 1, 2 shared; 4 only for the second draft; last tokens (3, 5, 7) never fed
+    assert tree.tokens == [100, 1, 2, 4]
+    assert tree.parents == [-1, 0, 1, 2]
+    assert tree.depths == [0, 1, 2, 3]
+    assert tree.sources == [[0, 1, 2], [0, 1, 2, 3], [0]]
+    vis = tree.visible(kept=0)
+    assert vis.tolist()[3] == [True, True, True, True]
+    kept = DraftTree.of(None, [[1, 2, 3], [1, 2, 4, 5]], first=2)  # slots 0..1 (root, token 1) kept
+    assert kept.tokens == [2, 4] and kept.parents == [-1, 0] and kept.depths == [2, 3]
+    assert kept.sources == [[0], [0, 1]]
+    assert kept.visible(kept=2).tolist() == [[True, True, True, False], [True, True, True, True]]
+
+
+def test_a_draft_is_cut_where_the_model_confidently_disagrees():
+    lm = tiny_model("llama")
+    doc = document("llama", SOURCE)
+    n = doc.length
+    task = DecodeTask(doc.ids[n - 1], 16)
+    view = CursorView(doc, n - 1, reserve=8)
+    # The model's own greedy tokens, then its least likely token, then more greedy-ish tokens.
+    ids: list[int] = []
+    for _ in range(3):
+        view.rewind(0)
+        logits = view.step(input_ids=torch.tensor([doc.ids[n - 1], *ids]), logits_for=1)[-1]
+        ids.append(int(logits.argmax()))
+    worst = int(logits.argmin())
+    ids[2] = worst
+    draft = DecodedDraft(tuple(ids + [5, 6]), "", 0.0, False)
+    cut = verify(lm, view, task, [draft], VerifyConfig(cut_confidence=0.0, cut_margin=5.0))[0]
+    assert cut.ids == tuple(ids[:2])
+    assert not cut.finished
+    kept = verify(lm, view, task, [draft], NO_CUT)[0]
+    assert kept.ids == draft.ids
+    # A token a constraint chose is never cut.
+    forced = DecodedDraft(draft.ids, "", 0.0, False, constrained=(False, False, True, False, False))
+    assert len(verify(lm, view, task, [forced], VerifyConfig(cut_confidence=0.0, cut_margin=5.0))[0].ids) >= 3
