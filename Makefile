@@ -37,7 +37,8 @@ test: lint extensions-check
 # the VS Code extension built, linted, unit-tested and packaged to a .vsix.
 extensions-check:
 	@command -v nvim >/dev/null || if [ "$$(id -u)" = 0 ]; then \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends neovim; \
+		export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q --no-install-recommends neovim \
+		|| { apt-get update -q && apt-get install -y -q --no-install-recommends neovim; }; \
 	else echo "warning: nvim not found and not root: tests/test_nvim.py will be skipped"; fi
 	cd extensions/vscode && npm ci --no-audit --no-fund && npm run compile && npm run lint && npm test \
 		&& npx @vscode/vsce package --out superpie.vsix
