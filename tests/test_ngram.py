@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from superpie.completion.ngram import NgramConfig, NgramIndex
 
 VOCAB = 128

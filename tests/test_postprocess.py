@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import tomllib
+
 from superpie.completion.draft import Draft
 from superpie.completion.postprocess import (
     BracketConfig,
