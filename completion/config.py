@@ -39,9 +39,12 @@ class SuperposedConfig:
     """Superposed decoding (Shen et al., 2024): k drafts from one pass, kept apart by the n-gram model."""
 
     top_m: int = 8  # LM tokens per draft considered at each step
-    branch_ratio: float = 0.02  # a draft branches off only if within this probability ratio of the best
+    branch_ratio: float = 0.1  # a draft branches off only if within this probability ratio of the best
     ngram_weight: float = 0.5  # lambda in P = (1 - lambda) P_LM + lambda P_ngram(. | draft's own tokens)
     temperature: float = 1.0  # of the LM distribution the candidates are scored with
+    weight_temperature: float = 1.0  # input weights = softmax(draft log-probs / this); < 1 favours the leader
+    ngram_by_share: bool = True  # n-gram weight per draft = ngram_weight * (1 - the draft's input weight)
+    spare: int = 2  # extra drafts handed to verification and ranking, so k survive cuts and merges
     ngram_order: int = 4  # context of the n-gram term = the draft's last order-1 tokens (<= the index's order)
 
 

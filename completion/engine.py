@@ -320,4 +320,15 @@ class Engine:
         ]
         context = DraftContext.at(req.text, req.offset, plan.multiline)
         ranked = postprocess(drafts, context, self.config.postprocess, self.monitor_hook)
+        ranked = _drop_unfinished_prefixes(ranked, decoded)
         return [Completion(d.text, round(d.score, 4), decoded[d.id].constraint_active) for d in ranked[: plan.drafts]]
+
+
+def _drop_unfinished_prefixes(ranked: list[Draft], decoded: list[DecodedDraft]) -> list[Draft]:
+    """Drop a draft that stopped early (cut by verification, out of tokens) where another draft goes on."""
+    texts = [d.text for d in ranked]
+    return [
+        d
+        for d in ranked
+        if decoded[d.id].finished or not any(t != d.text and t.startswith(d.text.rstrip()) for t in texts)
+    ]

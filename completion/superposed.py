@@ -48,7 +48,7 @@ def superposed_decode(
     ngram: NgramIndex | None = None,
     cancelled: Cancelled = never_cancelled,
 ) -> SuperposedDrafts:
-    """Up to k drafts (finished ones first), decoded in one pass of one token per step.
+    """Up to k + spare drafts (finished ones first), decoded in one pass of one token per step.
 
     While only one draft is alive its input is exact, so the scratch slots fed before the first
     branch hold exact KV and their tokens exact log-probs: `verify` keeps them and re-feeds the rest.
@@ -69,13 +69,17 @@ def superposed_decode(
             return SuperposedDrafts(pool.cancelled(k), 0)
         if len(pool.live) == 1 and exact == view.used - base:
             exact += 1
-        logits = view.step(inputs_embeds=_superpose(embed, pool.live))[-1].float()
-    return SuperposedDrafts(pool.results(k), exact)
+        logits = view.step(inputs_embeds=_superpose(embed, pool.live, _weights(pool.live, config)))[-1].float()
+    return SuperposedDrafts(pool.results(k + config.spare), exact)
 
 
-def _superpose(embed: torch.nn.Module, drafts: list[Partial]) -> torch.Tensor:
-    """[1, H]: the drafts' last-token embeddings weighted by their normalised probabilities."""
-    weights = torch.softmax(torch.tensor([d.score for d in drafts]), dim=0)  # [k]
+def _weights(drafts: list[Partial], config: SuperposedConfig) -> torch.Tensor:
+    """[k]: the drafts' normalised probabilities (sharpened by weight_temperature < 1)."""
+    return torch.softmax(torch.tensor([d.score for d in drafts]) / config.weight_temperature, dim=0)
+
+
+def _superpose(embed: torch.nn.Module, drafts: list[Partial], weights: torch.Tensor) -> torch.Tensor:
+    """[1, H]: the drafts' last-token embeddings, weighted."""
     vectors = embed(torch.tensor([d.ids[-1] for d in drafts]))  # [k, H]
     return (weights.to(vectors.dtype)[:, None] * vectors).sum(0, keepdim=True)
 
@@ -98,7 +102,10 @@ def _candidates(
     lm_lp, cand = rows.topk(m, dim=-1)  # [rows, m]
     scores = lm_lp
     if ngram is not None and k > 1 and config.ngram_weight > 0:
-        scores = _mix(lm_lp, _ngram_logprobs(ngram, task, pool.live, cand, config), config.ngram_weight)
+        weight = torch.full((len(masks), 1), config.ngram_weight, dtype=torch.float64)
+        if config.ngram_by_share:  # the LM speaks for a draft in proportion to its share of the input
+            weight = weight * (1.0 - _weights(pool.live, config).to(torch.float64)[:, None])
+        scores = _mix(lm_lp, _ngram_logprobs(ngram, task, pool.live, cand, config), weight)
     best = logp.max().expand(len(masks))
     return Candidates(cand, scores, logp[cand], best, [mk is not None for mk in masks])
 
@@ -112,7 +119,8 @@ def _ngram_logprobs(
     return ngram.logprobs_batch(contexts, cand)
 
 
-def _mix(lm_lp: torch.Tensor, ng_lp: torch.Tensor, weight: float) -> torch.Tensor:
-    """log((1 - w) P_LM + w P_ngram), keeping masked-out tokens (-inf LM log-prob) out."""
-    mixed = torch.logaddexp(lm_lp + math.log1p(-weight), ng_lp.to(lm_lp.dtype) + math.log(weight))
+def _mix(lm_lp: torch.Tensor, ng_lp: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """log((1 - w) P_LM + w P_ngram) per row (weight [rows, 1]); masked-out tokens (-inf) stay out."""
+    w = weight.clamp(0.0, 1.0)
+    mixed = torch.logaddexp(lm_lp + torch.log1p(-w).to(lm_lp.dtype), ng_lp.to(lm_lp.dtype) + w.log().to(lm_lp.dtype))
     return mixed.masked_fill(torch.isinf(lm_lp), float("-inf"))

@@ -102,3 +102,18 @@ def test_a_constraint_factory_steers_every_draft_and_is_reported():
     result = eng.complete(request(3, "beam"))
     assert seen and seen[0].text_before + seen[0].typed == SOURCE[:CURSOR]
     assert result.completions and all(c.constrained for c in result.completions)
+
+
+def test_an_unfinished_draft_that_another_draft_continues_is_dropped():
+    from superpie.completion.decoding import DecodedDraft
+    from superpie.completion.draft import Draft
+    from superpie.completion.engine import _drop_unfinished_prefixes
+
+    decoded = [
+        DecodedDraft((1,), "x = foo(", 0.0, False),  # cut by verification
+        DecodedDraft((1, 2), "x = foo(1)", 0.0, True),
+        DecodedDraft((3,), "x = bar", 0.0, False),  # out of tokens, but nothing continues it
+        DecodedDraft((4,), "x", 0.0, True),  # finished: kept even though it is a prefix
+    ]
+    ranked = [Draft(d.text, id=i) for i, d in enumerate(decoded)]
+    assert [d.text for d in _drop_unfinished_prefixes(ranked, decoded)] == ["x = foo(1)", "x = bar", "x"]

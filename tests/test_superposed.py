@@ -107,12 +107,12 @@ def test_superposed_drafts_are_distinct_and_verify_keeps_the_exact_trunk():
 
 def test_superposed_input_is_the_weighted_sum_of_embeddings():
     from superpie.completion.decoding import Partial
-    from superpie.completion.superposed import _superpose
+    from superpie.completion.superposed import _superpose, _weights
 
     lm = tiny_model("llama")
     embed = lm.model.get_input_embeddings()
     a = Partial(ids=(5,), score=0.0)
     b = Partial(ids=(9,), score=float(torch.log(torch.tensor(3.0))))  # three times as likely
-    mixed = _superpose(embed, [a, b])
+    mixed = _superpose(embed, [a, b], _weights([a, b], SuperposedConfig()))
     want = 0.25 * embed(torch.tensor([5])) + 0.75 * embed(torch.tensor([9]))
     assert torch.allclose(mixed, want, atol=1e-6)
