@@ -11,6 +11,10 @@ import torch
 
 from superpie.cache.kv import BufferCache, KVStore
 
+# A model carrying a runner under this attribute (see completion/fast_llama.py) is run by it instead
+# of its HF forward: same arguments, same logits, KV written straight into the store.
+RUNNER_ATTR = "superpie_runner"
+
 
 def neg_inf(dtype: torch.dtype) -> float:
     """The additive mask value for 'may not attend' (finite, so fully masked rows give no NaN)."""
@@ -40,6 +44,9 @@ def run_forward(
     n = positions.numel()
     store.ensure_capacity(write_at + n)
     store.write_at = write_at
+    runner = getattr(model, RUNNER_ATTR, None)
+    if runner is not None:
+        return runner(store, write_at, positions, mask, input_ids, inputs_embeds, logits_for)
     out = model(
         input_ids=None if input_ids is None else input_ids.view(1, n),
         inputs_embeds=None if inputs_embeds is None else inputs_embeds.view(1, n, -1),

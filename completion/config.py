@@ -19,8 +19,11 @@ class ModelConfig:
     """Which model to run and how."""
 
     path: str | None = None  # None: the embedded default model
-    dtype: str = "float32"
-    threads: int | None = None  # None: the cores this process may use
+    # Weight precision (completion/precision.py): auto | float32 | bf16 | int8 | q4. "auto" = bf16, plus
+    # 4-bit wherever that is lossless (all of the default model, a Q4_1 GGUF): 99.8% top-1 agreement
+    # with float32 on real code, ~3x faster decoding (benchmarks/cpu_inference.py).
+    dtype: str = "auto"
+    threads: int | None = None  # None: the cores this process may use (sched_getaffinity)
 
 
 @dataclass

