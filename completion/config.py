@@ -1,7 +1,8 @@
 """One typed configuration tree shared by the CLI, the server and the Python API.
 
 Each component receives only its slice (`ModelConfig`, `CacheConfig`, `DecodingConfig` and its
-`SuperposedConfig` / `VerifyConfig`, `NgramConfig`, `PostprocessConfig`).
+`SuperposedConfig` / `VerifyConfig`, `NgramConfig`, `PostprocessConfig`,
+`MonitorConfig`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class VerifyConfig:
     enabled: bool = True
     cut_confidence: float = 0.8  # cut where the model's own greedy token has at least this probability
     cut_margin: float = 2.0  # ... and beats the draft's token by at least this many nats
+    repair: bool = True  # when the best draft was cut, finish it greedily from its exact prefix
 
 
 @dataclass
@@ -83,6 +85,18 @@ class DecodingConfig:
 
 
 @dataclass
+class MonitorConfig:
+    """Monitor-guided decoding (Agrawal et al., 2023): jedi keeps identifiers after `obj.` and in imports valid."""
+
+    enabled: bool = True
+    jedi_budget_ms: float = 150.0  # per jedi question; past it the draft goes on unconstrained
+    dereference: bool = True  # `expr.` -> expr's attributes
+    imports: bool = True  # `import a.`, `from a import ` -> modules and members
+    keyword_arguments: bool = True  # a call's parameter names (a hint for the verdict, never a mask)
+    names_in_scope: bool = False  # names after `=`/`return` must exist (off: jedi cannot see draft-bound names)
+
+
+@dataclass
 class EngineConfig:
     """Everything the `Engine` needs."""
 
@@ -92,3 +106,4 @@ class EngineConfig:
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     ngram: NgramConfig = field(default_factory=NgramConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    monitors: MonitorConfig = field(default_factory=MonitorConfig)

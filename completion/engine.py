@@ -203,15 +203,15 @@ class Engine:
                 self.ngram = NgramIndex.build(ws, encode, vocab_size=lm.vocab_size, tokenizer_id=tok_id, config=cfg)
         return self.ngram
 
-    def _feed_ngram(self, current: str) -> None:
+    def _feed_ngram(self) -> None:
         """Count open documents' unsaved text, each at most once per debounce interval (not per sync)."""
         index = self.ngram_index()
         now = time.monotonic()
         debounce = self.config.decoding.ngram_debounce_s
         for uri, doc in self._docs.items():
-            if doc.text == doc.fed_text or not doc.text:
+            if doc.text == doc.fed_text or not doc.text:  # a document first fed is counted at once
                 continue
-            if doc.fed_text is None or now - doc.fed_at >= debounce or (uri == current and doc.fed_text == ""):
+            if doc.fed_text is None or now - doc.fed_at >= debounce:
                 index.update_document(uri, doc.text)
                 doc.fed_text, doc.fed_at = doc.text, now
 
@@ -229,7 +229,7 @@ class Engine:
         t0 = time.perf_counter()
         plan = self._plan(req, doc.cache)
         if plan.strategy == "superposed" and plan.drafts > 1:
-            self._feed_ngram(req.uri)
+            self._feed_ngram()
         t_feed = time.perf_counter()
         decoded, verify_ms = self._decode(doc.cache, plan, cancelled)
         t_dec = time.perf_counter()

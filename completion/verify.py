@@ -24,7 +24,8 @@ import torch
 
 from superpie.cache.cursor import CursorView
 from superpie.completion.config import VerifyConfig
-from superpie.completion.decoding import DecodedDraft, DecodeTask
+from superpie.completion.constraints import apply_mask
+from superpie.completion.decoding import DecodedDraft, DecodeTask, Partial
 from superpie.completion.model import LoadedModel
 
 
@@ -124,7 +125,67 @@ def verify(
             best += rows.max(dim=-1).values.tolist()
         cut = _cut_at(exact, best, draft.constrained, config)
         out.append(_rescored(lm, task, draft, exact, best, cut))
+    if config.repair:
+        out = _repair_best(lm, view, task, tree, logp, drafts, out, first)
     return out
+
+
+def _repair_best(
+    lm: LoadedModel,
+    view: CursorView,
+    task: DecodeTask,
+    tree: DraftTree,
+    logp: torch.Tensor,
+    drafts: Sequence[DecodedDraft],
+    out: list[DecodedDraft],
+    kept: int,
+) -> list[DecodedDraft]:
+    """If the best draft (mean exact log-prob) was cut, finish it greedily from its exact prefix.
+
+    Its tokens' KV sits in the scratch already (kept slots + tree nodes), so this is a chain decode
+    that starts at the cut with the model's own token; it costs a step per new token, and only when
+    the draft a user would see first is a broken line.
+    """
+    i = max(range(len(out)), key=lambda j: out[j].mean_logprob if out[j].ids else float("-inf"))
+    cut = len(out[i].ids)
+    if cut == len(drafts[i].ids) or cut < kept or not tree.sources[i]:
+        return out
+    node = tree.sources[i][cut - kept]  # its output is the distribution before the cut token
+    path = list(range(kept))
+    at = node
+    while at >= 0:
+        path.append(kept + at)
+        at = tree.parents[at]
+    fixed = _continue(lm, view, task, out[i], logp[node], sorted(path))
+    return out[:i] + [fixed] + out[i + 1 :]
+
+
+def _continue(
+    lm: LoadedModel, view: CursorView, task: DecodeTask, draft: DecodedDraft, logp: torch.Tensor, path: list[int]
+) -> DecodedDraft:
+    """Greedy tokens after `draft` (its KV at scratch slots `path`), until EOS, the stop rule or the budget."""
+    partial = Partial.start(task)
+    flags = draft.constrained + (False,) * len(draft.ids)
+    for j, token in enumerate(draft.ids):
+        lp, best = draft.token_logprobs[j], draft.best_logprobs[j]
+        partial, _ = partial.extend(lm, task, token, lp, constrained=flags[j], best=best)
+    while len(partial.ids) < task.max_tokens:
+        mask = partial.mask(logp.shape[0])
+        token = int(apply_mask(logp, mask).argmax())
+        if token in lm.eos_ids:
+            return dataclasses.replace(partial.done(True), verified=True)
+        partial, stopped = partial.extend(
+            lm, task, token, float(logp[token]), constrained=mask is not None, best=float(logp.max())
+        )
+        if stopped or len(partial.ids) >= task.max_tokens:
+            return dataclasses.replace(partial.done(stopped), verified=True)
+        visible = torch.zeros((1, view.used + 1), dtype=torch.bool)
+        visible[0, path + [view.used]] = True
+        path.append(view.used)
+        position = torch.tensor([view.prefix_len + len(partial.ids)])  # token i sits at depth i + 1
+        logits = view.step(input_ids=torch.tensor([token]), positions=position, scratch_visible=visible)[-1]
+        logp = torch.log_softmax(logits.float(), dim=-1)
+    return dataclasses.replace(partial.done(False), verified=True)
 
 
 def _cut_at(exact: list[float], best: list[float], constrained: Sequence[bool], config: VerifyConfig) -> int | None:

@@ -11,7 +11,7 @@ from tiny import KINDS, tiny_model
 
 from superpie.cache.cursor import CursorView
 from superpie.completion.config import VerifyConfig
-from superpie.completion.decoding import DecodedDraft, DecodeTask
+from superpie.completion.decoding import DecodedDraft, DecodeTask, chain_decode
 from superpie.completion.verify import DraftTree, verify
 
 NO_CUT = VerifyConfig(cut_confidence=1.0, cut_margin=float("inf"))
@@ -81,18 +81,28 @@ def test_a_draft_is_cut_where_the_model_confidently_disagrees():
     view = CursorView(doc, n - 1, reserve=8)
     # The model's own greedy tokens, then its least likely token, then more greedy-ish tokens.
     ids: list[int] = []
+    worst_first = None
     for _ in range(3):
         view.rewind(0)
         logits = view.step(input_ids=torch.tensor([doc.ids[n - 1], *ids]), logits_for=1)[-1]
         ids.append(int(logits.argmax()))
+        worst_first = int(logits.argmin()) if worst_first is None else worst_first
     worst = int(logits.argmin())
     ids[2] = worst
     draft = DecodedDraft(tuple(ids + [5, 6]), "", 0.0, False)
-    cut = verify(lm, view, task, [draft], VerifyConfig(cut_confidence=0.0, cut_margin=5.0))[0]
+    cut_only = VerifyConfig(cut_confidence=0.0, cut_margin=5.0, repair=False)
+    cut = verify(lm, view, task, [draft], cut_only)[0]
     assert cut.ids == tuple(ids[:2])
     assert not cut.finished
     kept = verify(lm, view, task, [draft], NO_CUT)[0]
     assert kept.ids == draft.ids
     # A token a constraint chose is never cut.
     forced = DecodedDraft(draft.ids, "", 0.0, False, constrained=(False, False, True, False, False))
-    assert len(verify(lm, view, task, [forced], VerifyConfig(cut_confidence=0.0, cut_margin=5.0))[0].ids) >= 3
+    assert len(verify(lm, view, task, [forced], cut_only)[0].ids) >= 3
+    # Repair: the best draft, cut, is finished greedily from its exact prefix = greedy decoding here.
+    other = DecodedDraft((worst_first, 7), "", 0.0, False)  # cut at its first token: never the best
+    repaired = verify(lm, view, task, [other, draft], VerifyConfig(cut_confidence=0.0, cut_margin=5.0))
+    greedy = chain_decode(lm, CursorView(doc, n - 1, reserve=20), task)
+    assert repaired[0].ids == ()
+    assert repaired[1].ids == greedy.ids
+    assert list(repaired[1].token_logprobs) == pytest.approx(list(greedy.token_logprobs), abs=1e-4)
