@@ -187,6 +187,13 @@ class Analyzer:
         context = DocumentContext(self.jedi, None if path is None else str(path), text_after)
         return MonitorSet([make(context) for flag, make in _MONITORS if getattr(self.config, flag)])
 
+    def reconfigure(self, config: AnalyzerConfig) -> None:
+        """Switch monitors or the jedi budget without a new jedi project (its caches stay warm)."""
+        if config.environment_path != self.config.environment_path:
+            raise ValueError("a new Python environment needs a new Analyzer")
+        self.config = config
+        self.jedi.budget_s = config.budget_ms / 1000
+
     def warm(self, path: str | Path | None, text: str) -> Future:
         """Run jedi once in the background when a document opens, so the first monitor is fast."""
         return self.jedi.warm(None if path is None else str(path), text)

@@ -1,0 +1,1 @@
+"""A tiny bank: customers and their accounts."""
