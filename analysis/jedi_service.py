@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 _KEYWORD_KINDS = (Parameter.POSITIONAL_OR_KEYWORD, Parameter.KEYWORD_ONLY)
 _WARM_NAMES = 40  # names inferred when a document opens, to load its imports
+# jedi's inference caches are process-wide: two services (an engine being replaced, tests) must not
+# run it at once, or one thread sees the other's half-built state
+_JEDI_LOCK = threading.Lock()
 
 
 @dataclass
@@ -149,8 +152,9 @@ class JediService:
         """Runs on the jedi thread only."""
         t0 = time.perf_counter()
         try:
-            script = jedi.Script(code=code, path=path, project=self.project)
-            names: tuple[str, ...] | None = _QUESTIONS[key[0]](script, *position(code, offset))
+            with _JEDI_LOCK:
+                script = jedi.Script(code=code, path=path, project=self.project)
+                names: tuple[str, ...] | None = _QUESTIONS[key[0]](script, *position(code, offset))
         except Exception:  # jedi is third-party and fails in many ways on unfinished code
             log.warning("jedi failed on %s at offset %d", path, offset, exc_info=True)
             names = None
@@ -172,9 +176,10 @@ class JediService:
     def _warm(self, path: str | None, text: str) -> None:
         """Runs on the jedi thread only."""
         try:
-            script = jedi.Script(code=text, path=path, project=self.project)
-            script.complete(*position(text, len(text)))
-            for name in script.get_names()[:_WARM_NAMES]:
-                name.infer()
+            with _JEDI_LOCK:
+                script = jedi.Script(code=text, path=path, project=self.project)
+                script.complete(*position(text, len(text)))
+                for name in script.get_names()[:_WARM_NAMES]:
+                    name.infer()
         except Exception:
             log.warning("jedi warm-up failed on %s", path, exc_info=True)

@@ -227,3 +227,4 @@ def test_a_jedi_timeout_decodes_unconstrained_and_counts_a_fallback(monkeypatch)
         assert verdict.fell_back and verdict.fired == ("dereference",) and verdict.score is None
     finally:
         rt.close()
+        rt.analyzer.jedi._executor.shutdown(wait=True)  # let the slow question end before other tests use jedi
