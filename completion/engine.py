@@ -12,7 +12,9 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -20,7 +22,7 @@ from superpie.cache.cursor import CursorView
 from superpie.cache.document import NO_SYNC, DocumentCache, SyncStats
 from superpie.completion.beam import beam_decode
 from superpie.completion.config import EngineConfig
-from superpie.completion.constraints import ConstraintContext, ConstraintFactory
+from superpie.completion.constraints import ConstraintContext, ConstraintFactory, TokenConstraint
 from superpie.completion.decoding import (
     Cancelled,
     DecodedDraft,
@@ -37,6 +39,10 @@ from superpie.completion.postprocess import DraftContext, MonitorHook, postproce
 from superpie.completion.superposed import superposed_decode
 from superpie.completion.verify import verify
 
+if TYPE_CHECKING:
+    from superpie.analysis.jedi_service import JediService
+    from superpie.completion.monitor_constraint import MonitorRuntime, MonitorTrace, MonitorVerdict
+
 _NGRAM_TAIL = 8  # prefix tokens handed to the n-gram model as the drafts' first context
 
 
@@ -51,6 +57,7 @@ class CompletionRequest:
     drafts: int | None = None
     strategy: str | None = None
     multiline: bool | None = None
+    monitors: bool | None = None  # None: the configuration's `monitors.enabled`
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,7 @@ class Completion:
     text: str
     score: float
     constrained: bool = False  # a constraint (healing, a monitor) steered this draft's tokens
+    monitor: MonitorVerdict | None = None  # which monitors fired, fallbacks, identifiers checked; None: off
 
 
 @dataclass
@@ -71,6 +79,7 @@ class CompletionResult:
     cache: SyncStats
     cancelled: bool = False
     strategy: str = "greedy"
+    monitors: MonitorTrace | None = None  # what the monitors did (firings, jedi and mask times); None: off
 
 
 @dataclass
@@ -91,6 +100,7 @@ class _Plan:
     drafts: int
     strategy: str
     multiline: bool
+    trace: MonitorTrace | None = None  # the monitors' record of this request (None: monitors off)
 
 
 @dataclass
@@ -98,7 +108,8 @@ class Engine:
     """Completion engine: model + per-document caches + decoding; single-threaded by contract.
 
     `constraint_factory` (monitors) gives the constraints every draft starts from; `monitor_hook`
-    judges finished drafts for ranking. Both are optional hooks the analysis layer fills in.
+    judges finished drafts for ranking. Both are optional extra hooks; the built-in monitors
+    (`config.monitors`: jedi + the token trie, `monitor_constraint`) act through the same two paths.
     """
 
     config: EngineConfig = field(default_factory=EngineConfig)
@@ -108,6 +119,7 @@ class Engine:
     ngram: NgramIndex | None = None  # built lazily by the first request that needs it
     _docs: OrderedDict[str, _Document] = field(default_factory=OrderedDict)
     _load_lock: threading.Lock = field(default_factory=threading.Lock)
+    _monitors: MonitorRuntime | None = None  # one jedi project for the workspace, made on first use
 
     # ----------------------------------------------------------------- model
 
@@ -150,6 +162,8 @@ class Engine:
 
     def sync(self, uri: str, text: str, anchor: int | None = None, mode: str | None = None) -> SyncStats:
         """Bring the document's cache in step with `text` (call on every edit, in the background)."""
+        if uri not in self._docs and self.config.monitors.enabled:
+            self.monitor_runtime().warm(uri, text)  # jedi loads the new document's imports meanwhile
         doc = self._document(uri)
         stats = doc.cache.sync(text, anchor=anchor, mode=mode)
         doc.text = text
@@ -215,6 +229,33 @@ class Engine:
                 index.update_document(uri, doc.text)
                 doc.fed_text, doc.fed_at = doc.text, now
 
+    # --------------------------------------------------------------- monitors
+
+    def monitor_runtime(self) -> MonitorRuntime:
+        """The engine's jedi-backed monitors for `config.workspace`, following config changes."""
+        from superpie.completion.monitor_constraint import MonitorRuntime
+
+        cfg, ws = self.config.monitors, self.config.workspace
+        rt = self._monitors
+        if rt is not None and rt.root != ws:
+            rt.close()
+            rt = None
+        if rt is None:
+            rt = self._monitors = MonitorRuntime(ws, cfg)
+        rt.reconfigure(cfg)
+        return rt
+
+    @property
+    def jedi(self) -> JediService | None:
+        """The jedi service behind the monitors, once they ran (its `stats` feed the server's stats)."""
+        return None if self._monitors is None else self._monitors.analyzer.jedi
+
+    def shutdown(self) -> None:
+        """Stop the monitors' jedi thread (an engine being replaced or a finished CLI run)."""
+        if self._monitors is not None:
+            self._monitors.close()
+            self._monitors = None
+
     # ------------------------------------------------------------ completion
 
     def complete(self, req: CompletionRequest, cancelled: Cancelled = never_cancelled) -> CompletionResult:
@@ -245,11 +286,13 @@ class Engine:
                 "decode": decode_ms,
                 "verify": verify_ms,
                 "postprocess": (t_end - t_dec) * 1000,
+                "monitors": 0.0 if plan.trace is None else plan.trace.overhead_s() * 1000,
                 "total": (t_end - t0) * 1000 + pending.ms,
             },
             cache=pending,
             cancelled=stopped,
             strategy=plan.strategy,
+            monitors=plan.trace,
         )
 
     def _plan(self, req: CompletionRequest, cache: DocumentCache) -> _Plan:
@@ -261,11 +304,14 @@ class Engine:
         split = cache.split_at(req.offset)
         n = split.prefix_len
         first = cache.ids[n - 1] if n > 0 else self.lm.start_id
-        extra = ()
+        before, after = req.text[: req.offset - len(split.typed)], req.text[req.offset :]
+        extra: tuple[TokenConstraint, ...] = ()
+        trace = None
+        if self.config.monitors.enabled if req.monitors is None else req.monitors:
+            monitor = self.monitor_runtime().start(req.uri, before, split.typed, after, self.lm.tokenizer)
+            extra, trace = (monitor,), monitor.trace
         if self.constraint_factory is not None:
-            before, after = req.text[: req.offset - len(split.typed)], req.text[req.offset :]
-            ctx = ConstraintContext(req.uri, before, split.typed, after)
-            extra = tuple(self.constraint_factory(ctx))
+            extra += tuple(self.constraint_factory(ConstraintContext(req.uri, before, split.typed, after)))
         task = DecodeTask(
             first_input=first,
             max_tokens=max_tokens,
@@ -274,7 +320,7 @@ class Engine:
             constraints=task_constraints(self.lm, split.typed, extra),
             prefix_tail=tuple(cache.ids[max(0, n - _NGRAM_TAIL) : n]),
         )
-        return _Plan(task, max(0, n - 1), drafts, strategy, multiline)
+        return _Plan(task, max(0, n - 1), drafts, strategy, multiline, trace)
 
     def _decode(self, cache: DocumentCache, plan: _Plan, cancelled: Cancelled) -> tuple[list[DecodedDraft], float]:
         """Run the plan's strategy; returns the drafts and the milliseconds spent verifying."""
@@ -319,9 +365,33 @@ class Engine:
             for i, d in enumerate(decoded)
         ]
         context = DraftContext.at(req.text, req.offset, plan.multiline)
-        ranked = postprocess(drafts, context, self.config.postprocess, self.monitor_hook)
+        ranked = postprocess(drafts, context, self.config.postprocess, self._monitor_hook(plan))
         ranked = _drop_unfinished_prefixes(ranked, decoded)
-        return [Completion(d.text, round(d.score, 4), decoded[d.id].constraint_active) for d in ranked[: plan.drafts]]
+        verdict = _verdict(plan)
+        return [
+            Completion(d.text, round(d.score, 4), decoded[d.id].constraint_active, verdict(d.text))
+            for d in ranked[: plan.drafts]
+        ]
+
+    def _monitor_hook(self, plan: _Plan) -> MonitorHook | None:
+        """The monitor verdict for ranking: the built-in monitors' trace, else (or where silent) the hook."""
+        trace, hook = plan.trace, self.monitor_hook
+        if trace is None:
+            return hook
+
+        def judge(draft: Draft, context: DraftContext) -> float | None:
+            score = trace.verdict(plan.task.typed + draft.text).score
+            return score if score is not None or hook is None else hook(draft, context)
+
+        return judge
+
+
+def _verdict(plan: _Plan) -> Callable[[str], MonitorVerdict | None]:
+    """Per final draft text, what the monitors said (None without monitors)."""
+    trace = plan.trace
+    if trace is None:
+        return lambda text: None
+    return lambda text: trace.verdict(plan.task.typed + text)
 
 
 def _drop_unfinished_prefixes(ranked: list[Draft], decoded: list[DecodedDraft]) -> list[Draft]:

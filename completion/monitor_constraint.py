@@ -247,7 +247,8 @@ class MonitorConstraint:
 class MonitorRuntime:
     """The engine's monitors: one long-lived `Analyzer` (jedi project = the workspace) for every request."""
 
-    def __init__(self, workspace: str | Path | None, config: MonitorConfig):
+    def __init__(self, workspace: str | None, config: MonitorConfig):
+        self.root = workspace  # as configured (None: no workspace, jedi's project is the current directory)
         self.workspace = Path(workspace) if workspace is not None else Path.cwd()
         self.config = config
         self.analyzer = Analyzer(self.workspace, analyzer_config(config))
