@@ -89,7 +89,10 @@ class Typist:
             position=t.Position(line=line, character=character),
         )
         sent = time.perf_counter()
-        result = await asyncio.wait_for(self.client.text_document_inline_completion_async(params), 60)
+        try:
+            result = await asyncio.wait_for(self.client.text_document_inline_completion_async(params), 60)
+        except asyncio.TimeoutError:  # recorded at the timeout; pygls sends no cancel for it
+            result = None
         latency = (time.perf_counter() - sent) * 1000
         items = list(result.items) if result else []
         self.records.append(
@@ -123,6 +126,15 @@ class Typist:
             await asyncio.sleep(self.pause(ch))
 
 
+async def save_stderr(client: LanguageClient, path: Path) -> None:
+    """Keep the server's stderr flowing (a full pipe would block it) into a log file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        while line := await client._server.stderr.readline():
+            f.write(line)
+            f.flush()
+
+
 async def command(client: LanguageClient, name: str, *args) -> dict:
     params = t.ExecuteCommandParams(command=name, arguments=list(args) or None)
     return await asyncio.wait_for(client.workspace_execute_command_async(params), 60)
@@ -131,8 +143,9 @@ async def command(client: LanguageClient, name: str, *args) -> dict:
 async def run(args: argparse.Namespace) -> dict:
     source = Path(sysconfig.get_paths()["stdlib"], args.file).read_text()[: args.chars]
     client = LanguageClient("keystrokes", "1")
-    cmd = [sys.executable, "-m", "superpie.lsp.cli", "serve", "--log-level", "warning"]
+    cmd = [sys.executable, "-m", "superpie.lsp.cli", "serve", "--log-level", args.log_level]
     await client.start_io(*cmd, *(["--model", args.model] if args.model else []))
+    drain = asyncio.create_task(save_stderr(client, Path(args.out).with_suffix(".server.log")))
     root = Path(args.workspace or tempfile.mkdtemp(prefix="superpie-keystrokes-")).resolve()
     await client.initialize_async(
         t.InitializeParams(
@@ -159,6 +172,7 @@ async def run(args: argparse.Namespace) -> dict:
     await client.shutdown_async(None)
     client.exit(None)
     await client.stop()
+    drain.cancel()
     assert state["length"] == len(typist.text), "the server's document diverged from the client's"
     return report(args, source, typist, stats, load_s, typing_s, tokenizer)
 
@@ -235,6 +249,7 @@ def main() -> None:
     parser.add_argument("--workspace", default=None, help="workspace folder for the server (default: an empty one)")
     parser.add_argument("--debounce-ms", type=int, default=50, help="editor debounce before a request")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--log-level", default="info", choices=["error", "warning", "info", "debug"])
     parser.add_argument("--out", default=str(OUT / "keystrokes"), help="output path without extension")
     args = parser.parse_args()
     result = asyncio.run(run(args))

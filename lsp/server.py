@@ -317,7 +317,13 @@ class SuperpieServer(LanguageServer):
         if outcome.result is None or outcome.cancelled:
             self.stats.requests[outcome.cancelled or "no_model"] += 1
             return None
-        self.stats.record(kind, (time.perf_counter() - t0) * 1000, outcome)
+        ms = (time.perf_counter() - t0) * 1000
+        self.stats.record(kind, ms, outcome)
+        log.debug(
+            "%s %s@%d: %.0f ms (queued %.0f, engine %.0f, cache %s), %d drafts",
+            kind, uri, offset, ms, outcome.queued_ms, outcome.engine_ms,
+            "current" if outcome.current_cache else "behind", len(outcome.result.completions),
+        )  # fmt: skip
         return Answer(f"r{next(self._ids)}", outcome.result.completions, request.text, offset)
 
     # ------------------------------------------------------------ configuration
