@@ -316,6 +316,11 @@ async def test_workspace_watcher_reports_disk_changes(session: LanguageClient) -
 
 
 async def test_stats_report_latency_cache_reuse_and_memory(session: LanguageClient) -> None:
+    await ready(session)
+    doc = Doc(session, "stats.py", SOURCE)
+    await doc.assert_in_step()
+    await doc.inline()
+    await doc.menu()
     s = await stats(session)
     assert s["latency_ms"]["all"]["count"] >= 2
     assert 0 < s["latency_ms"]["all"]["p50"] <= s["latency_ms"]["all"]["p95"]
