@@ -38,7 +38,7 @@ from superpie.lsp.convert import (
     lsp_offset,
 )
 from superpie.lsp.options import ParsedOptions, ServerOptions, engine_config, needs_reload, needs_resync, parse_options
-from superpie.lsp.scheduler import ModelWorker
+from superpie.lsp.scheduler import ModelWorker, Outcome
 from superpie.lsp.stats import ServerStats
 from superpie.lsp.watcher import WatchFilter, WorkspaceWatcher
 
@@ -203,8 +203,8 @@ class SuperpieServer(LanguageServer):
         return self.options.cache.idle_refresh_ms / 1000
 
     def _problems(self, parsed: ParsedOptions) -> list[str]:
-        new = [p for p in [*(f"unknown option '{k}'" for k in parsed.unknown), *parsed.invalid]]
-        new = [p for p in new if p not in self._reported]
+        problems = [*(f"unknown option '{k}'" for k in parsed.unknown), *parsed.invalid]
+        new = [p for p in problems if p not in self._reported]
         self._reported.update(new)
         return new
 
@@ -277,13 +277,13 @@ class SuperpieServer(LanguageServer):
 
     # ------------------------------------------------------------ completion
 
-    def request_for(self, doc: Document, offset: int, kind: str) -> CompletionRequest:
-        """The engine request for a cursor in a document, with the options of this kind of request."""
+    def request_for(self, uri: str, text: str, offset: int, kind: str) -> CompletionRequest:
+        """The engine request for a cursor in a text, with the options of this kind of request."""
         c = self.options.completion
         inline = kind == "inline"
         return CompletionRequest(
-            uri=doc.uri,
-            text=doc.text,
+            uri=uri,
+            text=text,
             offset=offset,
             max_tokens=c.max_tokens_inline if inline else c.max_tokens_menu,
             drafts=c.drafts,
@@ -299,15 +299,15 @@ class SuperpieServer(LanguageServer):
         if doc is None:
             log.warning("%s completion for %s, which is not open", kind, uri)
             return None
+        text = doc.text  # the text the position refers to, even if an edit lands while the model loads
         try:
-            offset = lsp_offset(doc.text, position, self.encoding)
+            offset = lsp_offset(text, position, self.encoding)
         except ValueError as exc:
             raise JsonRpcInvalidParams(str(exc)) from None
         if not await self.model_ready():
             self.stats.requests["not_ready"] += 1
             return None
-        request = self.request_for(doc, offset, kind)
-        token, future = self.worker.complete(request)
+        token, future = self.worker.complete(self.request_for(uri, text, offset, kind))
         try:
             outcome = await asyncio.wrap_future(future)
         except asyncio.CancelledError:
@@ -317,14 +317,16 @@ class SuperpieServer(LanguageServer):
         if outcome.result is None or outcome.cancelled:
             self.stats.requests[outcome.cancelled or "no_model"] += 1
             return None
-        ms = (time.perf_counter() - t0) * 1000
+        self._record(kind, uri, offset, (time.perf_counter() - t0) * 1000, outcome)
+        return Answer(f"r{next(self._ids)}", outcome.result.completions, text, offset)
+
+    def _record(self, kind: str, uri: str, offset: int, ms: float, outcome: Outcome) -> None:
         self.stats.record(kind, ms, outcome)
         log.debug(
             "%s %s@%d: %.0f ms (queued %.0f, engine %.0f, cache %s), %d drafts",
             kind, uri, offset, ms, outcome.queued_ms, outcome.engine_ms,
             "current" if outcome.current_cache else "behind", len(outcome.result.completions),
         )  # fmt: skip
-        return Answer(f"r{next(self._ids)}", outcome.result.completions, request.text, offset)
 
     # ------------------------------------------------------------ configuration
 
