@@ -72,6 +72,7 @@ def _engine(args: argparse.Namespace, workspace: Path):
         config.decoding.drafts = args.drafts
     if args.strategy is not None:
         config.decoding.strategy = args.strategy
+    config.monitors.enabled = args.monitors == "on"
     return Engine(config)
 
 
@@ -88,6 +89,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     """Complete at a cursor in a file and print the drafts."""
     from superpie.completion.engine import CompletionRequest
     from superpie.lsp.positions import offset_at
+    from superpie.lsp.replay import completion_json
 
     path = Path(args.file)
     text = read_source(path)
@@ -97,13 +99,16 @@ def cmd_complete(args: argparse.Namespace) -> int:
         raise UserError(f"{path}: {exc}") from None
     workspace = Path(args.workspace) if args.workspace else find_workspace(path)
     engine = _engine(args, workspace)
+    uri = path.resolve().as_uri()
+    engine.warm_monitors(uri, text)  # jedi loads the file's imports while the model loads
     load_ms = _load(engine)
     t0 = time.perf_counter()
-    result = engine.complete(CompletionRequest(uri=path.resolve().as_uri(), text=text, offset=offset))
+    result = engine.complete(CompletionRequest(uri=uri, text=text, offset=offset))
     total = (time.perf_counter() - t0) * 1000 + load_ms
+    engine.shutdown()
     if args.json:
         out = {
-            "completions": [{"text": c.text, "score": c.score} for c in result.completions],
+            "completions": [completion_json(c) for c in result.completions],
             "timings_ms": {
                 "load": round(load_ms, 3),
                 "sync": round(result.timings_ms["sync"], 3),
@@ -161,6 +166,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 )
     except ReplayError as exc:
         raise UserError(f"{session}: {exc}") from None
+    finally:
+        engine.shutdown()
     return 0
 
 
@@ -183,7 +190,13 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         "--strategy",
         choices=STRATEGIES,
         default=None,
-        help="how k drafts are decoded (default: greedy for one draft, superposed for more)",
+        help="how k drafts are decoded (default: greedy for one draft, beam for more)",
+    )
+    p.add_argument(
+        "--monitors",
+        choices=["on", "off"],
+        default="on",
+        help="monitor-guided decoding: jedi keeps identifiers after `obj.` and in imports valid (default on)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
 

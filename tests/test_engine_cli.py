@@ -31,3 +31,34 @@ def test_drafts_must_be_positive():
     proc = superpie("complete", str(SAMPLE), "--line", "0", "--character", "0", "--drafts", "0")
     assert proc.returncode == 2
     assert "--drafts must be positive" in proc.stderr
+
+
+@pytest.mark.real_model
+def test_replay_complete_events_take_drafts_and_strategy(tmp_path):
+    events = [
+        {"op": "open", "uri": "sample.py", "text": SAMPLE.read_text()},
+        {"op": "complete", "uri": "sample.py", "position": {"line": 22, "character": 12}, "max_tokens": 8,
+         "drafts": 2, "strategy": "beam"},
+        {"op": "complete", "uri": "sample.py", "position": {"line": 22, "character": 12}, "max_tokens": 8},
+    ]  # fmt: skip
+    session = tmp_path / "session.jsonl"
+    session.write_text("\n".join(json.dumps(e) for e in events) + "\n")
+    proc = superpie("replay", str(session), "--json", "--workspace", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    first, second = (json.loads(line) for line in proc.stdout.splitlines())
+    assert len(first["completions"]) == 2
+    assert len(second["completions"]) == 1
+    assert set(first) == set(second) == {"uri", "position", "completions", "timings_ms", "cache"}
+
+
+def test_replay_rejects_a_bad_drafts_field(tmp_path):
+    session = tmp_path / "session.jsonl"
+    session.write_text(
+        json.dumps({"op": "open", "uri": "a.py", "text": "x = 1\n"})
+        + "\n"
+        + json.dumps({"op": "complete", "uri": "a.py", "position": {"line": 0, "character": 0}, "drafts": 0})
+        + "\n"
+    )
+    proc = superpie("replay", str(session), "--workspace", str(tmp_path))
+    assert proc.returncode == 2
+    assert "'drafts' must be a positive integer" in proc.stderr
