@@ -2,7 +2,7 @@
 
 Events mirror what an editor sends: `open`, `change` (LSP TextDocumentContentChangeEvent shapes,
 UTF-16 positions) and `complete` (optional `max_tokens`, `drafts`: K, `strategy`: greedy | superposed |
-beam). Each change is synced to the cache right away, as the language
+beam, `monitors`: true | false). Each change is synced to the cache right away, as the language
 server does in the background; a `complete` reports the sync work done since the previous one.
 """
 
@@ -15,12 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from superpie.completion.config import STRATEGIES
-from superpie.completion.engine import CompletionRequest, CompletionResult, Engine
+from superpie.completion.engine import Completion, CompletionRequest, CompletionResult, Engine
 from superpie.lsp.positions import apply_change, offset_at
 
 
 class ReplayError(ValueError):
     """A bad session line; the message names the line number."""
+
+
+def completion_json(c: Completion) -> dict[str, Any]:
+    """One completion in the JSON contract: text, score, and what the monitors said (null when off)."""
+    return {"text": c.text, "score": c.score, "monitor": None if c.monitor is None else c.monitor.to_json()}
 
 
 @dataclass
@@ -37,7 +42,7 @@ class ReplayOutput:
         return {
             "uri": self.uri,
             "position": self.position,
-            "completions": [{"text": c.text, "score": c.score} for c in r.completions],
+            "completions": [completion_json(c) for c in r.completions],
             "timings_ms": {k: round(r.timings_ms[k], 3) for k in ("sync", "decode", "total")},
             "cache": {
                 "mode": r.cache.mode,
@@ -139,8 +144,17 @@ class Replayer:
         strategy = event.get("strategy")
         if strategy is not None and strategy not in STRATEGIES:
             raise ReplayError(f"line {number}: 'strategy' must be one of {', '.join(STRATEGIES)}")
+        monitors = event.get("monitors")
+        if monitors is not None and not isinstance(monitors, bool):
+            raise ReplayError(f"line {number}: 'monitors' must be true or false")
         req = CompletionRequest(
-            uri=uri, text=text, offset=offset, max_tokens=max_tokens, drafts=drafts, strategy=strategy
+            uri=uri,
+            text=text,
+            offset=offset,
+            max_tokens=max_tokens,
+            drafts=drafts,
+            strategy=strategy,
+            monitors=monitors,
         )
         result = self.engine.complete(req)
         return ReplayOutput(uri, {"line": int(pos["line"]), "character": int(pos["character"])}, result)

@@ -180,6 +180,7 @@ class ModelWorker:
             except Exception:  # a job must never end the worker
                 log.exception("model worker job failed")
             self._publish()
+        _shutdown(self.engine)
 
     def _take(self) -> Callable[[], None] | None:
         with self._cond:
@@ -270,6 +271,8 @@ class ModelWorker:
     def _replace(self, old: Engine, new: Engine) -> None:
         for uri in list(self._synced):
             old.close(uri)
+        _shutdown(old)
+        old.shutdown()  # its jedi thread
         self._synced.clear()
         self._stale.clear()
         self.engine = new
@@ -300,7 +303,17 @@ class ModelWorker:
         snap.load_ms = engine.lm.load_ms if engine.lm is not None else 0.0
         snap.kv_bytes = engine.memory_bytes()
         snap.documents = len(self._synced)
-        jedi_stats = getattr(getattr(engine, "jedi", None), "stats", None)  # where the engine runs monitors
+        jedi = getattr(engine, "jedi", None)  # where the engine runs monitors
+        jedi_stats = jedi.stats_snapshot() if hasattr(jedi, "stats_snapshot") else getattr(jedi, "stats", None)
         if jedi_stats is not None:
             snap.monitor_questions = getattr(jedi_stats, "questions", None)
             snap.monitor_fallbacks = getattr(jedi_stats, "fallbacks", None)
+
+
+def _shutdown(engine: Engine) -> None:
+    """Stop the engine's helper threads (jedi), where it has them."""
+    try:
+        if hasattr(engine, "shutdown"):
+            engine.shutdown()
+    except Exception:
+        log.exception("engine shutdown failed")

@@ -400,9 +400,14 @@ class SuperpieServer(LanguageServer):
 
 
 def _call_hook(engine: Engine, name: str, path: Path) -> None:
-    hook = getattr(engine, name, None)  # the engine's n-gram index and jedi project, where it has them
+    """Tell the engine about a workspace file: its own hook where it has one, else its n-gram index."""
+    hook = getattr(engine, name, None)
     if hook is not None:
         hook(path)
+        return
+    index = getattr(engine, "ngram", None)  # built by the engine's first request that needs it
+    if index is not None:
+        (index.update_file if name == "workspace_file_changed" else index.remove_file)(path)
 
 
 def _supports_markdown(caps: types.ClientCapabilities) -> bool:
