@@ -205,5 +205,5 @@ def needs_reload(old: ServerOptions, new: ServerOptions) -> bool:
 
 def needs_resync(old: ServerOptions, new: ServerOptions) -> bool:
     """Whether a change of options invalidates the document caches (not the model)."""
-    keep = ("mode", "context_tokens", "stale_threshold")
-    return any(getattr(old.cache, k) != getattr(new.cache, k) for k in keep) or old.monitors != new.monitors
+    built_with = ("mode", "context_tokens", "stale_threshold")  # fixed when a document's cache is made
+    return any(getattr(old.cache, k) != getattr(new.cache, k) for k in built_with)
