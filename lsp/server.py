@@ -322,9 +322,10 @@ class SuperpieServer(LanguageServer):
 
     def _record(self, kind: str, uri: str, offset: int, ms: float, outcome: Outcome) -> None:
         self.stats.record(kind, ms, outcome)
+        parts = " ".join(f"{k} {v:.0f}" for k, v in outcome.result.timings_ms.items())
         log.debug(
-            "%s %s@%d: %.0f ms (queued %.0f, engine %.0f, cache %s), %d drafts",
-            kind, uri, offset, ms, outcome.queued_ms, outcome.engine_ms,
+            "%s %s@%d: %.0f ms (queued %.0f, engine %.0f: %s; cache %s), %d drafts",
+            kind, uri, offset, ms, outcome.queued_ms, outcome.engine_ms, parts,
             "current" if outcome.current_cache else "behind", len(outcome.result.completions),
         )  # fmt: skip
 
