@@ -162,8 +162,8 @@ class Engine:
 
     def sync(self, uri: str, text: str, anchor: int | None = None, mode: str | None = None) -> SyncStats:
         """Bring the document's cache in step with `text` (call on every edit, in the background)."""
-        if uri not in self._docs and self.config.monitors.enabled:
-            self.monitor_runtime().warm(uri, text)  # jedi loads the new document's imports meanwhile
+        if uri not in self._docs:
+            self.warm_monitors(uri, text)
         doc = self._document(uri)
         stats = doc.cache.sync(text, anchor=anchor, mode=mode)
         doc.text = text
@@ -244,6 +244,11 @@ class Engine:
             rt = self._monitors = MonitorRuntime(ws, cfg)
         rt.reconfigure(cfg)
         return rt
+
+    def warm_monitors(self, uri: str, text: str) -> None:
+        """Let jedi load a document's imports in its own thread (once per document; no model needed)."""
+        if self.config.monitors.enabled:
+            self.monitor_runtime().warm(uri, text)
 
     @property
     def jedi(self) -> JediService | None:
