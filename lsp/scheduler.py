@@ -272,7 +272,6 @@ class ModelWorker:
         for uri in list(self._synced):
             old.close(uri)
         _shutdown(old)
-        old.shutdown()  # its jedi thread
         self._synced.clear()
         self._stale.clear()
         self.engine = new
