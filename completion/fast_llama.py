@@ -4,13 +4,14 @@ The Hugging Face forward costs far more than its arithmetic when decoding one to
 layer it builds Cache objects, mask helpers and kwargs dicts, and calls three projections where
 one would do. This runner does per layer only what the math needs: one fused QKV projection, one
 RoPE pass over queries and keys together, two in-place K/V writes into the store's buffers, one
-SDPA call that reads the grouped KV heads as they are (`enable_gqa`, no repeated copy), one output
-projection, one fused gate/up projection, one down projection, two RMSNorms.
+attention over the grouped KV heads as they are (completion/attention.py), one output projection,
+one fused gate/up projection, one down projection, two RMSNorms.
 
 It runs on the Hugging Face module's own weights, converted once to the configured precision
 (completion/precision.py) and fused per layer. In fp32 the HF modules' weights become views of the
-fused ones; in the reduced precisions the HF linear modules become slices of the fused projections.
-Either way the HF forward still runs on the same memory, and no weight is held twice.
+fused ones; in the reduced precisions the HF linear modules become slices of the fused projections
+(which hold packed bf16 for many rows plus, for int8/q4, the compact form for a few). Either way the
+HF forward still runs, on the runner's weights.
 
 The residual stream stays fp32 in every precision; only the projections and attention run in the
 compute dtype.
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 
 from superpie.cache.forward import RUNNER_ATTR, causal_mask
 from superpie.cache.kv import KVStore
+from superpie.completion.attention import Mask, attend
 from superpie.completion.precision import PRECISIONS, Precision, Projection, ProjectionSlice, cast_keeping_rotary
 
 FAST_MODEL_TYPES = frozenset({"llama", "qwen2", "mistral"})
@@ -118,7 +120,6 @@ class FastLlama:
         half = self.head_dim // 2
         # rotate_half(x) = roll(x, D/2) * [-1]*D/2 ++ [1]*D/2: one roll + one fused multiply-add.
         self._sign = torch.cat([-torch.ones(half), torch.ones(half)]).to(self.dtype)  # [D]
-        self._scale_t = torch.tensor(self.scale, dtype=self.dtype)
 
     @staticmethod
     def _layer(block: torch.nn.Module, precision: Precision) -> _Layer:
@@ -163,9 +164,10 @@ class FastLlama:
             mask = causal_mask(write_at, n, self.dtype)  # what HF builds when no mask is given
         elif mask is not None and mask.dtype != self.dtype:
             mask = mask.to(self.dtype)
+        prepared = Mask.of(mask, write_at, n)
         cos, sin = self._rope(positions)
         for i, layer in enumerate(self.layers):
-            self._attention(i, layer, x, store, cos, sin, mask)
+            self._attention(i, layer, x, store, cos, sin, prepared)
             self._mlp(layer, x)
         h = F.rms_norm(self._kept_rows(x, logits_for), (self.hidden,), self.norm, self.eps)  # [m, C] fp32
         logits = self.lm_head(h.to(self.dtype)).float()  # [m, V]
@@ -197,7 +199,7 @@ class FastLlama:
         store: KVStore,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        mask: torch.Tensor | None,
+        mask: Mask,
     ) -> None:
         """x += attention(norm(x)), writing this layer's new K/V into the store."""
         n, h, hkv, d = x.shape[0], self.heads, self.kv_heads, self.head_dim
@@ -208,28 +210,8 @@ class FastLlama:
         k = qk[:, h:].transpose(0, 1)[None]  # [1, Hkv, n, D]
         v = qkv[:, (h + hkv) * d :].view(n, hkv, d).transpose(0, 1)[None]
         keys, values = store.write(i, k, v)  # [1, Hkv, write_at + n, D] views of the buffers
-        if n == 1 and self.dtype != torch.float32:
-            out = self._attend_one(q, keys, values, mask)
-        else:
-            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale, enable_gqa=True)
+        out = attend(q, keys, values, mask, self.scale)  # [1, H, n, D]
         x.add_(layer.o(out[0].transpose(0, 1).reshape(n, h * d)))
-
-    def _attend_one(
-        self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Attention of one query row as two matmuls: ~10x faster than SDPA's CPU kernel in bf16 there.
-
-        The query heads of a KV group become the columns of one matmul against that group's keys, so
-        grouped KV is read once and never repeated; keys @ q^T (long side first) is the orientation
-        oneDNN runs fast for bf16.
-        """
-        hkv, s, d = keys.shape[1], keys.shape[2], self.head_dim
-        group = self.heads // hkv
-        qg = q.view(hkv, group, d)  # [Hkv, G, D]: head h = kv * G + g, as `enable_gqa` pairs them
-        scores = torch.matmul(keys[0], qg.transpose(1, 2)).transpose(1, 2)  # [Hkv, G, S]
-        scores = scores * self.scale if mask is None else torch.addcmul(mask.view(1, 1, s), scores, self._scale_t)
-        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(keys.dtype)  # [Hkv, G, S]
-        return torch.matmul(probs, values[0]).view(1, self.heads, 1, d)  # [1, H, 1, D]
 
     def _mlp(self, layer: _Layer, x: torch.Tensor) -> None:
         """x += down(silu(gate) * up) of norm(x)."""

@@ -165,3 +165,34 @@ def test_fast_logits_are_fp32():
     store = KVStore(lm.model.config.num_hidden_layers)
     out = run_forward(lm.model, store, BufferCache(store), 0, torch.arange(3), None, input_ids=torch.tensor([1, 2, 3]))
     assert out.dtype == torch.float32 and out.shape == (1, lm.vocab_size)
+
+
+def _masks(n: int, start: int) -> dict[str, torch.Tensor | None]:
+    """Causal after a visible prefix, the same with a hidden suffix, a random tree, and none."""
+    dtype = torch.bfloat16
+    causal = causal_mask(start, n, dtype)
+    hidden = causal.clone()
+    hidden[..., start // 2 : start] = torch.finfo(dtype).min
+    tree = causal.clone()
+    tree[..., start:] = torch.where(torch.rand(n, n) < 0.5, torch.finfo(dtype).min, 0.0).to(dtype)
+    tree[..., start:].diagonal(dim1=-2, dim2=-1).zero_()
+    return {"causal": causal, "hidden_suffix": hidden, "tree": tree, "none": None if n == 1 else causal}
+
+
+@pytest.mark.parametrize("n", [1, 3, 16, 20])
+def test_bf16_attention_kernels_match_sdpa_in_fp32(n):
+    from superpie.completion.attention import Mask, attend
+
+    torch.manual_seed(n)
+    start, heads, kv_heads, d = 100, 9, 3, 64
+    buf_k = torch.randn(1, kv_heads, 256, d)  # a store buffer: [:, :, :S] is a strided view
+    buf_v = torch.randn(1, kv_heads, 256, d)
+    keys, values = buf_k[:, :, : start + n], buf_v[:, :, : start + n]
+    q = torch.randn(1, n, heads, d).transpose(1, 2)  # [1, H, n, D] strided, as the runner makes it
+    for name, mask in _masks(n, start).items():
+        ref = torch.nn.functional.scaled_dot_product_attention(
+            q, keys, values, attn_mask=None if mask is None else mask.float(), scale=0.125, enable_gqa=True
+        )
+        got = attend(q.bfloat16(), keys.bfloat16(), values.bfloat16(), Mask.of(mask, start, n), 0.125)
+        assert got.shape == ref.shape, name
+        torch.testing.assert_close(got.float(), ref, atol=0.05, rtol=0.05, msg=name)
