@@ -151,7 +151,10 @@ async def run(args: argparse.Namespace) -> dict:
         t.InitializeParams(
             capabilities=t.ClientCapabilities(),
             root_uri=root.as_uri(),
-            initialization_options={"completion": {"maxTokensInline": 16, "inlineMultiline": False}},
+            initialization_options={
+                "completion": {"maxTokensInline": 16, "inlineMultiline": False},
+                "monitors": {"enabled": not args.no_monitors},
+            },
         )
     )
     client.initialized(t.InitializedParams())
@@ -212,6 +215,7 @@ def report(args, source: str, typist: Typist, stats: dict, load_s: float, typing
         "load_s": round(load_s, 2),
         "typing_s": round(typing_s, 1),
         "debounce_ms": args.debounce_ms,
+        "monitors": not args.no_monitors,
         "loadavg_at_end": os.getloadavg(),
         "cpus": len(os.sched_getaffinity(0)),
         "records": recs,
@@ -249,6 +253,7 @@ def main() -> None:
     parser.add_argument("--workspace", default=None, help="workspace folder for the server (default: an empty one)")
     parser.add_argument("--debounce-ms", type=int, default=50, help="editor debounce before a request")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-monitors", action="store_true", help="turn monitor-guided decoding (jedi) off")
     parser.add_argument("--log-level", default="info", choices=["error", "warning", "info", "debug"])
     parser.add_argument("--out", default=str(OUT / "keystrokes"), help="output path without extension")
     args = parser.parse_args()
