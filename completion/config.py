@@ -94,7 +94,9 @@ class MonitorConfig:
     jedi_budget_ms: float = 150.0  # per jedi question; past it the draft goes on unconstrained
     dereference: bool = True  # `expr.` -> expr's attributes
     imports: bool = True  # `import a.`, `from a import ` -> modules and members
-    keyword_arguments: bool = True  # a call's parameter names (a hint for the verdict, never a mask)
+    # a call's parameter names: only a hint (never a mask, positional arguments are as valid), so off by
+    # default: each argument start would cost a jedi call (up to the budget) during decoding for nothing
+    keyword_arguments: bool = False
     names_in_scope: bool = False  # names after `=`/`return` must exist (off: jedi cannot see draft-bound names)
 
 

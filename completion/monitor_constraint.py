@@ -138,7 +138,7 @@ class MonitorTrace:
     jedi: JediStats | None = None  # the analyzer's live counters, to tell a jedi question from a cheap check
     fired: dict[str, MonitorState] = field(default_factory=dict)  # draft text at the firing -> state
     mask_s: list[float] = field(default_factory=list)  # per masked token: seconds to build its mask
-    jedi_s: list[float] = field(default_factory=list)  # per jedi question: seconds decoding waited
+    jedi_s: list[float] = field(default_factory=list)  # per jedi question (cache misses): seconds decoding waited
     trigger_s: list[float] = field(default_factory=list)  # per trigger check (jedi included)
 
     def trigger(self, monitors: MonitorSet, text: str, key: str) -> MonitorState | None:
@@ -155,7 +155,8 @@ class MonitorTrace:
         return state
 
     def _questions(self) -> int:
-        return -1 if self.jedi is None else self.jedi.questions
+        """jedi questions that were not answered from its cache (those are what decoding waits for)."""
+        return -1 if self.jedi is None else self.jedi.questions - self.jedi.cache_hits
 
     def overhead_s(self) -> float:
         """Seconds the monitors added to this request (trigger checks, jedi waits, mask building)."""

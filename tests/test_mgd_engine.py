@@ -33,7 +33,7 @@ def test_monitors_keep_every_completion_on_an_attribute(engine, k, strategy):
         assert c.constrained
         assert c.monitor.fired[0] == "dereference" and not c.monitor.fell_back
         assert c.monitor.checked >= 1 and c.monitor.valid == c.monitor.checked
-    assert result.timings_ms["monitors"] > 0 and result.monitors.jedi_s and result.monitors.mask_s
+    assert result.timings_ms["monitors"] > 0 and result.monitors.trigger_s and result.monitors.mask_s
 
 
 def test_a_request_can_turn_monitors_off(engine):
