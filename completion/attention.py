@@ -9,6 +9,10 @@ fp32 (the reference precision) always takes SDPA, which there is as fast as the 
 
 Grouped KV heads are never repeated: the query heads of a group become rows of one matmul against
 that group's keys.
+
+The matmul kernels read the keys up to a length rounded up to `BUCKET` (the extra slots are masked
+out): oneDNN compiles a kernel for every new matrix shape (~1.5 ms each), and a decode step would
+otherwise bring a new key length, hence new kernels, every token.
 """
 
 from __future__ import annotations
@@ -19,34 +23,52 @@ import torch
 import torch.nn.functional as F
 
 FEW_ROWS = 16  # up to this many query rows, matmul attention beats SDPA in bf16
+BUCKET = 64  # key lengths of the matmul kernels are multiples of this (or the buffer's capacity)
 
 
 @dataclass(frozen=True)
 class Mask:
     """One forward's additive mask, examined once for all layers."""
 
-    full: torch.Tensor | None  # [1, 1, n, S] as given (SDPA takes it as is)
-    rows: torch.Tensor | None  # [n, S] view of it
-    tail_only: bool  # all new tokens see all of [0, start): only the last n columns need adding
+    full: torch.Tensor | None  # [1, 1, n, S] as given, S = start + n (SDPA takes it as is)
+    padded: torch.Tensor | None  # [n, S_pad]: `full` then -inf up to the bucketed length (matmul kernels)
+    tail_only: bool  # all new tokens see all of [0, start): only columns from `start` need adding
     start: int  # KV index of the first new token
 
+    @property
+    def length(self) -> int:
+        """Keys the matmul kernels read (S rounded up to a bucket)."""
+        return self.padded.shape[-1]
+
     @classmethod
-    def of(cls, mask: torch.Tensor | None, start: int, n: int) -> Mask:
-        """Wrap `mask` [1, 1, n, start + n] (or None: everything visible)."""
+    def of(cls, mask: torch.Tensor | None, start: int, n: int, capacity: int, dtype: torch.dtype) -> Mask:
+        """Wrap `mask` [1, 1, n, start + n] (None: everything visible) for buffers of `capacity` slots.
+
+        `capacity` 0 means not allocated yet: the store then allocates a multiple of 256 >= start + n.
+        """
+        if dtype == torch.float32:  # SDPA only
+            return cls(mask, None, True, start)
+        end = start + n
+        length = -(-end // BUCKET) * BUCKET
+        length = min(length, capacity) if capacity else length
+        padded = torch.full((n, length), torch.finfo(dtype).min, dtype=dtype)
         if mask is None:
-            return cls(None, None, True, start)
-        rows = mask.view(n, -1)
-        return cls(mask, rows, not bool(rows[:, :start].any()), start)
+            padded[:, :end] = 0
+            return cls(None, padded, True, start)
+        padded[:, :end] = mask.view(n, end)
+        return cls(mask, padded, not bool(padded[:, :start].any()), start)
 
 
 def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: Mask, scale: float) -> torch.Tensor:
-    """softmax(q k^T * scale + mask) v for q [1, H, n, D] and grouped keys/values [1, Hkv, S, D]."""
+    """softmax(q k^T * scale + mask) v for q [1, H, n, D] and a layer's key/value buffers [1, Hkv, cap, D]."""
     n = q.shape[2]
-    if q.dtype != torch.float32 and n == 1:
-        return _one_row(q, keys, values, mask, scale)
     if q.dtype != torch.float32 and n <= FEW_ROWS:
-        return _few_rows(q, keys, values, mask, scale)
-    return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask.full, scale=scale, enable_gqa=True)
+        keys, values = keys[:, :, : mask.length], values[:, :, : mask.length]
+        return _one_row(q, keys, values, mask, scale) if n == 1 else _few_rows(q, keys, values, mask, scale)
+    end = mask.start + n
+    return F.scaled_dot_product_attention(
+        q, keys[:, :, :end], values[:, :, :end], attn_mask=mask.full, scale=scale, enable_gqa=True
+    )
 
 
 def _one_row(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: Mask, scale: float) -> torch.Tensor:
@@ -54,11 +76,8 @@ def _one_row(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: Ma
     heads, d = q.shape[1], q.shape[3]
     hkv, s = keys.shape[1], keys.shape[2]
     qg = q.view(hkv, heads // hkv, d)  # [Hkv, G, D]: head h = kv * G + g, as `enable_gqa` pairs them
-    scores = torch.matmul(keys[0], qg.transpose(1, 2)).transpose(1, 2)  # [Hkv, G, S]
-    if mask.rows is None or mask.tail_only:  # a lone new token always sees itself
-        scores = scores * scale
-    else:
-        scores = torch.addcmul(mask.rows.view(1, 1, s), scores, torch.tensor(scale, dtype=scores.dtype))
+    scores = torch.matmul(keys[0], qg.transpose(1, 2)).transpose(1, 2)  # [Hkv, G, S_pad]
+    scores = torch.addcmul(mask.padded.view(1, 1, s), scores, torch.tensor(scale, dtype=scores.dtype))
     probs = torch.softmax(scores, dim=-1)  # accumulates in fp32 inside, one bf16 rounding out
     return torch.matmul(probs, values[0]).view(1, heads, 1, d)  # [1, H, 1, D]
 
@@ -69,12 +88,11 @@ def _few_rows(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: M
     hkv, s = keys.shape[1], keys.shape[2]
     group = heads // hkv
     qg = (q[0] * scale).reshape(hkv, group * n, d)  # [Hkv, G n, D] (scaled here: n rows, not S columns)
-    scores = torch.matmul(qg, keys[0].transpose(1, 2))  # [Hkv, G n, S]
-    if mask.rows is not None:
-        grid = scores.view(hkv, group, n, s)
-        if mask.tail_only:  # the common PIE hunk: only the causal triangle among the new tokens
-            grid[..., mask.start :].add_(mask.rows[:, mask.start :])
-        else:
-            grid.add_(mask.rows)
+    scores = torch.matmul(qg, keys[0].transpose(1, 2))  # [Hkv, G n, S_pad]
+    grid = scores.view(hkv, group, n, s)
+    if mask.tail_only:  # the common PIE hunk: only the causal triangle (and the padding) to add
+        grid[..., mask.start :].add_(mask.padded[:, mask.start :])
+    else:
+        grid.add_(mask.padded)
     probs = torch.softmax(scores, dim=-1)
     return torch.matmul(probs, values[0]).view(1, heads, n, d)  # [Hkv, G n, D] is [H, n, D]

@@ -164,7 +164,7 @@ class FastLlama:
             mask = causal_mask(write_at, n, self.dtype)  # what HF builds when no mask is given
         elif mask is not None and mask.dtype != self.dtype:
             mask = mask.to(self.dtype)
-        prepared = Mask.of(mask, write_at, n)
+        prepared = Mask.of(mask, write_at, n, store.capacity, self.dtype)
         cos, sin = self._rope(positions)
         for i, layer in enumerate(self.layers):
             self._attention(i, layer, x, store, cos, sin, prepared)
@@ -209,8 +209,8 @@ class FastLlama:
         q = qk[:, :h].transpose(0, 1)[None]  # [1, H, n, D]
         k = qk[:, h:].transpose(0, 1)[None]  # [1, Hkv, n, D]
         v = qkv[:, (h + hkv) * d :].view(n, hkv, d).transpose(0, 1)[None]
-        keys, values = store.write(i, k, v)  # [1, Hkv, write_at + n, D] views of the buffers
-        out = attend(q, keys, values, mask, self.scale)  # [1, H, n, D]
+        store.write(i, k, v)
+        out = attend(q, store.keys[i], store.values[i], mask, self.scale)  # [1, H, n, D]
         x.add_(layer.o(out[0].transpose(0, 1).reshape(n, h * d)))
 
     def _mlp(self, layer: _Layer, x: torch.Tensor) -> None:

@@ -185,7 +185,7 @@ def test_bf16_attention_kernels_match_sdpa_in_fp32(n):
 
     torch.manual_seed(n)
     start, heads, kv_heads, d = 100, 9, 3, 64
-    buf_k = torch.randn(1, kv_heads, 256, d)  # a store buffer: [:, :, :S] is a strided view
+    buf_k = torch.randn(1, kv_heads, 256, d)  # a store buffer; slots past S hold stale values
     buf_v = torch.randn(1, kv_heads, 256, d)
     keys, values = buf_k[:, :, : start + n], buf_v[:, :, : start + n]
     q = torch.randn(1, n, heads, d).transpose(1, 2)  # [1, H, n, D] strided, as the runner makes it
@@ -193,6 +193,7 @@ def test_bf16_attention_kernels_match_sdpa_in_fp32(n):
         ref = torch.nn.functional.scaled_dot_product_attention(
             q, keys, values, attn_mask=None if mask is None else mask.float(), scale=0.125, enable_gqa=True
         )
-        got = attend(q.bfloat16(), keys.bfloat16(), values.bfloat16(), Mask.of(mask, start, n), 0.125)
+        prepared = Mask.of(mask, start, n, buf_k.shape[2], torch.bfloat16)
+        got = attend(q.bfloat16(), buf_k.bfloat16(), buf_v.bfloat16(), prepared, 0.125)
         assert got.shape == ref.shape, name
         torch.testing.assert_close(got.float(), ref, atol=0.05, rtol=0.05, msg=name)
