@@ -103,6 +103,14 @@ class JediService:
         """Parameter names that may be passed by keyword to the call around offset."""
         return self._ask("keywords", path, code, offset, budget_s)
 
+    def prefetch(self, question: str, path: str | None, code: str, offset: int) -> None:
+        """Start a question without waiting (an edit just made it likely), so the request finds it answered."""
+        key = (question, path, offset, len(code), hash(code))
+        with self._lock:
+            if key in self._cache or key in self._pending or len(self._pending) >= self._max_pending:
+                return
+            self._pending[key] = self._executor.submit(self._compute, key, path, code, offset)
+
     def warm(self, path: str | None, text: str) -> Future:
         """Load a document's imports in the background when it opens, so later questions are fast."""
         with self._lock:

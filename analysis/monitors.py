@@ -69,6 +69,7 @@ class _JediMonitor:
     """A monitor that fires at a trigger point and asks one jedi question there."""
 
     name = ""
+    question = "complete"  # the kind of jedi question this monitor asks
 
     def __init__(self, context: DocumentContext):
         self.context = context
@@ -82,6 +83,13 @@ class _JediMonitor:
 
     def _extra(self) -> dict[str, object]:
         return {}
+
+    def prefetch(self, text_before: str) -> None:
+        """Start jedi on the question `trigger` would ask here, without waiting for the answer."""
+        point = self._point(text_before)
+        if point is not None and region_at(text_before, len(text_before)) == "code":
+            ctx = self.context
+            ctx.jedi.prefetch(self.question, ctx.path, text_before[: point.start] + ctx.text_after, point.start)
 
     def trigger(self, text_before: str) -> MonitorState | None:
         """The state when text_before ends in this monitor's situation, else None."""
@@ -115,6 +123,7 @@ class KeywordArgumentMonitor(_JediMonitor):
     """At an argument start, records the callee's parameter names (a hint, never a constraint)."""
 
     name = "keyword_argument"
+    question = "keywords"
 
     def _point(self, text_before: str) -> triggers.TriggerPoint | None:
         return triggers.call_argument_point(text_before)
@@ -155,6 +164,13 @@ class MonitorSet:
             if state is not None:
                 return state
         return None
+
+    def prefetch(self, text_before: str) -> None:
+        """Let jedi start on what the monitors would ask at the end of text_before (after an edit)."""
+        for monitor in self.monitors:
+            prefetch = getattr(monitor, "prefetch", None)
+            if prefetch is not None:
+                prefetch(text_before)
 
     def step(self, state: MonitorState | None, text_before: str, emitted: str) -> MonitorState | None:
         """After a draft emitted text (text_before includes it): advance the state, or look for a new one."""

@@ -164,6 +164,8 @@ class Engine:
         """Bring the document's cache in step with `text` (call on every edit, in the background)."""
         if uri not in self._docs:
             self.warm_monitors(uri, text)
+        else:
+            self._prefetch_monitors(uri, self._docs[uri].text, text, anchor)
         doc = self._document(uri)
         stats = doc.cache.sync(text, anchor=anchor, mode=mode)
         doc.text = text
@@ -249,6 +251,16 @@ class Engine:
         """Let jedi load a document's imports in its own thread (once per document; no model needed)."""
         if self.config.monitors.enabled:
             self.monitor_runtime().warm(uri, text)
+
+    def _prefetch_monitors(self, uri: str, old: str, new: str, anchor: int | None) -> None:
+        """An edit: jedi starts on the monitor question at its end while the cache catches up (no wait)."""
+        if not self.config.monitors.enabled or old == new:
+            return
+        from superpie.completion.monitor_constraint import edit_end
+
+        cursor = anchor if anchor is not None else edit_end(old, new)
+        if cursor is not None:
+            self.monitor_runtime().prefetch(uri, new, cursor)
 
     @property
     def jedi(self) -> JediService | None:

@@ -17,6 +17,7 @@ import bisect
 import dataclasses
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -102,6 +103,33 @@ def analyzer_config(config: MonitorConfig) -> AnalyzerConfig:
         keyword_arguments=config.keyword_arguments,
         names_in_scope=config.names_in_scope,
     )
+
+
+def edit_end(old: str, new: str) -> int | None:
+    """Where the change from old to new ends in new (a likely cursor); None when nothing changed.
+
+    The common prefix is taken first and the common suffix may not overlap it, so an ambiguous
+    insertion (`a.` -> `a.b.`) ends as late as possible, where typing leaves the cursor. Both are found
+    by bisection on slice comparisons (memcmp), not by a per-character loop.
+    """
+    if old == new:
+        return None
+    limit = min(len(old), len(new))
+    prefix = _bisect_longest(limit, lambda k: old[:k] == new[:k])
+    suffix = _bisect_longest(limit - prefix, lambda k: old[len(old) - k :] == new[len(new) - k :])
+    return len(new) - suffix
+
+
+def _bisect_longest(hi: int, holds: Callable[[int], bool]) -> int:
+    """The largest k in [0, hi] for which `holds(k)` (a property that holds for every k below a bound)."""
+    lo = 0
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if holds(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def path_of(uri: str) -> str | None:
@@ -263,6 +291,10 @@ class MonitorRuntime:
     def warm(self, uri: str, text: str) -> None:
         """Load a newly opened document's imports in jedi's thread, so the first monitor answers in time."""
         self.analyzer.warm(path_of(uri), text)
+
+    def prefetch(self, uri: str, text: str, cursor: int) -> None:
+        """After an edit ending at `cursor`: let jedi start on the question a completion there would ask."""
+        self.analyzer.monitors(path_of(uri), text[cursor:]).prefetch(text[:cursor])
 
     def start(self, uri: str, text_before: str, typed: str, text_after: str, tokenizer: Tokenizer) -> MonitorConstraint:
         """The constraint every draft of one request starts from, with a fresh trace.

@@ -228,3 +228,37 @@ def test_a_jedi_timeout_decodes_unconstrained_and_counts_a_fallback(monkeypatch)
     finally:
         rt.close()
         rt.analyzer.jedi._executor.shutdown(wait=True)  # let the slow question end before other tests use jedi
+
+
+def test_edit_end_finds_where_a_change_ends():
+    from superpie.completion.monitor_constraint import edit_end
+
+    assert edit_end("abc", "abc") is None
+    assert edit_end("x = 1\n", "x = os.\n") == len("x = os.")
+    assert edit_end("a\nb\n", "a\nb\nacct.") == len("a\nb\nacct.")
+    assert edit_end("abcdef", "abef") == 2  # a deletion ends where the kept tail starts
+    assert edit_end("    acct.\n", "    acct.owner.\n") == len("    acct.owner.")  # not `acct.owner|.`
+    assert edit_end("abcd", "abXcd") == 3
+
+
+def test_a_prefetch_after_an_edit_answers_the_request_within_its_budget(monkeypatch):
+    slow = jedi_service._QUESTIONS["complete"]
+
+    def sleepy(script, line, column):
+        time.sleep(0.3)
+        return slow(script, line, column)
+
+    monkeypatch.setitem(jedi_service._QUESTIONS, "complete", sleepy)
+    rt = MonitorRuntime(PROJECT, MonitorConfig(jedi_budget_ms=100))
+    try:
+        tok = biased_model().tokenizer
+        assert rt.start(MAIN_URI, SOURCE[:CURSOR], "", SOURCE[CURSOR:], tok).state.fell_back  # no head start
+        text = SOURCE.replace("    acct.\n", "    acct.owner.\n")
+        cursor = text.index("acct.owner.") + len("acct.owner.")
+        rt.prefetch(MAIN_URI, text, cursor)  # the edit is synced while the user pauses
+        time.sleep(1.5)
+        c = rt.start(MAIN_URI, text[:cursor], "", text[cursor:], tok)
+        assert not c.state.fell_back and {"email", "greeting", "name"} <= set(c.state.candidates)
+    finally:
+        rt.close()
+        rt.analyzer.jedi._executor.shutdown(wait=True)

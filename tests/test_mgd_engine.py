@@ -64,3 +64,15 @@ def test_config_switches_follow_without_a_new_jedi_project(engine):
     finally:
         engine.config.monitors = MonitorConfig(jedi_budget_ms=20_000)
     assert engine.jedi is runtime.analyzer.jedi
+
+
+def test_a_synced_edit_prefetches_the_monitor_question(engine):
+    text = SOURCE.replace("    acct.\n", "    acct.owner.\n")
+    cursor = text.index("acct.owner.") + len("acct.owner.")
+    before = engine.jedi.stats_snapshot()
+    engine.sync(MAIN_URI, text)  # no anchor, as the server syncs: the edit's end is found from the texts
+    engine.jedi._executor.submit(lambda: None).result(timeout=60)  # the prefetch has run
+    result = engine.complete(CompletionRequest(MAIN_URI, text, cursor, drafts=1, monitors=True))
+    after = engine.jedi.stats_snapshot()
+    assert after.cache_hits > before.cache_hits and not result.monitors.jedi_s  # answered before it was asked
+    assert result.completions[0].monitor.fired[0] == "dereference"
