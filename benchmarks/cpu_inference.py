@@ -12,7 +12,8 @@ Each repetition runs every system once per context length, in turn, so a busy ma
 them alike; ratios are taken per repetition and the median reported. Also measured: encoding a
 16-token hunk after a 4k cached prefix against one decode step there (interleaved pairs), top-1
 next-token agreement of each precision with float32 along teacher-forced decoding of real code,
-and (`--compile`) what `torch.compile` does to start-up and decode.
+the thread count (decode and prefill with 1..all allowed cores), and (`--compile`) what
+`torch.compile` does to start-up and decode.
 
     .venv/bin/python benchmarks/cpu_inference.py                  # ~15 min on 2 busy cores
     .venv/bin/python benchmarks/cpu_inference.py --quick          # smoke run
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -357,6 +359,32 @@ def compile_check(lm: LoadedModel, context: int, reps: int) -> dict:
     }
 
 
+@torch.inference_mode()
+def threads_check(lm: LoadedModel, context: int, reps: int) -> dict:
+    """Decode step and a 256-token prefill chunk with each thread count up to the affinity, interleaved."""
+    text = document(lm, source(SPEED_FILE), context + 300)
+    ids = lm.tokenizer.encode(text, add_special_tokens=False).ids
+    doc = DocumentCache(lm.model, lm.tokenizer, lm.rope, max_tokens=1 << 16)
+    doc.sync(lm.tokenizer.decode(ids[:context]))
+    counts = list(range(1, len(os.sched_getaffinity(0)) + 1))
+    before = torch.get_num_threads()
+    times: dict[int, dict[str, list[float]]] = {c: {"decode_ms": [], "prefill256_ms": []} for c in counts}
+    for _ in range(reps):
+        for c in counts:
+            torch.set_num_threads(c)
+            view = CursorView(doc, doc.length - 1, reserve=8)
+            tok = torch.tensor([doc.ids[-1]])
+            t = time.perf_counter()
+            for _ in range(4):
+                tok = view.step(input_ids=tok)[-1].argmax().view(1)
+            times[c]["decode_ms"].append((time.perf_counter() - t) / 4 * 1000)
+            t = time.perf_counter()
+            encode_span(doc.model, doc.store, doc.hf_cache, doc.length, ids[context : context + 256], doc.dtype)
+            times[c]["prefill256_ms"].append((time.perf_counter() - t) * 1000)
+    torch.set_num_threads(before)
+    return {str(c): {k: round(statistics.median(v), 1) for k, v in t.items()} for c, t in times.items()}
+
+
 # ------------------------------------------------------------------------------------------- output
 
 
@@ -448,6 +476,8 @@ def main() -> None:
         "top1_agreement_with_float32": agree,
         "runs": runs,
     }
+    result["threads_check"] = threads_check(models[DEFAULT], 2048, args.reps)
+    print(f"threads (ms by thread count): {result['threads_check']}", flush=True)
     if args.compile:
         result["torch_compile"] = compile_check(models[DEFAULT], 2048, args.reps + 2)
         print(f"torch.compile: {result['torch_compile']}", flush=True)

@@ -24,7 +24,7 @@ class ModelConfig:
     # 4-bit wherever that is lossless (all of the default model, a Q4_1 GGUF): 99.8% top-1 agreement
     # with float32 on real code, ~3x faster decoding (benchmarks/cpu_inference.py).
     dtype: str = "auto"
-    threads: int | None = None  # None: the cores this process may use (sched_getaffinity)
+    threads: int | None = None  # None or <= 0: the cores this process may use, minus one (model.default_threads)
 
 
 @dataclass

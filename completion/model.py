@@ -63,10 +63,21 @@ class LoadedModel:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
 
+def default_threads() -> int:
+    """Cores this process may use (affinity) minus one, left to the editor, jedi and the event loop.
+
+    OpenMP ends every parallel op at a barrier that waits for its slowest thread; when another process
+    holds one of the cores, that wait is a scheduler time slice. Measured on a busy 2-core machine
+    (benchmarks/cpu_inference.py notes): 2 threads decoded ~80x and prefilled ~3x slower than 1.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
 def configure_threads(threads: int | None = None) -> int:
-    """Use the cores this process may run on (affinity), unless told otherwise."""
+    """Set torch's thread count: `threads` if positive, else `default_threads()`; returns it."""
     if threads is None or threads <= 0:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = default_threads()
     torch.set_num_threads(threads)
     return threads
 

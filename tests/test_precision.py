@@ -13,7 +13,7 @@ from superpie.cache.cursor import CursorView
 from superpie.cache.document import DocumentCache
 from superpie.cache.forward import RUNNER_ATTR
 from superpie.completion.fast_llama import attach_fast_runner
-from superpie.completion.model import ModelLoadError, load_model
+from superpie.completion.model import ModelLoadError, configure_threads, default_threads, load_model
 from superpie.completion.precision import (
     COMPACT_MAX_ROWS,
     PRECISIONS,
@@ -145,3 +145,16 @@ def test_hf_forward_still_runs_on_reduced_weights():
         assert isinstance(model.model.layers[0].self_attn.q_proj, ProjectionSlice)
         got = model(input_ids=ids).logits[0, -1].float()
     assert torch.nn.functional.cosine_similarity(got, ref, dim=0) > 0.999
+
+
+def test_threads_default_leaves_a_core_and_can_be_set():
+    import os
+
+    before = torch.get_num_threads()
+    try:
+        assert default_threads() == max(1, len(os.sched_getaffinity(0)) - 1)
+        assert configure_threads(None) == default_threads() == torch.get_num_threads()
+        assert configure_threads(3) == 3 == torch.get_num_threads()
+        assert configure_threads(0) == default_threads()
+    finally:
+        torch.set_num_threads(before)
