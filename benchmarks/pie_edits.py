@@ -120,10 +120,11 @@ def timed_sync(doc: DocumentCache, text: str, mode: str) -> tuple[float, object]
 
 
 def run(args: argparse.Namespace) -> dict:
-    lm = load_model()
+    lm = load_model(dtype=args.dtype)
     rng = random.Random(args.seed)
     files = stdlib_files(20_000)
     plan = {1024: (args.docs_1k, args.edits), 2048: (args.docs_2k, args.edits), 4096: (args.docs_4k, args.edits)}
+    plan = {n: plan[n] for n in args.lengths}
     rows = []
     kinds = ["insertion", "deletion", "multi"]
     for n_tokens, (n_docs, n_edits) in plan.items():
@@ -166,7 +167,7 @@ def run(args: argparse.Namespace) -> dict:
                     row[f"{mode}_es"] = edit_similarity(line, truth_line)
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
-    return summarize(rows)
+    return rows
 
 
 def p50(xs: list[float]) -> float | None:
@@ -229,17 +230,26 @@ def plot(summary: dict, path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dtype", default="float32", help="weight precision (fp32: the exactness reference)")
     ap.add_argument("--edits", type=int, default=6, help="edits per document")
     ap.add_argument("--docs-1k", type=int, default=24)
     ap.add_argument("--docs-2k", type=int, default=8)
     ap.add_argument("--docs-4k", type=int, default=4)
     ap.add_argument("--full-timings", type=int, default=5, help="edits per length whose full re-encode is timed")
+    ap.add_argument("--lengths", type=int, nargs="*", default=[1024, 2048, 4096], help="context lengths to run")
     ap.add_argument("--quick", action="store_true", help="a smoke run (1 document per length, 3 edits)")
+    ap.add_argument(
+        "--rows-from", nargs="*", default=[], metavar="LOG",
+        help="also summarize the per-edit JSON rows an earlier run printed on stderr (runs can be combined)",
+    )
     args = ap.parse_args()
     if args.quick:
         args.docs_1k = args.docs_2k = args.docs_4k = 1
         args.edits, args.full_timings = 3, 1
-    summary = run(args)
+    logs = [line for f in args.rows_from for line in Path(f).read_text().splitlines()]
+    rows = [json.loads(line) for line in logs if line.startswith("{")]
+    rows += run(args) if args.lengths else []
+    summary = summarize(rows)
     OUT.mkdir(exist_ok=True)
     (OUT / "pie_edits.json").write_text(json.dumps(summary, indent=1))
     plot(summary, OUT / "pie_edits.png")
