@@ -81,7 +81,13 @@ class _CompletionJob:
     request: CompletionRequest
     token: CancelToken
     future: Future[Outcome]
+    kind: str = ""  # inline | menu
     queued: float = field(default_factory=time.perf_counter)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What supersession is keyed on: (document, kind)."""
+        return self.request.uri, self.kind
 
 
 class ModelWorker:
@@ -95,7 +101,7 @@ class ModelWorker:
         self._cond = threading.Condition()
         self._control: deque[tuple[Callable[[Engine], Any], Future[Any]]] = deque()
         self._completions: deque[_CompletionJob] = deque()
-        self._latest: dict[str, CancelToken] = {}
+        self._latest: dict[tuple[str, str], _CompletionJob] = {}
         self._dirty: dict[str, None] = {}  # ordered set
         self._background: deque[Callable[[Engine], Any]] = deque(maxlen=_MAX_BACKGROUND)
         self._stopped = False
@@ -114,8 +120,8 @@ class ModelWorker:
         """Cancel what is queued and running, and end the thread."""
         with self._cond:
             self._stopped = True
-            for token in self._latest.values():
-                token.cancel("shutdown")
+            for job in self._latest.values():
+                job.token.cancel("shutdown")
             self._cond.notify_all()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
@@ -130,14 +136,20 @@ class ModelWorker:
         """Load the model (milliseconds spent); documents opened meanwhile are synced right after it."""
         return self.submit(self._load)
 
-    def complete(self, request: CompletionRequest) -> tuple[CancelToken, Future[Outcome]]:
-        """Queue a completion; an older one for the same document is cancelled (superseded)."""
-        job = _CompletionJob(request, CancelToken(), Future())
+    def complete(self, request: CompletionRequest, kind: str = "") -> tuple[CancelToken, Future[Outcome]]:
+        """Queue a completion; older ones for the same document are superseded.
+
+        An older request is superseded when it is of the same kind, or when the document changed
+        since it was made (its answer would be stale). Editors send an inline and a menu request
+        side by side for the same text; those two must not cancel each other.
+        """
+        job = _CompletionJob(request, CancelToken(), Future(), kind)
         with self._cond:
-            older = self._latest.get(request.uri)
-            if older is not None:
-                older.cancel("superseded")
-            self._latest[request.uri] = job.token
+            for key, older in list(self._latest.items()):
+                if key[0] == request.uri and (key[1] == kind or older.request.text != request.text):
+                    older.token.cancel("superseded")
+                    del self._latest[key]
+            self._latest[job.key] = job
             self._completions.append(job)
             self._touch()
         return job.token, job.future
@@ -244,8 +256,8 @@ class ModelWorker:
             job.future.set_exception(exc)
         finally:
             with self._cond:
-                if self._latest.get(uri) is job.token:
-                    del self._latest[uri]
+                if self._latest.get(job.key) is job:
+                    del self._latest[job.key]
 
     def _sync(self, uri: str) -> None:
         text = self._texts(uri)

@@ -307,7 +307,7 @@ class SuperpieServer(LanguageServer):
         if not await self.model_ready():
             self.stats.requests["not_ready"] += 1
             return None
-        token, future = self.worker.complete(self.request_for(uri, text, offset, kind))
+        token, future = self.worker.complete(self.request_for(uri, text, offset, kind), kind)
         try:
             outcome = await asyncio.wrap_future(future)
         except asyncio.CancelledError:
