@@ -33,6 +33,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from metrics import edit_similarity
+
 from superpie.completion.config import EngineConfig
 from superpie.completion.engine import CompletionRequest, Engine
 
@@ -66,18 +68,6 @@ def cursor_lines(text: str, rng: random.Random, n: int, min_line: int = 20) -> l
     ok = [i for i in range(min_line, len(lines) - 1) if lines[i].strip() and lines[i].endswith("\n")]
     return sorted(rng.sample(ok, min(n, len(ok))), reverse=True)
 
-
-def edit_similarity(a: str, b: str) -> float:
-    """1 - Levenshtein distance / longer length (1.0 for two empty strings)."""
-    if not a and not b:
-        return 1.0
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return 1.0 - prev[-1] / max(len(a), len(b))
 
 
 def build_engine(args: argparse.Namespace, workspace: Path) -> Engine:

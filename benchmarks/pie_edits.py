@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from metrics import edit_similarity
 
 from superpie.cache.cursor import CursorView
 from superpie.cache.document import DocumentCache
@@ -79,22 +80,6 @@ def edit(text: str, kind: str, rng: random.Random) -> tuple[str, float]:
     return "".join(lines), i / len(lines)
 
 
-def levenshtein(a: str, b: str) -> int:
-    """Edit distance (small strings: one line)."""
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
-def edit_similarity(a: str, b: str) -> float:
-    """1 - normalised edit distance, as in the code-completion literature."""
-    if not a and not b:
-        return 1.0
-    return 1.0 - levenshtein(a, b) / max(len(a), len(b))
 
 
 @torch.inference_mode()
