@@ -585,7 +585,11 @@ def _private_stdout() -> Any:
 
 
 def serve(tcp: str | None, model: str | None, log_level: str) -> int:
-    """Run the language server on stdio (or TCP) until the client says exit; 0 after a clean shutdown."""
+    """Run the language server on stdio (or TCP) until the client says exit; 0 after a clean shutdown.
+
+    After a session the process ends at once (`os._exit`): a helper thread still inside jedi or a
+    reader blocked on stdin must not keep an editor waiting, and tearing down torch takes seconds.
+    """
     _configure_logging(log_level)
     server = create_server(model=model, log_level=log_level)
     try:
@@ -603,4 +607,7 @@ def serve(tcp: str | None, model: str | None, log_level: str) -> int:
         pass
     finally:
         server.close(timeout=2.0)
-    return 0 if server.protocol._shutdown else 1
+    code = 0 if server.protocol._shutdown else 1
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(code)
