@@ -29,11 +29,7 @@ from superpie.lsp.positions import apply_change, position_at
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 DATA = Path(__file__).parent / "data" / "server"
-SERVE = [
-    sys.executable,
-    *(["/tmp/sp/dbgserve.py"] if __import__("os").environ.get("SPDBG") else ["-m", "superpie.lsp.cli"]),
-    "serve",
-]
+SERVE = [sys.executable, "-m", "superpie.lsp.cli", "serve"]
 TINY = {"model": {"dtype": "float32"}}  # random weights: keep them exact
 LONG = {"completion": {"maxTokensMenu": 2000, "menuMultiline": True}}  # a decode that runs for seconds
 
