@@ -192,3 +192,17 @@ def test_idle_time_refreshes_stale_documents(texts: dict[str, str]) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.01)
     worker.stop()
+
+
+def test_inline_and_menu_for_the_same_text_do_not_supersede_each_other(texts: dict[str, str]) -> None:
+    engine = FakeEngine(steps=20, step_s=0.01)
+    worker = make_worker(engine, texts)
+    texts["a"] = "x"
+    _, inline = worker.complete(CompletionRequest("a", "x", 0), "inline")
+    _, menu = worker.complete(CompletionRequest("a", "x", 0), "menu")
+    _, newer = worker.complete(CompletionRequest("a", "xy", 0), "menu")  # the text changed: both are stale
+    assert [f.result(5).cancelled for f in (inline, menu, newer)] == ["superseded", "superseded", None]
+    _, inline = worker.complete(CompletionRequest("a", "xy", 0), "inline")
+    _, menu = worker.complete(CompletionRequest("a", "xy", 0), "menu")
+    assert [f.result(5).cancelled for f in (inline, menu)] == [None, None]
+    worker.stop()
