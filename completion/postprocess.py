@@ -42,7 +42,9 @@ class DraftContext:
     indent_unit: str = "    "  # the document's indentation step: "\t", "  ", "    ", ...
 
     @classmethod
-    def at(cls, text: str, offset: int, multiline: bool = False, indent_unit: str | None = None) -> DraftContext:
+    def at(
+        cls, text: str, offset: int, multiline: bool = False, indent_unit: str | None = None
+    ) -> DraftContext:
         """Context for a cursor at a str offset of a document (indentation unit detected unless given)."""
         unit = indent_unit if indent_unit is not None else detect_indent_unit(text)
         return cls(text[:offset], text[offset:], multiline, unit)
@@ -294,7 +296,9 @@ def normalize_indentation(config: IndentConfig) -> Filter:
             offsets.append(offsets[-1] + len(line) + 1)
         head = context.line_prefix + lines[0]
         base = _cols(syntax.line_indent(head), tab)
-        width = {i: _cols(syntax.line_indent(lines[i]), tab) for i in range(1, len(lines)) if lines[i].strip()}
+        width = {
+            i: _cols(syntax.line_indent(lines[i]), tab) for i in range(1, len(lines)) if lines[i].strip()
+        }
         stmts = [i for i in width if offsets[i] in starts]
         new = dict(width)
         seq = [base] + [width[i] for i in stmts]
@@ -315,7 +319,8 @@ def normalize_indentation(config: IndentConfig) -> Filter:
             else:  # a continuation line moves with its statement
                 new[i] = max(0, width[i] + shift)
         out = [lines[0]] + [
-            _render(new[i], unit, tab) + lines[i].lstrip(" \t\f") if i in new else "" for i in range(1, len(lines))
+            _render(new[i], unit, tab) + lines[i].lstrip(" \t\f") if i in new else ""
+            for i in range(1, len(lines))
         ]
         text = "\n".join(out)
         return draft if text == draft.text else draft.with_text(text)
@@ -436,22 +441,10 @@ def trim_trailing_space() -> Filter:
     return trim_trailing_space
 
 
-def trim_broken_characters() -> Filter:
-    """A draft that ends inside a multi-byte character (a byte-level token cut short) decodes to U+FFFD;
-    that is never code the user wants, and editors choke on it: keep only the text before it."""
-
-    def trim_broken_characters(draft: Draft, context: DraftContext) -> Draft | None:
-        cut = draft.text.find("\ufffd")
-        return draft if cut < 0 else draft.with_text(draft.text[:cut])
-
-    return trim_broken_characters
-
-
 def build_filters(config: PostprocessConfig) -> list[Filter]:
     """The one ordered list of post-processing steps."""
     return [
         drop_blank(),
-        trim_broken_characters(),
         trim_leading_blank_lines(),
         normalize_indentation(config.indent),  # before the block cut, which reads indentation
         trim_to_line(),
@@ -499,7 +492,9 @@ def rank(
     for draft in drafts:
         if monitor is not None:
             draft = dataclasses.replace(draft, monitor_score=monitor(draft, context))
-        fluency = draft.score if draft.logprob is None else draft.logprob / draft.num_tokens**config.length_alpha
+        fluency = (
+            draft.score if draft.logprob is None else draft.logprob / draft.num_tokens**config.length_alpha
+        )
         new_errors = 0
         if check:
             new_errors = max(0, syntax.error_count(context.prefix + draft.text + context.suffix) - baseline)
