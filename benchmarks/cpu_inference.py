@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -39,13 +40,18 @@ import torch
 from superpie.cache.cursor import CursorView
 from superpie.cache.document import DocumentCache
 from superpie.cache.forward import encode_span
+from superpie.completion.config import ModelConfig
 from superpie.completion.model import LoadedModel, configure_threads, converted_dir, default_gguf_path, load_model
 
 OUT = Path(__file__).parent / "out"
 SPEED_FILE = "argparse.py"  # ~22k tokens of real Python
-AGREEMENT_FILES = ("argparse.py", "typing.py", "inspect.py", "tarfile.py", "difflib.py", "enum.py", "ast.py", "pdb.py")
-PRECISIONS = ("float32", "bf16", "int8", "auto")
-DEFAULT = "auto"
+AGREEMENT_FILES = (
+    "argparse.py", "typing.py", "inspect.py", "tarfile.py", "difflib.py", "enum.py", "ast.py", "pdb.py",
+    "zipfile.py", "subprocess.py", "pickle.py", "datetime.py", "doctest.py", "locale.py", "mailbox.py",
+    "ipaddress.py", "pydoc.py", "_pyio.py", "optparse.py", "configparser.py",
+)  # fmt: skip
+PRECISIONS = ("float32", "fp16w", "bf16", "int8", "auto")
+DEFAULT = ModelConfig().dtype  # what the engine loads
 
 # ----------------------------------------------------------------------------------------- inputs
 
@@ -289,12 +295,16 @@ def teacher_forced_top1(lm: LoadedModel, ids: list[int], prefix: int) -> torch.T
 
 
 def agreement(models: dict[str, LoadedModel], files: tuple[str, ...], prefix: int, steps: int) -> dict:
-    """Share of decode steps whose top-1 token equals float32's, per precision, on real code."""
+    """Share of decode steps whose top-1 token equals float32's, per precision, on real code.
+
+    One window per file at a seeded random offset: `prefix` tokens synced, then `steps` decode steps.
+    """
     ref = models["float32"]
+    rng = random.Random(0)
     docs = []
     for name in files:
         ids = ref.tokenizer.encode(source(name), add_special_tokens=False).ids
-        start = min(2000, max(0, len(ids) - prefix - steps))  # skip the licence/docstring header
+        start = rng.randrange(0, max(1, len(ids) - prefix - steps))
         docs.append(ids[start : start + prefix + steps])
     reference = [teacher_forced_top1(ref, ids, prefix) for ids in docs]
     out = {"positions": sum(len(r) for r in reference), "files": list(files)}
@@ -420,14 +430,14 @@ def main() -> None:
     p.add_argument("--lengths", type=int, nargs="+", default=[512, 2048, 4096])
     p.add_argument("--decode", type=int, default=16, help="decoded tokens per run")
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--agree-prefix", type=int, default=512)
-    p.add_argument("--agree-steps", type=int, default=256, help="teacher-forced decode steps per file")
+    p.add_argument("--agree-prefix", type=int, default=384)
+    p.add_argument("--agree-steps", type=int, default=160, help="teacher-forced decode steps per file")
     p.add_argument("--llama-python", default="/tmp/llamacpp-venv/bin/python")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to start)")
     p.add_argument("--out", type=Path, default=OUT / "cpu_inference.json")
     args = p.parse_args()
     if args.quick:
-        args.lengths, args.reps, args.decode, args.agree_steps = [512, 2048], 1, 8, 64
+        args.lengths, args.reps, args.decode, args.agree_steps = [512, 2048], 1, 8, 32
     threads = configure_threads(args.threads)
     from transformers import AutoModelForCausalLM
 
@@ -453,9 +463,8 @@ def main() -> None:
     }
     hunk = {name: hunk_vs_step(models[name], max(args.lengths), 16, args.reps + 2) for name in ("float32", DEFAULT)}
     targets["hunk16_at_4k_over_step_default"] = hunk[DEFAULT]["ratio"]
-    agree = agreement(
-        models, AGREEMENT_FILES if not args.quick else AGREEMENT_FILES[:2], args.agree_prefix, args.agree_steps
-    )
+    files = AGREEMENT_FILES if not args.quick else AGREEMENT_FILES[:3]
+    agree = agreement(models, files, args.agree_prefix, args.agree_steps)
     result = {
         "machine": {
             "threads": threads,

@@ -46,7 +46,7 @@ class Mask:
 
         `capacity` 0 means not allocated yet: the store then allocates a multiple of 256 >= start + n.
         """
-        if dtype == torch.float32:  # SDPA only
+        if not uses_matmul(n, dtype):  # SDPA takes the mask as given
             return cls(mask, None, True, start)
         end = start + n
         length = -(-end // BUCKET) * BUCKET
@@ -59,10 +59,15 @@ class Mask:
         return cls(mask, padded, not bool(padded[:, :start].any()), start)
 
 
+def uses_matmul(n: int, dtype: torch.dtype) -> bool:
+    """Whether `n` query rows in `dtype` take the matmul kernels rather than SDPA."""
+    return n == 1 or (dtype != torch.float32 and n <= FEW_ROWS)
+
+
 def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: Mask, scale: float) -> torch.Tensor:
     """softmax(q k^T * scale + mask) v for q [1, H, n, D] and a layer's key/value buffers [1, Hkv, cap, D]."""
     n = q.shape[2]
-    if q.dtype != torch.float32 and n <= FEW_ROWS:
+    if mask.padded is not None:
         keys, values = keys[:, :, : mask.length], values[:, :, : mask.length]
         return _one_row(q, keys, values, mask, scale) if n == 1 else _few_rows(q, keys, values, mask, scale)
     end = mask.start + n

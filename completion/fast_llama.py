@@ -53,7 +53,7 @@ def fuse(parent: torch.nn.Module, names: list[str], precision: Precision) -> Pro
     offsets = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
     for i, (name, m) in enumerate(zip(names, mods)):
         lo, hi = offsets[i], offsets[i + 1]
-        if precision.compute == torch.float32:
+        if precision.reference:
             m.weight = torch.nn.Parameter(w[lo:hi], requires_grad=False)
             if bias is not None:
                 m.bias = torch.nn.Parameter(bias[lo:hi], requires_grad=False)
@@ -92,7 +92,9 @@ class FastLlama:
         config = model.config
         inner = model.model
         self.precision = precision
-        self.dtype = precision.compute
+        self.dtype = precision.compute  # projections' activations
+        self.kv_dtype = precision.kv_dtype  # KV cache and attention
+        self.head_dtype = precision.head.compute
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
@@ -105,17 +107,15 @@ class FastLlama:
         self.layers = [self._layer(block, precision) for block in inner.layers]
         head = model.lm_head
         tied = head.weight is inner.embed_tokens.weight
-        # The head reads bf16 (or int8) weights; q4 would lose what the embedding holds (GGUF Q8_0).
-        head_precision = PRECISIONS["int8"] if precision.compact == "q4" else precision
-        if precision.compute == torch.float32 and tied:
+        if precision.reference and tied:
             self.lm_head = Projection(head.weight.detach(), None, precision)  # the embedding itself
         else:
-            self.lm_head = fuse(model, ["lm_head"], head_precision)
+            self.lm_head = fuse(model, ["lm_head"], precision.head)
         if precision.compute != torch.float32:
             cast_keeping_rotary(model, precision.compute)
         self.embed = inner.embed_tokens.weight  # [V, C], compute dtype
         self._head_rows = None  # [V, C] rows for the fp32 re-scoring of the top logits
-        if precision.compute != torch.float32:
+        if self.head_dtype != torch.float32:
             self._head_rows = self.embed if tied else head.weight.detach().to(precision.compute)
         half = self.head_dim // 2
         # rotate_half(x) = roll(x, D/2) * [-1]*D/2 ++ [1]*D/2: one roll + one fused multiply-add.
@@ -161,16 +161,16 @@ class FastLlama:
         else:
             x = F.embedding(input_ids.view(n), self.embed).float()
         if mask is None and n > 1:
-            mask = causal_mask(write_at, n, self.dtype)  # what HF builds when no mask is given
-        elif mask is not None and mask.dtype != self.dtype:
-            mask = mask.to(self.dtype)
-        prepared = Mask.of(mask, write_at, n, store.capacity, self.dtype)
+            mask = causal_mask(write_at, n, self.kv_dtype)  # what HF builds when no mask is given
+        elif mask is not None and mask.dtype != self.kv_dtype:
+            mask = mask.to(self.kv_dtype)
+        prepared = Mask.of(mask, write_at, n, store.capacity, self.kv_dtype)
         cos, sin = self._rope(positions)
         for i, layer in enumerate(self.layers):
             self._attention(i, layer, x, store, cos, sin, prepared)
             self._mlp(layer, x)
         h = F.rms_norm(self._kept_rows(x, logits_for), (self.hidden,), self.norm, self.eps)  # [m, C] fp32
-        logits = self.lm_head(h.to(self.dtype)).float()  # [m, V]
+        logits = self.lm_head(h.to(self.head_dtype)).float()  # [m, V]
         if self._head_rows is not None:
             self._refine(logits, h)
         return logits
@@ -187,7 +187,7 @@ class FastLlama:
 
     def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and signed sin [n, 1, D] for all layers, from the model's own rotary module."""
-        probe = self.embed[:0]  # the rotary module reads only its dtype and device
+        probe = self._sign[:0]  # the rotary module reads only its dtype and device
         cos, sin = self.rotary(probe, positions.view(1, -1))  # [1, n, D] each
         return cos[0, :, None], (sin[0] * self._sign)[:, None]
 
@@ -209,9 +209,11 @@ class FastLlama:
         q = qk[:, :h].transpose(0, 1)[None]  # [1, H, n, D]
         k = qk[:, h:].transpose(0, 1)[None]  # [1, Hkv, n, D]
         v = qkv[:, (h + hkv) * d :].view(n, hkv, d).transpose(0, 1)[None]
+        if self.kv_dtype != self.dtype:  # fp16w: fp32 projections, bf16 KV and attention
+            q, k, v = q.to(self.kv_dtype), k.to(self.kv_dtype), v.to(self.kv_dtype)
         store.write(i, k, v)
         out = attend(q, store.keys[i], store.values[i], mask, self.scale)  # [1, H, n, D]
-        x.add_(layer.o(out[0].transpose(0, 1).reshape(n, h * d)))
+        x.add_(layer.o(out[0].transpose(0, 1).reshape(n, h * d).to(self.dtype)))
 
     def _mlp(self, layer: _Layer, x: torch.Tensor) -> None:
         """x += down(silu(gate) * up) of norm(x)."""

@@ -51,7 +51,7 @@ class LoadedModel:
     vocab_size: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.vocab_size = int(self.model.get_output_embeddings().out_features)  # nn.Linear or Int8Linear
+        self.vocab_size = int(self.model.get_output_embeddings().out_features)  # nn.Linear or ProjectionSlice
 
     @property
     def dtype(self) -> torch.dtype:

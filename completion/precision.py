@@ -1,4 +1,4 @@
-"""Weight precision: fp32 (reference), bf16, int8 and q4, chosen by name at load time.
+"""Weight precision: float32 (reference), fp16w, bf16, int8, q4 and auto, chosen by name at load time.
 
 Decoding one token reads every weight once, so on a CPU its time is about the weights' bytes over
 the memory bandwidth; prefill is a GEMM and wants the fastest matrix unit. A `Projection` therefore
@@ -9,12 +9,19 @@ holds a weight in up to two forms and picks by the number of rows:
   `int8` = one int8 per weight, one scale per output channel (`torch._weight_int8pack_mm`);
   `q4` = 4-bit groups of 32 along the input with a scale and an offset each
   (`torch._weight_int4pack_mm_for_cpu`): the layout of GGUF Q4_1, so a model that was Q4_1 (the
-  default model is) is held without further loss.
+  default model is) is held without further loss (up to bf16 scales and offsets).
+Both forms stay in memory (the compact one adds 1/2 or 1/4 of the bf16 bytes): prefill at bf16
+speed, decode at the compact form's bandwidth.
 
 `auto` (the default) is bf16 plus q4 for every weight that q4 holds without loss: the whole of a
 model that was Q4_1 (the default model), nothing of one that was not (it then runs as bf16).
-`float32` keeps the weights as they are (the reference). Activations of the reduced modes are bf16
-(the residual stream stays fp32, see fast_llama.py); the KV cache follows the compute dtype.
+`fp16w` stores fp16 weights read by FBGEMM with fp32 activations (and fp32 KV): the accurate one.
+
+Accuracy is set by the activations, not the weights: the int4/int8/bf16 kernels take and return
+bf16, and those roundings (about 2^-9 at each of ~8 points per layer) move the top logits by a few
+hundredths, which flips near-ties (~1% of positions on real code for auto and bf16). fp16w keeps
+activations fp32 and flips ~0.1%, at ~1.5x auto's decode time. The residual stream stays fp32 in
+every precision (fast_llama.py). Measured figures: benchmarks/cpu_inference.py.
 """
 
 from __future__ import annotations
@@ -36,15 +43,33 @@ _ROWS = 256  # rows per block when quantizing at load time
 class Precision:
     """How weights are stored and in which dtype activations (and the KV cache) are computed."""
 
-    name: str  # canonical: auto | float32 | bf16 | int8 | q4
-    compute: torch.dtype
-    compact: str | None = None  # few-row weight form: None | "int8" | "q4"
+    name: str  # canonical: auto | float32 | fp16w | bf16 | int8 | q4
+    compute: torch.dtype  # activations into and out of the projections
+    compact: str | None = None  # weight form: None (as `compute`) | "fp16" (all rows) | "int8" | "q4" (few rows)
     lossless_only: bool = False  # use the compact form only where it reproduces the weight
+    kv: torch.dtype | None = None  # KV cache and attention; None: as `compute`
+
+    @property
+    def kv_dtype(self) -> torch.dtype:
+        """Dtype of the KV cache (and of the attention math)."""
+        return self.kv or self.compute
+
+    @property
+    def head(self) -> Precision:
+        """The LM head's precision: compact models read an int8 head (q4 would lose the embedding's
+        GGUF Q8_0 values; its bf16 logits are re-scored in fp32 at the top, see fast_llama.py)."""
+        return PRECISIONS["int8"] if self.compact in ("q4", "fp16") else self
+
+    @property
+    def reference(self) -> bool:
+        """Weights kept as loaded (fp32), so the HF modules can share them."""
+        return self.name == "float32"
 
 
 PRECISIONS = {
     "auto": Precision("auto", torch.bfloat16, "q4", lossless_only=True),
     "float32": Precision("float32", torch.float32),
+    "fp16w": Precision("fp16w", torch.float32, "fp16"),
     "bf16": Precision("bf16", torch.bfloat16),
     "int8": Precision("int8", torch.bfloat16, "int8"),
     "q4": Precision("q4", torch.bfloat16, "q4"),
@@ -128,6 +153,11 @@ def _bf16_op(w: torch.Tensor, bias: torch.Tensor | None) -> Op:
     return lambda x: F.linear(x, wb, bias)
 
 
+def _fp16_op(w: torch.Tensor, bias: torch.Tensor | None) -> Op:
+    packed = torch.ops.quantized.linear_prepack_fp16(w.float(), None if bias is None else bias.float())
+    return lambda x: torch.ops.quantized.linear_dynamic_fp16(x, packed)
+
+
 def _int8_op(w: torch.Tensor, bias: torch.Tensor | None) -> Op:
     q, scale = quantize_int8(w)
     scale = scale.to(torch.bfloat16)
@@ -151,8 +181,10 @@ class Projection:
         self.out_features, self.in_features = w.shape
         dtype = precision.compute
         b = None if bias is None else bias.detach().to(dtype)
-        if dtype == torch.float32:
-            self._many: Op = lambda x: F.linear(x, w, b)  # noqa: E731 - the reference, as loaded
+        if precision.compact == "fp16":
+            self._many = _fp16_op(w, b)
+        elif dtype == torch.float32:
+            self._many: Op = lambda x: F.linear(x, w, b)  # the reference, as loaded
         else:
             self._many = _bf16_op(w, b)
         self._few: Op | None = None
@@ -175,7 +207,8 @@ class ProjectionSlice(torch.nn.Module):
     """Stands in for an `nn.Linear` whose weight now lives in a fused `Projection` (HF forward still runs).
 
     The HF forward calls q/k/v (or gate/up) separately, so each call computes the fused projection
-    and keeps its rows: wasteful, but that path only serves models run without the fast runner.
+    and keeps its rows: wasteful, but superpie's own calls go through the fast runner; this only keeps
+    a direct `model(...)` call working.
     """
 
     def __init__(self, projection: Projection, start: int, end: int) -> None:
