@@ -88,16 +88,25 @@ def _one_row(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: Ma
 
 
 def _few_rows(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: Mask, scale: float) -> torch.Tensor:
-    """A few query rows: q @ keys^T so the scores come out contiguous for the mask add and softmax."""
+    """A few query rows: per KV head q @ keys^T, so the scores come out contiguous for mask and softmax.
+
+    One matmul per KV head reads that head's keys in place; a batched matmul would first copy all of
+    them (the buffers' head stride is the capacity, not the length): ~30% slower for 16 rows at 4k.
+    """
     heads, n, d = q.shape[1], q.shape[2], q.shape[3]
     hkv, s = keys.shape[1], keys.shape[2]
     group = heads // hkv
     qg = (q[0] * scale).reshape(hkv, group * n, d)  # [Hkv, G n, D] (scaled here: n rows, not S columns)
-    scores = torch.matmul(qg, keys[0].transpose(1, 2))  # [Hkv, G n, S_pad]
+    scores = torch.empty((hkv, group * n, s), dtype=q.dtype)  # [Hkv, G n, S_pad]
+    for j in range(hkv):
+        torch.mm(qg[j], keys[0, j].t(), out=scores[j])
     grid = scores.view(hkv, group, n, s)
     if mask.tail_only:  # the common PIE hunk: only the causal triangle (and the padding) to add
         grid[..., mask.start :].add_(mask.padded[:, mask.start :])
     else:
         grid.add_(mask.padded)
     probs = torch.softmax(scores, dim=-1)
-    return torch.matmul(probs, values[0]).view(1, heads, n, d)  # [Hkv, G n, D] is [H, n, D]
+    out = torch.empty((hkv, group * n, d), dtype=q.dtype)  # [Hkv, G n, D] is [H, n, D]
+    for j in range(hkv):
+        torch.mm(probs[j], values[0, j], out=out[j])
+    return out.view(1, heads, n, d)
