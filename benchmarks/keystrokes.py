@@ -154,6 +154,7 @@ async def run(args: argparse.Namespace) -> dict:
             initialization_options={
                 "completion": {"maxTokensInline": 16, "inlineMultiline": False},
                 "monitors": {"enabled": not args.no_monitors},
+                "model": {"threads": args.threads},
             },
         )
     )
@@ -253,6 +254,7 @@ def main() -> None:
     parser.add_argument("--workspace", default=None, help="workspace folder for the server (default: an empty one)")
     parser.add_argument("--debounce-ms", type=int, default=50, help="editor debounce before a request")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="the server's CPU threads (default: its own)")
     parser.add_argument("--no-monitors", action="store_true", help="turn monitor-guided decoding (jedi) off")
     parser.add_argument("--log-level", default="info", choices=["error", "warning", "info", "debug"])
     parser.add_argument("--out", default=str(OUT / "keystrokes"), help="output path without extension")

@@ -20,11 +20,11 @@ class ModelConfig:
     """Which model to run and how."""
 
     path: str | None = None  # None: the embedded default model
-    # Weight precision (completion/precision.py): auto | float32 | bf16 | int8 | q4. "auto" = bf16, plus
-    # 4-bit wherever that is lossless (all of the default model, a Q4_1 GGUF): 99.8% top-1 agreement
+    # Weight precision (completion/precision.py): auto | float32 | fp16w | bf16 | int8 | q4. "auto" = bf16,
+    # plus 4-bit wherever that is lossless (all of the default model, a Q4_1 GGUF): 99.1% top-1 agreement
     # with float32 on real code, ~3x faster decoding (benchmarks/cpu_inference.py).
     dtype: str = "auto"
-    threads: int | None = None  # None or <= 0: the cores this process may use, minus one (model.default_threads)
+    threads: int | None = None  # None or <= 0: the cores this process may use (model.default_threads)
 
 
 @dataclass

@@ -64,14 +64,17 @@ class LoadedModel:
 
 
 def default_threads() -> int:
-    """Cores this process may use (affinity) minus one, left to the editor, jedi and the event loop.
+    """All the cores this process may use (its affinity mask, which containers and `taskset` narrow).
 
-    OpenMP ends every parallel op at a barrier that waits for its slowest thread; when another process
-    holds one of the cores, that wait is a scheduler time slice. Measured on a busy 2-core machine
-    (benchmarks/cpu_inference.py notes): 2 threads decoded ~80x and prefilled ~3x slower than 1.
+    Measured on this 2-core machine, quiet, through the language server with jedi running beside the
+    model (benchmarks/keystrokes.py --chars 3000 --threads N): inline latency p50 121 ms with 1 thread,
+    102 ms with 2; p95 261 vs 240 ms. On a machine whose cores are all busy with other work, OpenMP's
+    barriers wait a scheduler time slice for the slowest thread and fewer threads are faster: set
+    `model.threads` (server) or `--threads` (CLI) lower there.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores - 1)
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 def configure_threads(threads: int | None = None) -> int:
