@@ -75,6 +75,7 @@ PRECISIONS = {
     "q4": Precision("q4", torch.bfloat16, "q4"),
 }
 _ALIASES = {"fp32": "float32", "bfloat16": "bf16"}
+DTYPES = (*PRECISIONS, *_ALIASES)  # every name `resolve_precision` takes
 
 
 def resolve_precision(name: str) -> Precision:

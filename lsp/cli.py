@@ -15,6 +15,7 @@ from pathlib import Path
 
 from superpie.cache.document import MODES
 from superpie.completion.config import STRATEGIES
+from superpie.completion.precision import DTYPES
 
 EXIT_USAGE = 2
 
@@ -61,7 +62,8 @@ def _engine(args: argparse.Namespace, workspace: Path):
 
     config = EngineConfig(workspace=str(workspace))
     config.model.path = args.model
-    config.model.dtype = args.dtype
+    if args.dtype is not None:
+        config.model.dtype = args.dtype
     config.model.threads = args.threads
     if getattr(args, "mode", None):
         config.cache.mode = args.mode
@@ -180,7 +182,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="PATH", help="local Hugging Face model directory (default: embedded SmolLM2)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weight precision")
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=DTYPES,
+        help="weight precision (default auto: bf16 prefill and the GGUF's own 4-bit weights for decoding)",
+    )
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: cores this process may use)")
     p.add_argument("--workspace", metavar="DIR", help="project root (default: the file's git root, else its dir)")
     p.add_argument("--max-tokens", type=int, default=None, help="new tokens per draft (default 32)")
