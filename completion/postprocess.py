@@ -441,10 +441,22 @@ def trim_trailing_space() -> Filter:
     return trim_trailing_space
 
 
+def trim_incomplete_character() -> Filter:
+    """A draft whose last token ends inside a multi-byte character (byte-level BPE, cut at the token
+    limit) decodes to a trailing U+FFFD: never what the user typed toward, and some editors reject it."""
+
+    def trim_incomplete_character(draft: Draft, context: DraftContext) -> Draft | None:
+        text = draft.text.rstrip("\ufffd")
+        return draft if text == draft.text else draft.with_text(text)
+
+    return trim_incomplete_character
+
+
 def build_filters(config: PostprocessConfig) -> list[Filter]:
     """The one ordered list of post-processing steps."""
     return [
         drop_blank(),
+        trim_incomplete_character(),
         trim_leading_blank_lines(),
         normalize_indentation(config.indent),  # before the block cut, which reads indentation
         trim_to_line(),

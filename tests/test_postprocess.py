@@ -61,7 +61,7 @@ def _case(path: Path):
 
 
 def test_golden_cases_cover_every_behaviour() -> None:
-    assert {p.parent.name for p in CASES} >= {"stop", "suffix", "brackets", "indent", "blank", "rank"}
+    assert {p.parent.name for p in CASES} >= {"stop", "suffix", "brackets", "indent", "blank", "rank", "broken"}
 
 
 @pytest.mark.parametrize("path", [_case(p) for p in CASES])
