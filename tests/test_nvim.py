@@ -191,6 +191,17 @@ def editor(workspace: tuple[str, Path], tiny_model_dir: Path) -> Iterator[Editor
     ed.close()
 
 
+@pytest.fixture(scope="module")
+def real_editor(workspace: tuple[str, Path]) -> Iterator[Editor]:
+    """The default model behind the plugin, for what needs drafts that differ: the random model's byte
+    soup often ends drafts inside a multi-byte character, and trimmed they merge into one."""
+    nvim, _ = workspace
+    options = {"completion": {"drafts": 3}, "cache": {"mode": "exact"}, "watcher": {"enabled": False}}
+    ed = Editor(nvim, [str(SERVER), "serve"], options)
+    yield ed
+    ed.close()
+
+
 def test_ghost_text_is_the_servers_top_draft_and_tab_inserts_it(editor: Editor, workspace: tuple[str, Path]):
     editor.open(workspace[1] / "ghost.py")
     editor.type("Gocfg = read_config(")
@@ -210,16 +221,14 @@ def test_ghost_text_is_the_servers_top_draft_and_tab_inserts_it(editor: Editor, 
     assert accepts == 1
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="flaky from a clean user cache (menu never shows / a single draft); under investigation, see issue 6 note",
-)
-def test_drafts_cycle_and_a_word_is_accepted_at_a_time(editor: Editor, workspace: tuple[str, Path]):
-    editor.open(workspace[1] / "cycle.py")
-    editor.type("Goimport ")
+@pytest.mark.real_model
+def test_drafts_cycle_and_a_word_is_accepted_at_a_time(real_editor: Editor, workspace: tuple[str, Path]):
+    editor = real_editor
+    editor.open(workspace[1] / "cycle.py", timeout=300)  # a fresh machine converts the embedded GGUF first
+    editor.type("Gocfg = read_config(")
     editor.ghost()
     drafts = editor.state()["drafts"]
-    assert len(drafts) >= 2, drafts  # superposed decoding, three drafts asked for
+    assert len(drafts) >= 2, drafts  # three drafts asked for (the server's default strategy)
     assert editor.state()["ghost"][0]["text"] == shown(drafts[0])
     editor.type("<M-n>")
     editor.wait("the second draft", lambda: editor.state()["ghost"][0]["text"] == shown(drafts[1]))
@@ -228,8 +237,8 @@ def test_drafts_cycle_and_a_word_is_accepted_at_a_time(editor: Editor, workspace
 
     row, _ = editor.cursor()
     editor.type("<M-w>")
-    editor.wait("a word to be inserted", lambda: editor.line(row) != "import ")
-    accepted = editor.line(row)[len("import ") :]
+    editor.wait("a word to be inserted", lambda: editor.line(row) != "cfg = read_config(")
+    accepted = editor.line(row)[len("cfg = read_config(") :]
     assert accepted and drafts[0].startswith(accepted) and len(accepted) < len(drafts[0])
     rest = drafts[0][len(accepted) :]
     assert editor.state()["ghost"][0]["text"] == shown(rest)  # the rest stays shown
@@ -250,12 +259,12 @@ def test_typing_the_drafts_next_character_keeps_it_without_asking_again(editor: 
     assert editor.server_stats()["requests"].get("inline", 0) == asked
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="flaky from a clean user cache (menu never shows / a single draft); under investigation, see issue 6 note",
-)
-def test_the_menu_lists_the_servers_drafts_and_inserts_the_whole_draft(editor: Editor, workspace: tuple[str, Path]):
-    editor.open(workspace[1] / "menu.py")
+@pytest.mark.real_model
+def test_the_menu_lists_the_servers_drafts_and_inserts_the_whole_draft(
+    real_editor: Editor, workspace: tuple[str, Path]
+):
+    editor = real_editor
+    editor.open(workspace[1] / "menu.py", timeout=300)
     editor.type("Gofor key in cfg")
     editor.ghost()  # the plugin's own request is answered: it cannot supersede the test's
     result = editor.ask("textDocument/completion", {"triggerKind": 1})
@@ -265,7 +274,8 @@ def test_the_menu_lists_the_servers_drafts_and_inserts_the_whole_draft(editor: E
 
     editor.type("<M-m>")
     info = editor.wait("the completion menu", lambda: (i := editor.nv.funcs.complete_info()) and i["pum_visible"] and i)
-    assert [i["abbr"] for i in info["items"]] == [e["label"] for e in expected]
+    assert len(expected) >= 2, expected  # three drafts asked for
+    assert [i["abbr"] for i in info["items"]] == [shown(e["label"]) for e in expected]
     assert [i["menu"] for i in info["items"]] == ["[superpie]"] * len(expected)
     assert not editor.state()["ghost"]  # the menu replaces the ghost text
 
@@ -278,21 +288,17 @@ def test_the_menu_lists_the_servers_drafts_and_inserts_the_whole_draft(editor: E
 
 
 @pytest.mark.real_model
-def test_default_model_ghost_text(workspace: tuple[str, Path]):
-    nvim, ws = workspace
-    ed = Editor(nvim, [str(SERVER), "serve"], {})
-    try:
-        fib = 'def fibonacci(n):\n    """The n-th Fibonacci number."""\n    if n < 2:\n        return n\n'
-        ed.open(ws / "fib.py", fib, timeout=300)  # a fresh machine converts the embedded GGUF first
-        ed.type("Goreturn ")
-        ed.ghost()
-        draft = ed.server_drafts()[0]
-        assert ed.state()["ghost"][0]["text"] == shown(draft)
-        assert draft.strip()
-        ed.type("<Tab>")
-        ed.wait("the draft to be inserted", lambda: ed.line(4) == "    return " + draft)
-    finally:
-        ed.close()
+def test_default_model_ghost_text(real_editor: Editor, workspace: tuple[str, Path]):
+    ed = real_editor
+    fib = 'def fibonacci(n):\n    """The n-th Fibonacci number."""\n    if n < 2:\n        return n\n'
+    ed.open(workspace[1] / "fib.py", fib, timeout=300)  # a fresh machine converts the embedded GGUF first
+    ed.type("Goreturn ")
+    ed.ghost()
+    draft = ed.server_drafts()[0]
+    assert ed.state()["ghost"][0]["text"] == shown(draft)
+    assert draft.strip()
+    ed.type("<Tab>")
+    ed.wait("the draft to be inserted", lambda: ed.line(4) == "    return " + draft)
 
 
 @pytest.fixture(scope="module")
@@ -341,6 +347,9 @@ out.parts = {
 local left, index = d.advance({ { text = 'foo(1)' }, { text = 'bar' }, { text = 'foo(2)' } }, 3, 'foo(')
 out.advanced = { left = left, index = index }
 out.display = d.display('a\tb\0c\18', 4)
+-- A NUL in a menu draft: a Lua string holding one becomes a Blob, which complete() rejects (E976).
+local menu = d.menu_items({ { label = 'a\0b', insertText = 'a\0b\nc' } }, '', 0, 0, 'utf-8')[1].item
+out.menu = { menu.word, menu.abbr, menu.info, vim.fn.type(menu.word), vim.fn.type(menu.info) }
 return out
 """
 
@@ -355,3 +364,4 @@ def test_draft_logic(bare_nvim: Any):
     assert [x["text"] for x in out["advanced"]["left"]] == ["1)", "2)"]
     assert out["advanced"]["index"] == 2
     assert out["display"] == "a    b^@c^R"
+    assert out["menu"] == ["a\nb", "a^@b", "a\nb\nc", 1, 1]  # NUL kept as Vim keeps it in a line; Strings

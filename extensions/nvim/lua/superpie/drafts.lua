@@ -103,6 +103,12 @@ function M.display(line, tabstop)
   end))
 end
 
+--- `s` as complete() may take it: Neovim turns a Lua string holding a NUL into a Blob, which
+--- complete() rejects (E976). In a buffer line, Vim keeps a NUL as NL: insert that instead.
+local function vim_string(s)
+  return (s:gsub('%z', '\n'))
+end
+
 --- Complete-items (for `complete()`) from a textDocument/completion answer, and the 1-based start
 --- column. Multi-line drafts show their first line; the rest is inserted on CompleteDone.
 function M.menu_items(result, line, row, col, encoding)
@@ -123,10 +129,10 @@ function M.menu_items(result, line, row, col, encoding)
       text = text,
       command = item.command,
       item = {
-        word = M.lines(text)[1],
-        abbr = item.label,
+        word = vim_string(M.lines(text)[1]),
+        abbr = M.display(item.label or ''),
         menu = '[superpie]',
-        info = type(doc) == 'table' and doc.value or doc or text,
+        info = vim_string(type(doc) == 'table' and doc.value or doc or text),
         icase = 1,
         dup = 1,
         empty = 0,
@@ -139,7 +145,7 @@ function M.menu_items(result, line, row, col, encoding)
     if o.from > start then
       local gap = line:sub(start + 1, o.from)
       o.text = gap .. o.text
-      o.item.word = gap .. o.item.word
+      o.item.word = vim_string(gap) .. o.item.word
     end
   end
   return out, start + 1
