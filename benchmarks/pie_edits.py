@@ -4,9 +4,11 @@ Documents are windows of real Python files from the running interpreter's standa
 a line end so that they hold ~1k, 2k or 4k tokens. Each edit is one of the three kinds the PIE paper
 evaluates (insertion of a line, deletion of a line, a multi-place edit of two lines) at random
 line positions. For each edit, a copy of the document's cache is synced to the edited text in each
-mode and timed (edit-to-ready). Quality is measured on what follows the document in the file:
-- top-1 next-token agreement with the reference over the next 128 tokens (teacher forced);
-- greedy next line: exact match and edit similarity against the file's real next line.
+mode and timed (edit-to-ready). Quality, against the reference:
+- top-1 next-token agreement over the 128 tokens that follow the document in the file (teacher forced);
+- greedy next line at a cursor of its own for every edit: the start of a random non-blank line after
+  the edit (so the stale, rotated tokens lie between the edit and the cursor); exact match and edit
+  similarity against that line, which the cache holds but the cursor view hides.
 
 The quality reference is the `exact` cache: it is the full recompute up to float error (the tests
 check logits within 1e-4), and it costs half as much, which is what makes 200+ edits affordable.
@@ -64,20 +66,35 @@ def make_document(lm: LoadedModel, source: str, n_tokens: int, rng: random.Rando
     return source[start:end], source[end:]
 
 
-def edit(text: str, kind: str, rng: random.Random) -> tuple[str, float]:
-    """Apply one edit of `kind`; return the new text and the first edit's relative position."""
+def edit(text: str, kind: str, rng: random.Random) -> tuple[str, int, int]:
+    """Apply one edit of `kind`; return the new text and the first and last edited line (new numbering)."""
     lines = text.splitlines(keepends=True)
     if kind == "multi":
-        a, pos_a = edit(text, "insertion", rng)
-        b, pos_b = edit(a, "deletion", rng)
-        return b, min(pos_a, pos_b)
+        a, first_a, last_a = edit(text, "insertion", rng)
+        b, first_b, last_b = edit(a, "deletion", rng)
+        if first_b <= last_a:  # the deletion moved the inserted line up by one
+            last_a -= 1
+        return b, min(first_a, first_b), max(last_a, last_b)
     i = rng.randrange(1, len(lines) - 1)
     if kind == "insertion":
         donor = rng.choice([ln for ln in lines if ln.strip()])
         lines.insert(i, donor)
     else:
         del lines[i]
-    return "".join(lines), i / len(lines)
+    return "".join(lines), i, i
+
+
+def cursor_after(text: str, last_edited: int, rng: random.Random) -> tuple[int, str] | None:
+    """A cursor at the start of a random non-blank line after `last_edited`: its offset and that line."""
+    lines = text.splitlines(keepends=True)
+    starts = [0]
+    for ln in lines:
+        starts.append(starts[-1] + len(ln))
+    candidates = [j for j in range(last_edited + 1, len(lines)) if lines[j].strip()]
+    if not candidates:
+        return None
+    j = rng.choice(candidates)
+    return starts[j], lines[j].strip()
 
 
 
@@ -90,9 +107,9 @@ def heldout_top1(doc: DocumentCache, follow_ids: list[int]) -> torch.Tensor:
     return view.step(input_ids=inputs, logits_for=inputs.numel()).argmax(-1)
 
 
-def next_line(lm: LoadedModel, doc: DocumentCache) -> str:
-    """The greedy next line at the end of the document (with token healing, as the engine does)."""
-    split = doc.split_at(len(doc.text))
+def next_line(lm: LoadedModel, doc: DocumentCache, offset: int) -> str:
+    """The greedy line at char `offset` of the document (with token healing, as the engine does)."""
+    split = doc.split_at(offset)
     view = CursorView(doc, split.prefix_len - 1, reserve=50)
     draft = greedy_decode(lm, view, doc.ids[split.prefix_len - 1], 48, typed=split.typed, stop=line_end_stop)
     return draft.text.strip()
@@ -105,7 +122,7 @@ def timed_sync(doc: DocumentCache, text: str, mode: str) -> tuple[float, object]
 
 
 def run(args: argparse.Namespace) -> dict:
-    lm = load_model(dtype=args.dtype)
+    lm = load_model(dtype=args.dtype, threads=args.threads)
     rng = random.Random(args.seed)
     files = stdlib_files(20_000)
     plan = {1024: (args.docs_1k, args.edits), 2048: (args.docs_2k, args.edits), 4096: (args.docs_4k, args.edits)}
@@ -123,12 +140,21 @@ def run(args: argparse.Namespace) -> dict:
             base = DocumentCache(lm.model, lm.tokenizer, lm.rope, mode="full", stale_threshold=10**9,
                                  max_tokens=n_tokens + 512)
             base.sync(text)
-            truth_line = follow.splitlines()[0].strip()
             for e in range(n_edits):
                 kind = kinds[e % 3]
-                new_text, where = edit(text, kind, rng)
+                new_text, first, last = edit(text, kind, rng)
+                cursor = cursor_after(new_text, last, rng)
+                if cursor is None:
+                    continue
+                offset, truth_line = cursor
+                n_lines = new_text.count("\n")
                 follow_ids = lm.tokenizer.encode(new_text + follow, add_special_tokens=False).ids
-                row = {"tokens": n_tokens, "kind": kind, "where": round(where, 3)}
+                row = {
+                    "tokens": n_tokens,
+                    "kind": kind,
+                    "where": round(first / n_lines, 3),
+                    "cursor": round(new_text.count("\n", 0, offset) / n_lines, 3),
+                }
                 caches = {}
                 for mode in ("pie", "exact"):
                     doc = base.clone()
@@ -147,7 +173,7 @@ def run(args: argparse.Namespace) -> dict:
                 got_pie = heldout_top1(caches["pie"], follow_ids)
                 row["pie_top1_agree"] = float((got_pie == ref).float().mean())
                 for mode in ("pie", "exact"):
-                    line = next_line(lm, caches[mode])
+                    line = next_line(lm, caches[mode], offset)
                     row[f"{mode}_em"] = float(line == truth_line)
                     row[f"{mode}_es"] = edit_similarity(line, truth_line)
                 rows.append(row)
@@ -216,6 +242,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", default="float32", help="weight precision (fp32: the exactness reference)")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: the cores allowed)")
     ap.add_argument("--edits", type=int, default=6, help="edits per document")
     ap.add_argument("--docs-1k", type=int, default=24)
     ap.add_argument("--docs-2k", type=int, default=8)
