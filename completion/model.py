@@ -64,17 +64,21 @@ class LoadedModel:
 
 
 def default_threads() -> int:
-    """All the cores this process may use (its affinity mask, which containers and `taskset` narrow).
+    """The cores this process may use (its affinity mask, which containers and `taskset` narrow), minus
+    one left to the editor, jedi and whatever else the machine runs.
 
-    Measured on this 2-core machine, quiet, through the language server with jedi running beside the
-    model (benchmarks/keystrokes.py --chars 3000 --threads N): inline latency p50 121 ms with 1 thread,
-    102 ms with 2; p95 261 vs 240 ms. On a machine whose cores are all busy with other work, OpenMP's
-    barriers wait a scheduler time slice for the slowest thread and fewer threads are faster: set
-    `model.threads` (server) or `--threads` (CLI) lower there.
+    OpenMP ends every parallel op at a barrier that waits for its slowest thread; when another process
+    holds one of the cores, that thread waits a scheduler time slice, at every op. Measured on this
+    2-core machine:
+    - quiet, through the language server with jedi (benchmarks/keystrokes.py --chars 3000 --threads N):
+      inline latency p50 121 ms with 1 thread, 102 ms with 2 (p95 261 vs 240 ms);
+    - one other busy process (benchmarks/cpu_inference.py beside a nice'd benchmark): decode at 2k
+      context 35 ms/token with 1 thread, 729 ms with 2 (float32), 43 vs 1261 ms (bf16).
+    A 15% gain on an idle machine does not pay for a 20x loss on a busy one. Set `model.threads`
+    (server) or `--threads` (CLI) to use every core on a machine that runs nothing else.
     """
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores - 1)
 
 
 def configure_threads(threads: int | None = None) -> int:
