@@ -73,6 +73,8 @@ class DecodingConfig:
     # one greedy draft and beats greedy on every quality figure; superposed+verify costs 1.68x and only ties.
     multi_strategy: str = "beam"
     multiline: bool = False  # False: stop at the end of the current line
+    # Beam search: steps allowed after the first beam ended, as a share of its steps (None: until k ended).
+    beam_patience: float | None = 0.5
     sample_temperature: float = 0.8  # drafts 2..k of strategy greedy are sampled at this temperature
     ngram_debounce_s: float = 2.0  # an open document is re-fed to the n-gram index at most this often
     superposed: SuperposedConfig = field(default_factory=SuperposedConfig)

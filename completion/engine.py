@@ -344,7 +344,7 @@ class Engine:
         lm, task, k = self.lm, plan.task, plan.drafts
         view = CursorView(cache, plan.context, reserve=k * task.max_tokens + 2)
         if plan.strategy == "beam":
-            return beam_decode(lm, view, task, k, cancelled), 0.0
+            return beam_decode(lm, view, task, k, cancelled, self.config.decoding.beam_patience), 0.0
         if plan.strategy == "superposed":
             ngram = self.ngram_index() if k > 1 else None
             out = superposed_decode(lm, view, task, k, self.config.decoding.superposed, ngram, cancelled)
