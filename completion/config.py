@@ -103,6 +103,7 @@ class MonitorConfig:
     # greedy decoding: a beam of this width over each constrained identifier picks the whole name with
     # the best log-prob instead of its best first token (0 or 1: token by token)
     lookahead_width: int = 6
+    used_name_prior: float = 0.0  # lookahead: log-prob bonus for a name the document used after a dot before
 
 
 @dataclass

@@ -39,6 +39,27 @@ class ConstraintContext:
     text_after: str  # the document after the cursor
 
 
+class SpanConstraint(TokenConstraint, Protocol):
+    """A constraint that may ask decoding to search the span it constrains (a monitored identifier).
+
+    Greedy decoding under a mask commits to the span's first token on its own merits (`_` of
+    `_get_ident` can lead only to `__name__`); a small constrained beam over the span alone, kept
+    apart from the rest of the draft, picks the span with the best total log-prob instead.
+    """
+
+    def lookahead_width(self) -> int:
+        """Beam width to search the span constrained right now with (0: no span, decode greedily)."""
+        ...
+
+    def advance_in_span(self, token_text: str) -> TokenConstraint | None:
+        """The constraint after a token that stays inside the span; None when the token leaves it.
+
+        Unlike `advance`, leaving the span asks nothing further (no new monitor question): the
+        lookahead only needs to know that the span ended there.
+        """
+        ...
+
+
 ConstraintFactory = Callable[[ConstraintContext], Sequence[TokenConstraint]]
 
 
@@ -67,12 +88,46 @@ class ConstraintSet:
                 out = out & m
         return out
 
+    def lookahead_width(self) -> int:
+        """The widest span search any constraint asks for right now (0: none)."""
+        return max((_width(c) for c in self.items), default=0)
+
+    def span_bonus(self, token_text: str) -> float:
+        """What the span constraints add to the score of a spelling that this token finishes."""
+        return sum(c.span_bonus(token_text) for c in self.items if _width(c) and hasattr(c, "span_bonus"))
+
+    def span_bonus_bound(self) -> float:
+        """The most `span_bonus` can add (the lookahead prunes a live spelling only this far below the best)."""
+        return sum(c.max_span_bonus() for c in self.items if _width(c) and hasattr(c, "max_span_bonus"))
+
+    def advance_in_span(self, token_text: str) -> ConstraintSet | None:
+        """The set after a token inside the constrained span; None when the token leaves the span.
+
+        Span constraints advance with `advance_in_span`, the others as usual (healing is cheap).
+        """
+        out: list[TokenConstraint] = []
+        for c in self.items:
+            if _width(c):
+                nxt = c.advance_in_span(token_text)  # type: ignore[attr-defined]
+                if nxt is None:
+                    return None
+            else:
+                nxt = c.advance(token_text)
+            if nxt is not None:
+                out.append(nxt)
+        return ConstraintSet(tuple(out))
+
     def advance(self, token_text: str) -> ConstraintSet:
         """Every constraint advanced by the token; finished ones dropped."""
         if not self.items:
             return self
         nxt = (c.advance(token_text) for c in self.items)
         return ConstraintSet(tuple(c for c in nxt if c is not None))
+
+
+def _width(c: TokenConstraint) -> int:
+    width = getattr(c, "lookahead_width", None)
+    return width() if width is not None else 0
 
 
 def _fit(mask: torch.Tensor, vocab: int) -> torch.Tensor:

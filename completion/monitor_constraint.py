@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import functools
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from superpie.analysis.monitors import Analyzer, AnalyzerConfig, MonitorSet, Mon
 from superpie.analysis.token_trie import TokenTrie, identifier_prefix_length
 from superpie.completion.config import MonitorConfig
 from superpie.completion.healing import token_texts
+
+_ATTRIBUTE = re.compile(r"\.\s*([^\W\d]\w*)")
 
 
 @functools.lru_cache(maxsize=4)
@@ -168,6 +171,16 @@ class MonitorTrace:
     mask_s: list[float] = field(default_factory=list)  # per masked token: seconds to build its mask
     jedi_s: list[float] = field(default_factory=list)  # per jedi question (cache misses): seconds decoding waited
     trigger_s: list[float] = field(default_factory=list)  # per trigger check (jedi included)
+    prior_s: float = 0.0  # seconds spent finding the document's attribute names (the lookahead's prior)
+    _attributes: frozenset[str] | None = field(default=None, repr=False)
+
+    def attributes_used(self, document: str) -> frozenset[str]:
+        """Names spelled after a dot in the document before the cursor (found once per request)."""
+        if self._attributes is None:
+            t0 = time.perf_counter()
+            self._attributes = frozenset(_ATTRIBUTE.findall(document))
+            self.prior_s += time.perf_counter() - t0
+        return self._attributes
 
     def trigger(self, monitors: MonitorSet, text: str, key: str) -> MonitorState | None:
         """Ask the monitors at the end of text; remember a firing under the draft text `key`."""
@@ -188,7 +201,7 @@ class MonitorTrace:
 
     def overhead_s(self) -> float:
         """Seconds the monitors added to this request (trigger checks, jedi waits, mask building)."""
-        return sum(self.trigger_s) + sum(self.mask_s)
+        return sum(self.trigger_s) + sum(self.mask_s) + self.prior_s
 
     def verdict(self, text: str) -> MonitorVerdict:
         """The verdict on a draft whose text from the token boundary (typed characters included) is `text`."""
@@ -226,15 +239,65 @@ class MonitorConstraint:
     start: int  # where the draft starts in `text` (the token boundary before the cursor)
     pending: str = ""  # typed characters before the cursor that the draft has not spelled again yet
     state: MonitorState | None = None  # the monitor state at the cursor (or after the draft's text)
+    lookahead: int = 0  # beam width over each constrained identifier (`lookahead_width`); 0: greedy
+    prior: float = 0.0  # log-prob bonus in the lookahead for a name already used after a dot in the document
 
     @classmethod
     def at(
-        cls, monitors: MonitorSet, tokenizer: Tokenizer, trace: MonitorTrace, text_before: str, typed: str = ""
+        cls,
+        monitors: MonitorSet,
+        tokenizer: Tokenizer,
+        trace: MonitorTrace,
+        text_before: str,
+        typed: str = "",
+        lookahead: int = 0,
+        prior: float = 0.0,
     ) -> MonitorConstraint:
         """The constraint of a cursor: text_before ends at the token boundary, typed lies between it and the cursor."""
         state = trace.trigger(monitors, text_before + typed, typed)
         trie, index = monitor_trie(tokenizer), prefix_index(tokenizer)
-        return cls(monitors, trie, index, trace, text_before, len(text_before), typed, state)
+        return cls(monitors, trie, index, trace, text_before, len(text_before), typed, state, lookahead, prior)
+
+    def lookahead_width(self) -> int:
+        """The beam width over the identifier being constrained now (0: none constrains, or lookahead off)."""
+        state = self.state
+        if self.lookahead < 2 or state is None or state.fell_back or not state.constrains:
+            return 0
+        return self.lookahead if any(c.startswith(state.typed) for c in state.candidates) else 0
+
+    def span_bonus(self, token_text: str) -> float:
+        """Log-prob bonus for the identifier that `token_text` finishes: `prior` when the document used it after a dot.
+
+        The model already copies names from its context, but one token at a time; a name the document
+        has dereferenced before is a likely attribute again (`self._buffer`, `os.fstat`).
+        """
+        if not self.prior or self.state is None:
+            return 0.0
+        pending = self.pending if token_text.startswith(self.pending) else ""
+        emitted = token_text[len(pending) :]
+        name = self.state.typed + emitted[: identifier_prefix_length(emitted)]
+        return self.prior if name in self.trace.attributes_used(self.text[: self.start]) else 0.0
+
+    def max_span_bonus(self) -> float:
+        """The most `span_bonus` gives."""
+        return max(0.0, self.prior)
+
+    def advance_in_span(self, token_text: str) -> MonitorConstraint | None:
+        """The draft after a token that keeps spelling the identifier; None when the token ends it.
+
+        No trigger check: the lookahead only learns where the identifier ends; the draft it keeps is
+        advanced with `advance` afterwards (which looks for the next trigger, as usual).
+        """
+        text = self.text + token_text
+        emitted = token_text
+        if self.pending:
+            if self.pending.startswith(token_text):
+                return dataclasses.replace(self, text=text, pending=self.pending[len(token_text) :])
+            if not token_text.startswith(self.pending):
+                return None
+            emitted = token_text[len(self.pending) :]
+        nxt = None if self.state is None else self.state.advance(emitted)
+        return None if nxt is None else dataclasses.replace(self, text=text, pending="", state=nxt)
 
     def mask(self, vocab: int) -> torch.Tensor | None:
         """Bool [vocab] of the tokens that keep the identifier valid; None when nothing constrains."""
@@ -303,7 +366,9 @@ class MonitorRuntime:
         """
         monitors = self.analyzer.monitors(path_of(uri), text_after)
         trace = MonitorTrace(self.analyzer.jedi.stats)
-        return MonitorConstraint.at(monitors, tokenizer, trace, text_before, typed)
+        cfg = self.config
+        lookahead, prior = cfg.lookahead_width, cfg.used_name_prior
+        return MonitorConstraint.at(monitors, tokenizer, trace, text_before, typed, lookahead, prior)
 
     def close(self) -> None:
         """Stop jedi's thread."""
