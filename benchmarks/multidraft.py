@@ -86,6 +86,7 @@ def build_engine(args: argparse.Namespace, workspace: Path) -> Engine:
         ngram_by_share=args.ngram_by_share,
     )
     config.decoding.verify = replace(config.decoding.verify, cut_confidence=args.cut_confidence)
+    config.decoding.beam_patience = args.beam_patience if args.beam_patience > 0 else None
     config.ngram = replace(config.ngram, persist=False)
     config.monitors.enabled = bool(args.monitors)  # off by default: this measures the decoding strategies
     return Engine(config)
@@ -245,6 +246,10 @@ def main() -> None:
     parser.add_argument("--ngram-by-share", type=int, default=int(EngineConfig().decoding.superposed.ngram_by_share))
     parser.add_argument("--top-m", type=int, default=EngineConfig().decoding.superposed.top_m)
     parser.add_argument("--cut-confidence", type=float, default=EngineConfig().decoding.verify.cut_confidence)
+    parser.add_argument(
+        "--beam-patience", type=float, default=EngineConfig().decoding.beam_patience or 0.0,
+        help="beam: steps after the first ended beam, as a share of its steps (0: until k ended)",
+    )
     parser.add_argument("--monitors", type=int, default=0, help="1: jedi monitors on (as the server runs)")
     parser.add_argument("--runs", default="greedy,superposed,beam,independent")
     parser.add_argument("--baseline-every", type=int, default=1, help="beam/independent on every n-th cursor")
