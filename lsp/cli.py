@@ -188,7 +188,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         choices=DTYPES,
         help="weight precision (default auto: bf16 prefill and the GGUF's own 4-bit weights for decoding)",
     )
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the cores this process may use, minus one)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the cores allowed, minus one)")
     p.add_argument("--workspace", metavar="DIR", help="project root (default: the file's git root, else its dir)")
     p.add_argument("--max-tokens", type=int, default=None, help="new tokens per draft (default 32)")
     p.add_argument("--multiline", action="store_true", help="complete a block, not just the line")
