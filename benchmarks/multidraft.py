@@ -84,6 +84,7 @@ def build_engine(args: argparse.Namespace, workspace: Path) -> Engine:
         top_m=args.top_m,
         weight_temperature=args.weight_temperature,
         ngram_by_share=args.ngram_by_share,
+        spare=args.spare,
     )
     config.decoding.verify = replace(config.decoding.verify, cut_confidence=args.cut_confidence)
     config.decoding.beam_patience = args.beam_patience if args.beam_patience > 0 else None
@@ -250,6 +251,7 @@ def main() -> None:
         "--beam-patience", type=float, default=EngineConfig().decoding.beam_patience or 0.0,
         help="beam: steps after the first ended beam, as a share of its steps (0: until k ended)",
     )
+    parser.add_argument("--spare", type=int, default=EngineConfig().decoding.superposed.spare, help="superposed")
     parser.add_argument("--monitors", type=int, default=0, help="1: jedi monitors on (as the server runs)")
     parser.add_argument("--runs", default="greedy,superposed,beam,independent")
     parser.add_argument("--baseline-every", type=int, default=1, help="beam/independent on every n-th cursor")

@@ -69,9 +69,10 @@ class DecodingConfig:
     max_tokens: int = 32
     drafts: int = 1
     strategy: str | None = None  # None: greedy for one draft, else `multi_strategy`
-    # The measured default for k > 1 (benchmarks/multidraft.py, 80 stdlib cursors, k=4, 1 thread, CPU time):
-    # beam (patience 1.0) costs 1.29x one greedy draft, its top draft ties greedy on exact match and beats
-    # it on edit similarity, best-of-4 exact match 1.4x; superposed+verify costs 1.65x, best-of-4 1.2x.
+    # The measured default for k > 1 (benchmarks/multidraft.py --samples 200 --files 10, k=4, 1 thread, CPU
+    # time): beam (patience 1.0) costs 1.36x one greedy draft, best-of-4 exact match 1.84x greedy's, its top
+    # draft's edit similarity 0.350 vs 0.345 (exact match 8.5% vs 9.5%); superposed+verify costs 1.51x,
+    # best-of-4 exact match 0.84x.
     multi_strategy: str = "beam"
     multiline: bool = False  # False: stop at the end of the current line
     # Beam search: steps allowed after the first beam ended, as a share of its steps (None: until k ended).
