@@ -86,7 +86,9 @@ def build_engine(args: argparse.Namespace, workspace: Path) -> Engine:
         ngram_by_share=args.ngram_by_share,
         spare=args.spare,
     )
-    config.decoding.verify = replace(config.decoding.verify, cut_confidence=args.cut_confidence)
+    config.decoding.verify = replace(
+        config.decoding.verify, cut_confidence=args.cut_confidence, repair=bool(args.repair)
+    )
     config.decoding.beam_patience = args.beam_patience if args.beam_patience > 0 else None
     config.ngram = replace(config.ngram, persist=False)
     config.monitors.enabled = bool(args.monitors)  # off by default: this measures the decoding strategies
@@ -251,6 +253,7 @@ def main() -> None:
         "--beam-patience", type=float, default=EngineConfig().decoding.beam_patience or 0.0,
         help="beam: steps after the first ended beam, as a share of its steps (0: until k ended)",
     )
+    parser.add_argument("--repair", type=int, default=int(EngineConfig().decoding.verify.repair), help="superposed")
     parser.add_argument("--spare", type=int, default=EngineConfig().decoding.superposed.spare, help="superposed")
     parser.add_argument("--monitors", type=int, default=0, help="1: jedi monitors on (as the server runs)")
     parser.add_argument("--runs", default="greedy,superposed,beam,independent")
