@@ -179,7 +179,7 @@ def _masks(n: int, start: int) -> dict[str, torch.Tensor | None]:
     return {"causal": causal, "hidden_suffix": hidden, "tree": tree, "none": None if n == 1 else causal}
 
 
-@pytest.mark.parametrize("n", [1, 3, 16, 20])
+@pytest.mark.parametrize("n", [1, 3, 16, 20, 140])
 def test_bf16_attention_kernels_match_sdpa_in_fp32(n):
     from superpie.completion.attention import Mask, attend
 
