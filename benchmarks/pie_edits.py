@@ -249,7 +249,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", default="float32", help="weight precision (fp32: the exactness reference)")
-    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: the cores allowed)")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: the allowed cores minus one)")
     ap.add_argument("--edits", type=int, default=6, help="edits per document")
     ap.add_argument("--docs-1k", type=int, default=24)
     ap.add_argument("--docs-2k", type=int, default=8)
