@@ -206,14 +206,19 @@ def test_an_unknown_object_leaves_the_draft_unconstrained(runtime):
     assert c.state is None and c.mask(512) is None  # jedi knows no attributes: nothing to enforce
 
 
-def test_a_jedi_timeout_decodes_unconstrained_and_counts_a_fallback(monkeypatch):
-    slow = jedi_service._QUESTIONS["complete"]
+def slow_jedi_completions(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Make every jedi completion question take `seconds` longer (for the budget and prefetch tests)."""
+    complete = jedi_service._QUESTIONS["complete"]
 
     def sleepy(script, line, column):
-        time.sleep(0.5)
-        return slow(script, line, column)
+        time.sleep(seconds)
+        return complete(script, line, column)
 
     monkeypatch.setitem(jedi_service._QUESTIONS, "complete", sleepy)
+
+
+def test_a_jedi_timeout_decodes_unconstrained_and_counts_a_fallback(monkeypatch):
+    slow_jedi_completions(monkeypatch, 0.5)
     rt = MonitorRuntime(PROJECT, MonitorConfig(jedi_budget_ms=20))
     try:
         starter = _starter(rt, SOURCE, CURSOR)
@@ -242,13 +247,7 @@ def test_edit_end_finds_where_a_change_ends():
 
 
 def test_a_prefetch_after_an_edit_answers_the_request_within_its_budget(monkeypatch):
-    slow = jedi_service._QUESTIONS["complete"]
-
-    def sleepy(script, line, column):
-        time.sleep(0.3)
-        return slow(script, line, column)
-
-    monkeypatch.setitem(jedi_service._QUESTIONS, "complete", sleepy)
+    slow_jedi_completions(monkeypatch, 0.3)
     rt = MonitorRuntime(PROJECT, MonitorConfig(jedi_budget_ms=100))
     try:
         tok = biased_model().tokenizer
