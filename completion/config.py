@@ -46,10 +46,13 @@ class SuperposedConfig:
     branch_ratio: float = 0.1  # a draft branches off only if within this probability ratio of the best
     ngram_weight: float = 0.5  # lambda in P = (1 - lambda) P_LM + lambda P_ngram(. | draft's own tokens)
     temperature: float = 1.0  # of the LM distribution the candidates are scored with
-    weight_temperature: float = 1.0  # input weights = softmax(draft log-probs / this); < 1 favours the leader
+    weight_temperature: float = 0.5  # input weights = softmax(draft scores / this); < 1 favours the leader
     ngram_by_share: bool = True  # n-gram weight per draft = ngram_weight * (1 - the draft's input weight)
-    spare: int = 2  # extra drafts handed to verification and ranking, so k survive cuts and merges
+    spare: int = 0  # extra drafts handed to verification and ranking, so k survive cuts and merges
     ngram_order: int = 4  # context of the n-gram term = the draft's last order-1 tokens (<= the index's order)
+    exact_lead: bool = True  # feed the greedy draft exactly beside the superposed input (2 tokens per step)
+    patience: float | None = 0.0  # exact lead: steps the others get after it ended, as a share of its steps
+    alt_history: str = "branch"  # what the superposed input sees: the lead's path | its own chain | "branch" (both)
 
 
 @dataclass
@@ -59,7 +62,10 @@ class VerifyConfig:
     enabled: bool = True
     cut_confidence: float = 0.8  # cut where the model's own greedy token has at least this probability
     cut_margin: float = 2.0  # ... and beats the draft's token by at least this many nats
-    repair: bool = True  # when the best draft was cut, finish it greedily from its exact prefix
+    # finish drafts greedily from their exact prefixes: "best" (the best one, if cut) | "all" (every cut or
+    # unfinished one) | "off"; at most repair_tokens new tokens each
+    repair: str = "all"
+    repair_tokens: int = 2
 
 
 @dataclass

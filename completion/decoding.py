@@ -66,6 +66,7 @@ class DecodedDraft:
     constrained: tuple[bool, ...] = ()  # per token: a constraint mask was active when it was chosen
     best_logprobs: tuple[float, ...] = ()  # per token: log-prob of the model's own top choice there
     verified: bool = False  # log-probs re-scored exactly by `verify`
+    greedy: bool = False  # the model's own top token at every step, decoded exactly (not a sampled/superposed draft)
 
     @property
     def mean_logprob(self) -> float:

@@ -21,6 +21,7 @@ class Draft:
     token_logprobs: tuple[float, ...] = ()  # per token, when known
     token_ends: tuple[int, ...] = ()  # per token, the str offset in `text` where it ends, when known
     monitor_score: float | None = None  # 1.0: all identifiers checked were valid; None: unchecked
+    greedy: bool = False  # the model's own top token at every step (ranking favours it: RankConfig.greedy_bonus)
     id: int = 0
 
     def with_text(self, text: str) -> Draft:

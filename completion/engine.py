@@ -352,7 +352,7 @@ class Engine:
             if not vcfg.enabled or k == 1 or cancelled() or any(d.cancelled for d in out.drafts):
                 return out.drafts, 0.0
             t0 = time.perf_counter()
-            drafts = verify(lm, view, task, out.drafts, vcfg, exact_slots=out.exact_slots)
+            drafts = verify(lm, view, task, out.drafts, vcfg, trunk=out.trunk)
             return drafts, (time.perf_counter() - t0) * 1000
         return self._independent(view, task, k, cancelled), 0.0
 
@@ -363,7 +363,8 @@ class Engine:
         out = []
         for i in range(k):
             view.rewind(0)
-            out.append(chain_decode(self.lm, view, task, cancelled, 0.0 if i == 0 else temp, gen))
+            draft = chain_decode(self.lm, view, task, cancelled, 0.0 if i == 0 else temp, gen)
+            out.append(dataclasses.replace(draft, greedy=i == 0))
             if out[-1].cancelled:
                 break
         return out
@@ -377,6 +378,7 @@ class Engine:
                 tokens=d.ids,
                 token_logprobs=d.token_logprobs,
                 token_ends=d.token_ends,
+                greedy=d.greedy,
                 id=i,
             )
             for i, d in enumerate(decoded)

@@ -68,8 +68,20 @@ class Candidates:
     constrained: Sequence[bool]  # per row: a constraint mask was active
 
 
-def select(lm: LoadedModel, task: DecodeTask, pool: Pool, cand: Candidates, k: int, prune: float | None = None) -> Pool:
-    """The next pool: the k best continuing candidates, finished ones set aside."""
+def select(
+    lm: LoadedModel,
+    task: DecodeTask,
+    pool: Pool,
+    cand: Candidates,
+    k: int,
+    prune: float | None = None,
+    prune_live: bool = True,
+) -> Pool:
+    """The next pool: the k best continuing candidates, finished ones set aside.
+
+    `prune_live` False keeps live drafts however far they fall behind the best finished one (the
+    caller bounds how long they go on).
+    """
     rows = pool.live
     total = cand.scores + torch.tensor([d.score for d in rows], dtype=cand.scores.dtype)[:, None]
     order = torch.argsort(total.flatten(), descending=True).tolist()
@@ -100,7 +112,7 @@ def select(lm: LoadedModel, task: DecodeTask, pool: Pool, cand: Candidates, k: i
             texts.add(draft.text)
             nxt.live.append(draft)
             nxt.parents.append(r)
-    if prune is not None and nxt.finished:
+    if prune is not None and prune_live and nxt.finished:
         keep = [i for i, d in enumerate(nxt.live) if d.score >= nxt.best_finished + prune]
         nxt.live, nxt.parents = [nxt.live[i] for i in keep], [nxt.parents[i] for i in keep]
     return nxt

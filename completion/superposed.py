@@ -13,10 +13,21 @@ and leaves the LM's ranking alone, where a log-linear mix would punish every rar
 (draft, token) pairs survive; drafts that end (EOS, stop rule) are set aside. With k = 1 nothing is
 superposed and nothing needs telling apart, so the n-gram term is off and this is greedy decoding.
 The log-probs recorded are the superposed model's, approximate: `verify` re-scores them exactly.
+
+That is the paper's algorithm (`exact_lead` False). On the 135M default model it loses to plain
+greedy decoding: superposing the drafts' inputs degrades every draft, the best one included
+(benchmarks/multidraft.py, 200 stdlib cursors: top draft 7.0% next-line exact match vs greedy 9.5%,
+best of 4 8.0%). So by default (`exact_lead`) the greedy draft is fed exactly beside ONE superposed
+input that carries the other k - 1 drafts: each step is a forward of two tokens (about 1.15x one on
+this CPU, not k), the first draft is the greedy line itself, and the others branch off it at its
+exact distributions wherever the model hesitates; only they share the superposed input. Decoding
+ends with the greedy line (`patience` 0); `verify` then scores the others exactly, cuts them where
+the model confidently disagrees and finishes the cut or unfinished ones by a few greedy tokens.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -29,14 +40,15 @@ from superpie.completion.decoding import Cancelled, DecodedDraft, DecodeTask, Pa
 from superpie.completion.model import LoadedModel
 from superpie.completion.ngram import NgramIndex
 from superpie.completion.select import Candidates, Pool, select
+from superpie.completion.verify import Trunk, common_prefix
 
 
 @dataclass(frozen=True)
 class SuperposedDrafts:
-    """The drafts of one superposed pass, and how much of the scratch holds exact KV."""
+    """The drafts of one superposed pass, and the scratch slots that hold exact KV (for `verify`)."""
 
     drafts: list[DecodedDraft]
-    exact_slots: int  # leading scratch slots fed while only one draft was alive (root included)
+    trunk: Trunk | None  # None when cancelled
 
 
 def superposed_decode(
@@ -51,26 +63,192 @@ def superposed_decode(
     """Up to k + spare drafts (finished ones first), decoded in one pass of one token per step.
 
     While only one draft is alive its input is exact, so the scratch slots fed before the first
-    branch hold exact KV and their tokens exact log-probs: `verify` keeps them and re-feeds the rest.
+    branch hold exact KV and their tokens exact log-probs: `verify` keeps them (the trunk) and feeds
+    the rest. With `exact_lead` (the default for k > 1) the greedy draft stays exact all along.
     """
     assert k >= 1
     config = config or SuperposedConfig()
-    prune = math.log(config.branch_ratio) if 0 < config.branch_ratio < 1 else None
+    if config.exact_lead and k > 1:
+        return _decode_with_exact_lead(lm, view, task, k, config, ngram, cancelled)
+    prune = _prune(config)
     embed = lm.model.get_input_embeddings()
     pool = Pool([Partial.start(task)])
     base = view.used
-    exact = 1
+    trunk = [task.first_input]  # tokens of the exact slots base, base + 1, ...
     logits = view.step(input_ids=torch.tensor([task.first_input]))[-1].float()  # [V], exact
     for step in range(task.max_tokens):
         pool = select(lm, task, pool, _candidates(task, pool, logits, k, config, ngram), k, prune)
         if len(pool.finished) >= k or not pool.live or step == task.max_tokens - 1:
             break
         if cancelled():
-            return SuperposedDrafts(pool.cancelled(k), 0)
-        if len(pool.live) == 1 and exact == view.used - base:
-            exact += 1
+            return SuperposedDrafts(pool.cancelled(k), None)
+        if len(pool.live) == 1 and len(trunk) == view.used - base:
+            trunk.append(pool.live[0].ids[-1])
         logits = view.step(inputs_embeds=_superpose(embed, pool.live, _weights(pool.live, config)))[-1].float()
-    return SuperposedDrafts(pool.results(k + config.spare), exact)
+    return SuperposedDrafts(pool.results(k + config.spare), Trunk(tuple(trunk), tuple(range(base, base + len(trunk)))))
+
+
+def _prune(config: SuperposedConfig) -> float | None:
+    return math.log(config.branch_ratio) if 0 < config.branch_ratio < 1 else None
+
+
+def _decode_with_exact_lead(
+    lm: LoadedModel,
+    view: CursorView,
+    task: DecodeTask,
+    k: int,
+    config: SuperposedConfig,
+    ngram: NgramIndex | None,
+    cancelled: Cancelled,
+) -> SuperposedDrafts:
+    """The greedy draft fed exactly beside ONE superposed input that carries the other k - 1 drafts.
+
+    Each step is one forward of two tokens: the lead's own last token (a chain through its exact
+    path, so the lead is exactly the greedy draft) and the weighted sum of the other drafts' last
+    tokens. The superposed token sees (`alt_history`) the lead's path up to where the first of the
+    other drafts left it, then the earlier superposed tokens ("branch": a draft that branched off
+    the lead sees its own history up to its branch exactly); or only the lead's path ("lead"); or
+    only the superposed chain ("own", as plain superposed decoding). Measured while tuning
+    (benchmarks/multidraft.py, 200 cursors, seed 0): best-of-4 exact match 13.5% with "branch", at
+    most 12.0% with either other. The lead's non-greedy tokens are candidates too, scored
+    exactly, so drafts branch off the greedy line wherever the model hesitates. With `patience`, once
+    the greedy line has ended after s tokens the others get at most ceil(patience * s) more steps,
+    however far behind they are (as beam search's patience); without it, they stop once they fall
+    `branch_ratio` behind it.
+    """
+    prune = _prune(config)
+    embed = lm.model.get_input_embeddings()
+    root, root_pos = view.used, view.next_position
+    logits = view.step(input_ids=torch.tensor([task.first_input]))[-1:].float()  # [1, V], exact
+    pool = Pool([Partial.start(task)])
+    lead: Partial | None = pool.live[0]
+    lead_path = [root]  # the lead's slots, by depth (root at depth 0)
+    own_slots: dict[int, int] = {0: root}  # the superposed input's slots, by depth
+    greedy_ids: tuple[int, ...] = ()  # the lead's tokens, also once it has ended
+    last_step = task.max_tokens - 1
+    for step in range(task.max_tokens):
+        alts = [d for d in pool.live if d is not lead]
+        rows = ([lead] if lead is not None else []) + alts
+        cand = _rows_candidates(task, rows, logits, k, config, ngram, lead is not None)
+        nxt_lead = None
+        if lead is not None:
+            nxt_lead, greedy_ids = _extend_greedy(lm, task, pool, lead, cand)
+            cand = _without_first(cand)
+        room = k - (1 if nxt_lead is not None else 0)
+        patient = config.patience is not None
+        chosen = select(lm, task, Pool(rows, [], pool.finished, pool.seen), cand, room, prune, not patient)
+        others = [d for d in chosen.live if nxt_lead is None or d.text != nxt_lead.text]
+        pool = Pool(([nxt_lead] if nxt_lead is not None else []) + others, [], chosen.finished, chosen.seen)
+        if lead is not None and nxt_lead is None and patient:  # the greedy line ended after step + 1 tokens
+            last_step = min(last_step, step + math.ceil(config.patience * (step + 1)))
+        lead = nxt_lead
+        if lead is not None and len(pool.finished) >= k - 1:
+            pool.live = [lead]  # the other slots are filled: only the greedy line goes on, alone
+        if len(pool.finished) >= k and lead is None or not pool.live or step >= last_step:
+            break
+        if cancelled():
+            return SuperposedDrafts(pool.cancelled(k), None)
+        alts = [d for d in pool.live if d is not lead]
+        used, vectors, positions, seen = view.used, [], [], []
+        if lead is not None:
+            vectors.append(embed(torch.tensor([lead.ids[-1]])))
+            positions.append(root_pos + len(lead.ids))
+            seen.append(list(lead_path))
+        if alts:
+            vectors.append(_superpose(embed, alts, _weights(alts, config)))
+            positions.append(root_pos + len(alts[0].ids))
+            seen.append(_alt_history(config.alt_history, alts, greedy_ids, lead_path, own_slots))
+        visible = torch.zeros((len(vectors), used + len(vectors)), dtype=torch.bool)
+        for i, slots in enumerate(seen):
+            visible[i, slots + [used + i]] = True
+        logits = view.step(
+            inputs_embeds=torch.cat(vectors),
+            positions=torch.tensor(positions),
+            scratch_visible=visible,
+            logits_for=len(vectors),
+        ).float()
+        if lead is not None:
+            lead_path.append(used)
+        if alts:
+            own_slots[len(alts[0].ids)] = used + len(vectors) - 1
+    trunk = Trunk((task.first_input, *greedy_ids[: len(lead_path) - 1]), tuple(lead_path))
+    every = [
+        dataclasses.replace(d, greedy=d.ids == greedy_ids) for d in pool.results(len(pool.finished) + len(pool.live))
+    ]
+    keep = k + config.spare
+    drafts = [d for d in every if d.greedy][:1]  # the greedy line always, then the best others
+    drafts += [d for d in every if not d.greedy][: keep - len(drafts)]
+    return SuperposedDrafts(drafts, trunk)
+
+
+def _alt_history(
+    mode: str, alts: list[Partial], lead_ids: tuple[int, ...], lead_path: list[int], own_slots: dict[int, int]
+) -> list[int]:
+    """The scratch slots the superposed input sees, by depth (itself excluded).
+
+    "lead": the lead's path; "own": the earlier superposed inputs; "branch": the lead's path up to
+    where the first of these drafts left it, then the superposed inputs (each draft's own history,
+    as far as one chain can hold several).
+    """
+    depth = len(alts[0].ids)  # of the drafts' last tokens, fed now
+    if mode == "lead":
+        return list(lead_path)
+    split = 0
+    if mode == "branch":
+        split = min(min(common_prefix(a.ids, lead_ids) for a in alts), len(lead_path) - 1)
+    return list(lead_path[: split + 1]) + [own_slots[d] for d in range(split + 1, depth) if d in own_slots]
+
+
+def _rows_candidates(
+    task: DecodeTask,
+    rows: list[Partial],
+    logits: torch.Tensor,  # [1 or 2, V]: the lead's exact row first (if `has_lead`), then the superposed one
+    k: int,
+    config: SuperposedConfig,
+    ngram: NgramIndex | None,
+    has_lead: bool,
+) -> Candidates:
+    """Candidates of the lead (exact log-probs, no n-gram) and of the superposed drafts (mixed)."""
+    if not has_lead:
+        return _candidates(task, Pool(rows), logits[-1], k, config, ngram)
+    lead = _candidates(task, Pool(rows[:1]), logits[0], k, dataclasses.replace(config, ngram_weight=0.0), None)
+    if len(rows) == 1:
+        return lead
+    alts = _candidates(task, Pool(rows[1:]), logits[-1], k, config, ngram)
+    return Candidates(
+        torch.cat([lead.tokens, alts.tokens]),
+        torch.cat([lead.scores.to(alts.scores.dtype), alts.scores]),
+        torch.cat([lead.logprobs, alts.logprobs]),
+        torch.cat([lead.best, alts.best]),
+        list(lead.constrained) + list(alts.constrained),
+    )
+
+
+def _extend_greedy(
+    lm: LoadedModel, task: DecodeTask, pool: Pool, lead: Partial, cand: Candidates
+) -> tuple[Partial | None, tuple[int, ...]]:
+    """The lead with its best allowed token (row 0, column 0), or None when it ends there (then set
+    aside as finished); and the lead's tokens after this step."""
+    token = int(cand.tokens[0, 0])
+    if float(cand.scores[0, 0]) == float("-inf"):
+        return None, lead.ids
+    if token in lm.eos_ids:
+        pool.finish(lead)
+        return None, lead.ids
+    nxt, stopped = lead.extend(
+        lm, task, token, float(cand.logprobs[0, 0]), constrained=cand.constrained[0], best=float(cand.best[0])
+    )
+    if stopped:
+        pool.finish(nxt)
+        return None, nxt.ids
+    return nxt, nxt.ids
+
+
+def _without_first(cand: Candidates) -> Candidates:
+    """The candidates with the lead's greedy token taken out (it is extended on its own)."""
+    scores = cand.scores.clone()
+    scores[0, 0] = float("-inf")
+    return dataclasses.replace(cand, scores=scores)
 
 
 def _weights(drafts: list[Partial], config: SuperposedConfig) -> torch.Tensor:
@@ -97,9 +275,13 @@ def _candidates(
     logp = torch.log_softmax(logits, dim=-1)
     tempered = logp if config.temperature == 1.0 else torch.log_softmax(logits / config.temperature, dim=-1)
     masks = [d.mask(vocab) for d in pool.live]
-    rows = torch.stack([apply_mask(tempered, m) for m in masks])  # [rows, V]
     m = min(vocab, max(config.top_m, k))
-    lm_lp, cand = rows.topk(m, dim=-1)  # [rows, m]
+    if all(mk is None for mk in masks):  # one shared row: its top-m once
+        top = tempered.topk(m)
+        lm_lp, cand = top.values.expand(len(masks), m), top.indices.expand(len(masks), m)
+    else:
+        rows = torch.stack([apply_mask(tempered, mk) for mk in masks])  # [rows, V]
+        lm_lp, cand = rows.topk(m, dim=-1)  # [rows, m]
     scores = lm_lp
     if ngram is not None and k > 1 and config.ngram_weight > 0:
         weight = torch.full((len(masks), 1), config.ngram_weight, dtype=torch.float64)

@@ -83,26 +83,43 @@ def test_superposed_with_one_draft_is_greedy(offset, stop):
     assert draft.text == greedy.text
     assert draft.finished == greedy.finished
     assert draft.token_logprobs == pytest.approx(greedy.token_logprobs, abs=1e-5)
-    assert out.exact_slots == len(draft.ids) or draft.finished  # nothing superposed: all exact
+    assert len(out.trunk.tokens) == len(draft.ids) or draft.finished  # all fed but the last: all exact
 
 
-def test_superposed_drafts_are_distinct_and_verify_keeps_the_exact_trunk():
+@pytest.mark.parametrize("exact_lead", [True, False])
+def test_superposed_drafts_are_distinct_and_verify_keeps_the_exact_trunk(exact_lead):
     lm = tiny_model("llama")
     doc = document()
     task, context = task_at(doc, CURSORS[1], max_tokens=8)
     view = CursorView(doc, context, reserve=64)
-    cfg = SuperposedConfig(branch_ratio=0.3)
+    cfg = SuperposedConfig(branch_ratio=0.3, exact_lead=exact_lead)
     out = superposed_decode(lm, view, task, 3, cfg, ngram_for(SOURCE))
     assert 1 <= len(out.drafts) <= 3
     assert len({d.text for d in out.drafts}) == len(out.drafts)
-    assert out.exact_slots >= 1
+    assert len(out.trunk.tokens) >= 1
     no_cut = VerifyConfig(cut_confidence=1.0, cut_margin=float("inf"))
-    kept = verify(lm, view, task, out.drafts, no_cut, exact_slots=out.exact_slots)
-    fresh = verify(lm, view, task, out.drafts, no_cut, exact_slots=0)
+    kept = verify(lm, view, task, out.drafts, no_cut, trunk=out.trunk)
+    fresh = verify(lm, view, task, out.drafts, no_cut)
     for a, b in zip(kept, fresh, strict=True):
         assert a.ids == b.ids
         assert a.token_logprobs == pytest.approx(b.token_logprobs, abs=1e-4)
         assert a.best_logprobs == pytest.approx(b.best_logprobs, abs=1e-4)
+
+
+@pytest.mark.parametrize("offset", CURSORS)
+@pytest.mark.parametrize("history", ["lead", "own", "branch"])
+def test_the_exact_lead_is_the_greedy_draft(offset, history):
+    lm = tiny_model("llama")
+    doc = document()
+    task, context = task_at(doc, offset, max_tokens=8, stop=line_end_stop)
+    greedy = chain_decode(lm, CursorView(doc, context, reserve=16), task)
+    cfg = SuperposedConfig(branch_ratio=0.01, alt_history=history, patience=1.0)
+    out = superposed_decode(lm, CursorView(doc, context, reserve=64), task, 4, cfg, ngram_for(SOURCE))
+    assert len(out.drafts) > 1
+    lead = next(d for d in out.drafts if d.ids == greedy.ids)
+    assert [d.greedy for d in out.drafts].count(True) == 1 and lead.greedy
+    assert lead.token_logprobs == pytest.approx(greedy.token_logprobs, abs=1e-5)
+    assert out.trunk.tokens[1:] == greedy.ids[: len(out.trunk.tokens) - 1]
 
 
 def test_superposed_input_is_the_weighted_sum_of_embeddings():
@@ -113,6 +130,8 @@ def test_superposed_input_is_the_weighted_sum_of_embeddings():
     embed = lm.model.get_input_embeddings()
     a = Partial(ids=(5,), score=0.0)
     b = Partial(ids=(9,), score=float(torch.log(torch.tensor(3.0))))  # three times as likely
-    mixed = _superpose(embed, [a, b], _weights([a, b], SuperposedConfig()))
+    mixed = _superpose(embed, [a, b], _weights([a, b], SuperposedConfig(weight_temperature=1.0)))
     want = 0.25 * embed(torch.tensor([5])) + 0.75 * embed(torch.tensor([9]))
     assert torch.allclose(mixed, want, atol=1e-6)
+    sharp = _weights([a, b], SuperposedConfig(weight_temperature=0.5))  # probabilities squared, normalised
+    assert sharp.tolist() == pytest.approx([0.1, 0.9])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -12,9 +13,9 @@ from tiny import KINDS, tiny_model
 from superpie.cache.cursor import CursorView
 from superpie.completion.config import VerifyConfig
 from superpie.completion.decoding import DecodedDraft, DecodeTask, chain_decode
-from superpie.completion.verify import DraftTree, verify
+from superpie.completion.verify import DraftTree, Trunk, verify
 
-NO_CUT = VerifyConfig(cut_confidence=1.0, cut_margin=float("inf"))
+NO_CUT = VerifyConfig(cut_confidence=1.0, cut_margin=float("inf"), repair="off")
 
 
 @torch.inference_mode()
@@ -59,18 +60,31 @@ def test_tree_verification_equals_separate_full_forwards(kind, where):
 
 
 def test_the_tree_shares_prefixes_and_skips_last_tokens():
-    tree = DraftTree.of(100, [[1, 2, 3], [1, 2, 4, 5], [7]])
+    tree = DraftTree.of([[1, 2, 3], [1, 2, 4, 5], [7]], root=100)
     # root, 1, 2 shared; 4 only for the second draft; last tokens (3, 5, 7) never fed
     assert tree.tokens == [100, 1, 2, 4]
     assert tree.parents == [-1, 0, 1, 2]
     assert tree.depths == [0, 1, 2, 3]
     assert tree.sources == [[0, 1, 2], [0, 1, 2, 3], [0]]
-    vis = tree.visible(kept=0)
+    vis = tree.visible(base=0)
     assert vis.tolist()[3] == [True, True, True, True]
-    kept = DraftTree.of(None, [[1, 2, 3], [1, 2, 4, 5]], first=2)  # slots 0..1 (root, token 1) kept
+    trunk = Trunk.chain(100, [1, 2, 3], 2)  # slots 0..1 (root, token 1) hold exact KV
+    kept = DraftTree.of([[1, 2, 3], [1, 2, 4, 5]], trunk=trunk)
     assert kept.tokens == [2, 4] and kept.parents == [-1, 0] and kept.depths == [2, 3]
-    assert kept.sources == [[0], [0, 1]]
-    assert kept.visible(kept=2).tolist() == [[True, True, True, False], [True, True, True, True]]
+    assert kept.sources == [[0], [0, 1]] and kept.exact == [2, 2]
+    assert kept.visible(base=2, trunk=trunk).tolist() == [[True, True, True, False], [True, True, True, True]]
+
+
+def test_drafts_hang_off_the_trunk_where_they_leave_it():
+    # trunk: root at slot 3, tokens 1, 2, 3 at slots 5, 7, 9 (another row's slots in between)
+    trunk = Trunk((100, 1, 2, 3), (3, 5, 7, 9))
+    tree = DraftTree.of([[1, 2, 3, 4], [1, 8, 9], [6, 7], [1, 2, 3]], trunk=trunk)
+    assert tree.exact == [4, 2, 1, 3]  # up to and including the first token off the trunk
+    assert tree.tokens == [8, 6]  # 4 and 9 and 7 are last tokens; [1, 2, 3] lies on the trunk
+    assert tree.anchors == [1, 0] and tree.depths == [2, 1]
+    assert tree.sources == [[], [0], [1], []]
+    assert tree.path(0, base=10, trunk=trunk) == [3, 5, 10]
+    assert tree.path(1, base=10, trunk=trunk) == [3, 11]
 
 
 def test_a_draft_is_cut_where_the_model_confidently_disagrees():
@@ -90,7 +104,7 @@ def test_a_draft_is_cut_where_the_model_confidently_disagrees():
     worst = int(logits.argmin())
     ids[2] = worst
     draft = DecodedDraft(tuple(ids + [5, 6]), "", 0.0, False)
-    cut_only = VerifyConfig(cut_confidence=0.0, cut_margin=5.0, repair=False)
+    cut_only = VerifyConfig(cut_confidence=0.0, cut_margin=5.0, repair="off")
     cut = verify(lm, view, task, [draft], cut_only)[0]
     assert cut.ids == tuple(ids[:2])
     assert not cut.finished
@@ -101,8 +115,24 @@ def test_a_draft_is_cut_where_the_model_confidently_disagrees():
     assert len(verify(lm, view, task, [forced], cut_only)[0].ids) >= 3
     # Repair: the best draft, cut, is finished greedily from its exact prefix = greedy decoding here.
     other = DecodedDraft((worst_first, 7), "", 0.0, False)  # cut at its first token: never the best
-    repaired = verify(lm, view, task, [other, draft], VerifyConfig(cut_confidence=0.0, cut_margin=5.0))
+    repaired = verify(
+        lm,
+        view,
+        task,
+        [other, draft],
+        VerifyConfig(cut_confidence=0.0, cut_margin=5.0, repair="best", repair_tokens=16),
+    )
     greedy = chain_decode(lm, CursorView(doc, n - 1, reserve=20), task)
     assert repaired[0].ids == ()
     assert repaired[1].ids == greedy.ids
     assert list(repaired[1].token_logprobs) == pytest.approx(list(greedy.token_logprobs), abs=1e-4)
+    # "all": every cut draft, and every unfinished one, goes on greedily by at most repair_tokens tokens.
+    every = VerifyConfig(cut_confidence=0.0, cut_margin=5.0, repair="all", repair_tokens=3)
+    start = DecodedDraft(greedy.ids[:2], "", 0.0, False)  # unfinished, uncut: continued from its end
+    both = verify(lm, view, task, [other, draft, start], every)
+    assert both[0].ids == greedy.ids[:3]  # cut at its first token, then 3 greedy tokens
+    assert both[1].ids == greedy.ids[:5]  # cut after 2 tokens, then 3
+    assert both[2].ids == greedy.ids[:5]
+    assert list(both[2].token_logprobs) == pytest.approx(list(greedy.token_logprobs[:5]), abs=1e-4)
+    finished = dataclasses.replace(start, finished=True)  # a finished draft is left alone
+    assert verify(lm, view, task, [finished], every)[0].ids == start.ids
