@@ -213,6 +213,18 @@ def test_rank_formula() -> None:
     assert [(d.text, d.score) for d in out] == [("x * 2", -0.1), ("x +", -0.5 - 2.0), ("x", -1.0 - 3.0)]
 
 
+def test_rank_greedy_bonus() -> None:
+    c = ctx("def f(x):\n    return <|>\n")
+    greedy = Draft("x", logprob=-1.0, tokens=(1, 2), greedy=True)  # mean -0.5
+    close = Draft("y", logprob=-0.9, tokens=(3, 4))  # mean -0.45: within the bonus
+    far = Draft("z", logprob=-0.6, tokens=(5, 6))  # mean -0.3: beyond it
+    config = RankConfig(greedy_bonus=0.1)
+    assert [d.text for d in rank([close, greedy], c, config)] == ["x", "y"]
+    assert rank([greedy], c, config)[0].score == pytest.approx(-0.5 + 0.1)
+    assert [d.text for d in rank([greedy, far], c, config)] == ["z", "x"]
+    assert [d.text for d in rank([greedy, close], c, RankConfig(greedy_bonus=0.0))] == ["y", "x"]
+
+
 def test_rank_monitor_hook_fills_the_score() -> None:
     out = rank([Draft("y", logprob=-1.0)], ctx("<|>"), monitor=lambda d, c: 0.0)
     assert out[0].monitor_score == 0.0 and out[0].score == pytest.approx(-1.0 - 2.0)
