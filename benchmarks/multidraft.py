@@ -69,7 +69,6 @@ def cursor_lines(text: str, rng: random.Random, n: int, min_line: int = 20) -> l
     return sorted(rng.sample(ok, min(n, len(ok))), reverse=True)
 
 
-
 def build_engine(args: argparse.Namespace, workspace: Path) -> Engine:
     """An engine as the benchmark runs it: n-gram over `workspace`, fed the document on every request."""
     config = EngineConfig(workspace=str(workspace))
@@ -85,9 +84,12 @@ def build_engine(args: argparse.Namespace, workspace: Path) -> Engine:
         weight_temperature=args.weight_temperature,
         ngram_by_share=args.ngram_by_share,
         spare=args.spare,
+        exact_lead=bool(args.exact_lead),
+        alt_history=args.alt_history,
+        patience=args.sup_patience if args.sup_patience >= 0 else None,
     )
     config.decoding.verify = replace(
-        config.decoding.verify, cut_confidence=args.cut_confidence, repair=bool(args.repair)
+        config.decoding.verify, cut_confidence=args.cut_confidence, repair=args.repair, repair_tokens=args.repair_tokens
     )
     config.decoding.beam_patience = args.beam_patience if args.beam_patience > 0 else None
     config.ngram = replace(config.ngram, persist=False)
@@ -100,7 +102,13 @@ def run_one(engine: Engine, uri: str, text: str, offset: int, strategy: str, k: 
     t0, c0 = time.perf_counter(), time.process_time()
     result = engine.complete(CompletionRequest(uri, text, offset, drafts=k, strategy=strategy))
     wall, cpu = (time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000
-    return {"texts": [c.text for c in result.completions], "wall_ms": wall, "cpu_ms": cpu, "t": result.timings_ms}
+    return {
+        "texts": [c.text for c in result.completions],
+        "scores": [c.score for c in result.completions],
+        "wall_ms": wall,
+        "cpu_ms": cpu,
+        "t": result.timings_ms,
+    }
 
 
 def score(texts: list[str], target: str, after: str) -> dict:
@@ -250,11 +258,25 @@ def main() -> None:
     parser.add_argument("--top-m", type=int, default=EngineConfig().decoding.superposed.top_m)
     parser.add_argument("--cut-confidence", type=float, default=EngineConfig().decoding.verify.cut_confidence)
     parser.add_argument(
-        "--beam-patience", type=float, default=EngineConfig().decoding.beam_patience or 0.0,
+        "--beam-patience",
+        type=float,
+        default=EngineConfig().decoding.beam_patience or 0.0,
         help="beam: steps after the first ended beam, as a share of its steps (0: until k ended)",
     )
-    parser.add_argument("--repair", type=int, default=int(EngineConfig().decoding.verify.repair), help="superposed")
+    parser.add_argument("--repair", default=EngineConfig().decoding.verify.repair, choices=("best", "all", "off"))
+    parser.add_argument("--repair-tokens", type=int, default=EngineConfig().decoding.verify.repair_tokens)
     parser.add_argument("--spare", type=int, default=EngineConfig().decoding.superposed.spare, help="superposed")
+    sup = EngineConfig().decoding.superposed
+    parser.add_argument(
+        "--exact-lead", type=int, default=int(sup.exact_lead), help="superposed: 1 feeds greedy exactly"
+    )
+    parser.add_argument("--alt-history", default=sup.alt_history, choices=("lead", "own", "branch"), help="superposed")
+    parser.add_argument(
+        "--sup-patience",
+        type=float,
+        default=-1.0 if sup.patience is None else sup.patience,
+        help="superposed: steps after the greedy line ended, as a share of its steps (< 0: until they fall behind)",
+    )
     parser.add_argument("--monitors", type=int, default=0, help="1: jedi monitors on (as the server runs)")
     parser.add_argument("--runs", default="greedy,superposed,beam,independent")
     parser.add_argument("--baseline-every", type=int, default=1, help="beam/independent on every n-th cursor")
