@@ -289,13 +289,14 @@ async def test_non_ascii_positions_are_utf16(session: LanguageClient) -> None:
 
 async def test_close_frees_the_cache(session: LanguageClient) -> None:
     await ready(session)
-    doc = Doc(session, "closing.py", SOURCE)
+    doc = Doc(session, "closing.py", SOURCE * 2)  # a size no other test's document has
     await doc.assert_in_step()
     before = await stats(session)
     session.text_document_did_close(t.DidCloseTextDocumentParams(t.TextDocumentIdentifier(doc.uri)))
     after = await until(session, lambda s: s["documents"]["cached"] == before["documents"]["cached"] - 1)
     assert after["documents"]["open"] == before["documents"]["open"] - 1
-    assert after["memory"]["kv_bytes"] < before["memory"]["kv_bytes"]
+    # other documents' caches may grow meanwhile (idle refresh, evicted ones re-encoded): poll, do not sample once
+    await until(session, lambda s: s["memory"]["kv_bytes"] < before["memory"]["kv_bytes"])
     assert await doc.state() is None
     assert list((await doc.inline()).items) == []  # not open: empty, not an error
 
