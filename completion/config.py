@@ -76,9 +76,10 @@ class DecodingConfig:
     drafts: int = 1
     strategy: str | None = None  # None: greedy for one draft, else `multi_strategy`
     # The measured default for k > 1 (benchmarks/multidraft.py --samples 200 --files 10, k=4, 1 thread, CPU
-    # time): beam (patience 1.0) costs 1.36x one greedy draft, best-of-4 exact match 1.84x greedy's, its top
-    # draft's edit similarity 0.350 vs 0.345 (exact match 8.5% vs 9.5%); superposed+verify costs 1.51x,
-    # best-of-4 exact match 0.84x.
+    # time): beam (patience 1.0) costs 1.36x one greedy draft, best-of-4 exact match 1.84x greedy's (held-out
+    # seed 1: 1.31x), its top draft's exact match 8.5% vs 9.5% (seed 1: 6.5% vs 8.0%). superposed + verify
+    # costs 1.44x (seed 1: 1.49x), best-of-4 1.47x (seed 1: 1.06x), top 10.0% (seed 1: 7.5%): better first
+    # drafts, fewer lines found by the others.
     multi_strategy: str = "beam"
     multiline: bool = False  # False: stop at the end of the current line
     # Beam search: steps allowed after the first beam ended, as a share of its steps (None: until k ended).
