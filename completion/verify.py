@@ -45,11 +45,6 @@ class Trunk:
     tokens: tuple[int, ...]  # depth 0 (the root: the last prefix token), then the draft's tokens
     slots: tuple[int, ...]  # the scratch slot of each
 
-    @classmethod
-    def chain(cls, root: int, ids: Sequence[int], n_slots: int) -> Trunk:
-        """Scratch slots 0..n_slots-1 holding the root and ids[:n_slots - 1]."""
-        return cls((root, *ids[: n_slots - 1]), tuple(range(n_slots)))
-
     def shared(self, ids: Sequence[int]) -> int:
         """How many leading tokens of a draft lie on the trunk."""
         return common_prefix(ids, self.tokens[1:])
@@ -105,7 +100,7 @@ class DraftTree:
             last = len(ids) - 1
             fed = last + 1 if d < len(feed_last) and feed_last[d] and last >= anchor else last
             tail = -1
-            for i in range(max(first - 1, anchor, 0), fed):
+            for i in range(max(anchor, 0), fed):  # token `anchor` is the first off the trunk
                 key = (anchor, node, int(ids[i]))
                 if key not in children:
                     children[key] = tree._node(int(ids[i]), node, i + 1, anchor)

@@ -68,7 +68,7 @@ def test_the_tree_shares_prefixes_and_skips_last_tokens():
     assert tree.sources == [[0, 1, 2], [0, 1, 2, 3], [0]]
     vis = tree.visible(base=0)
     assert vis.tolist()[3] == [True, True, True, True]
-    trunk = Trunk.chain(100, [1, 2, 3], 2)  # slots 0..1 (root, token 1) hold exact KV
+    trunk = Trunk((100, 1), (0, 1))  # slots 0..1 (root, token 1) hold exact KV
     kept = DraftTree.of([[1, 2, 3], [1, 2, 4, 5]], trunk=trunk)
     assert kept.tokens == [2, 4] and kept.parents == [-1, 0] and kept.depths == [2, 3]
     assert kept.sources == [[0], [0, 1]] and kept.exact == [2, 2]
