@@ -44,7 +44,7 @@ class SuperposedConfig:
 
     top_m: int = 8  # LM tokens per draft considered at each step
     branch_ratio: float = 0.1  # a draft branches off only if within this probability ratio of the best
-    ngram_weight: float = 0.5  # lambda in P = (1 - lambda) P_LM + lambda P_ngram(. | draft's own tokens)
+    ngram_weight: float = 0.25  # lambda in P = (1 - lambda) P_LM + lambda P_ngram(. | draft's own tokens)
     temperature: float = 1.0  # of the LM distribution the candidates are scored with
     weight_temperature: float = 0.5  # input weights = softmax(draft scores / this); < 1 favours the leader
     ngram_by_share: bool = True  # n-gram weight per draft = ngram_weight * (1 - the draft's input weight)
@@ -76,9 +76,9 @@ class DecodingConfig:
     drafts: int = 1
     strategy: str | None = None  # None: greedy for one draft, else `multi_strategy`
     # The measured default for k > 1 (benchmarks/multidraft.py --samples 200 --files 10, k=4, 1 thread, CPU
-    # time): beam (patience 1.0) costs 1.36x one greedy draft, best-of-4 exact match 1.84x greedy's (held-out
+    # time): beam (patience 1.0) costs 1.37x one greedy draft, best-of-4 exact match 1.84x greedy's (held-out
     # seed 1: 1.31x), its top draft's exact match 8.5% vs 9.5% (seed 1: 6.5% vs 8.0%). superposed + verify
-    # costs 1.44x (seed 1: 1.49x), best-of-4 1.47x (seed 1: 1.06x), top 10.0% (seed 1: 7.5%): better first
+    # costs 1.45x (seed 1: 1.48x), best-of-4 1.58x (seed 1: 1.13x), top 10.0% (seed 1: 7.5%): better first
     # drafts, fewer lines found by the others.
     multi_strategy: str = "beam"
     multiline: bool = False  # False: stop at the end of the current line
