@@ -126,6 +126,7 @@ def _decode_with_exact_lead(
     own_slots: dict[int, int] = {0: root}  # the superposed input's slots, by depth
     greedy_ids: tuple[int, ...] = ()  # the lead's tokens, also once it has ended
     last_step = task.max_tokens - 1
+    patient = config.patience is not None
     for step in range(task.max_tokens):
         alts = [d for d in pool.live if d is not lead]
         rows = ([lead] if lead is not None else []) + alts
@@ -135,7 +136,6 @@ def _decode_with_exact_lead(
             nxt_lead, greedy_ids = _extend_greedy(lm, task, pool, lead, cand)
             cand = _without_first(cand)
         room = k - (1 if nxt_lead is not None else 0)
-        patient = config.patience is not None
         chosen = select(lm, task, Pool(rows, [], pool.finished, pool.seen), cand, room, prune, not patient)
         others = [d for d in chosen.live if nxt_lead is None or d.text != nxt_lead.text]
         pool = Pool(([nxt_lead] if nxt_lead is not None else []) + others, [], chosen.finished, chosen.seen)
