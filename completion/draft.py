@@ -22,6 +22,7 @@ class Draft:
     token_ends: tuple[int, ...] = ()  # per token, the str offset in `text` where it ends, when known
     monitor_score: float | None = None  # 1.0: all identifiers checked were valid; None: unchecked
     greedy: bool = False  # the model's own top token at every step (ranking favours it: RankConfig.greedy_bonus)
+    finished: bool = True  # decoding ended it (EOS or the line/block stop), not the token budget
     id: int = 0
 
     def with_text(self, text: str) -> Draft:

@@ -379,6 +379,7 @@ class Engine:
                 token_logprobs=d.token_logprobs,
                 token_ends=d.token_ends,
                 greedy=d.greedy,
+                finished=d.finished,
                 id=i,
             )
             for i, d in enumerate(decoded)

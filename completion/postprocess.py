@@ -2,7 +2,7 @@
 
 Each filter is a pure function `(draft, context) -> draft | None` made by a factory that receives
 only its own slice of the configuration; `drop_*` discards, `trim_*`/`limit_*` cut, `normalize_*`
-rewrites. `build_filters` is the one place that says the order. Drafts are immutable (`Draft`), so
+rewrites (`normalize_whole_line` last: it adds the newline `trim_trailing_space` would take). `build_filters` is the one place that says the order. Drafts are immutable (`Draft`), so
 ids, scores and monitor verdicts survive every step.
 
 Syntax comes from `superpie.analysis`: `lexical` for what is code (brackets in strings and comments do
@@ -445,6 +445,26 @@ def trim_trailing_space() -> Filter:
     return trim_trailing_space
 
 
+def normalize_whole_line() -> Filter:
+    """A finished line written where the cursor's line already holds code after it goes in as a line
+    of its own (its newline, then the cursor line's indentation again), not glued onto that code.
+
+    The model wrote that newline: the line stop cut it. Without it, accepting the draft would join
+    it to the code after the cursor, and the syntax check would judge that joined line: a complete
+    statement would rank as broken, and a draft ending in a comment (which swallows the rest of the
+    line) as valid.
+    """
+
+    def normalize_whole_line(draft: Draft, context: DraftContext) -> Draft | None:
+        if context.multiline or not draft.finished or "\n" in draft.text:
+            return draft
+        if context.line_prefix.strip() or not context.line_suffix.strip():
+            return draft
+        return dataclasses.replace(draft, text=draft.text + "\n" + context.line_prefix)
+
+    return normalize_whole_line
+
+
 def trim_incomplete_character() -> Filter:
     """A draft whose last token ends inside a multi-byte character (byte-level BPE, cut at the token
     limit) decodes to a trailing U+FFFD: never what the user typed toward, and some editors reject it."""
@@ -470,6 +490,7 @@ def build_filters(config: PostprocessConfig) -> list[Filter]:
         trim_unbalanced_brackets(config.brackets),
         trim_trailing_space(),
         drop_blank(),
+        normalize_whole_line(),
     ]
 
 

@@ -18,6 +18,7 @@ from superpie.completion.postprocess import (
     limit_lines,
     merge_duplicates,
     normalize_indentation,
+    normalize_whole_line,
     postprocess,
     rank,
     trim_leading_blank_lines,
@@ -109,7 +110,7 @@ def test_config_delta_rejects_unknown_sections() -> None:
 
 def test_filters_have_verb_names_in_one_order() -> None:
     names = [f.__name__ for f in build_filters(PostprocessConfig())]
-    assert names[0] == names[-1] == "drop_blank"
+    assert names[0] == names[-2] == "drop_blank" and names[-1] == "normalize_whole_line"
     assert all(n.split("_")[0] in {"drop", "trim", "limit", "normalize"} for n in names)
     assert names.index("normalize_indentation") < names.index("trim_to_block")
 
@@ -117,6 +118,18 @@ def test_filters_have_verb_names_in_one_order() -> None:
 def test_drop_blank() -> None:
     assert drop_blank()(Draft(" \n\t"), ctx("<|>")) is None
     assert text_of(drop_blank()(Draft(" x"), ctx("<|>"))) == " x"
+
+
+def test_normalize_whole_line_before_code() -> None:
+    step = normalize_whole_line()
+    # at the start of a line that holds code: the finished line goes in above it, the indentation kept
+    assert text_of(step(Draft("x = 1"), ctx("def f():\n<|>    return x\n"))) == "x = 1\n"
+    assert text_of(step(Draft("x = 1"), ctx("def f():\n    <|>return x\n"))) == "x = 1\n    "
+    # elsewhere, or unfinished (the token budget cut it), or multi-line mode: as it is
+    assert text_of(step(Draft("x = 1", finished=False), ctx("def f():\n<|>    return x\n"))) == "x = 1"
+    assert text_of(step(Draft("x = 1"), ctx("def f():\n    <|>\n    return x\n"))) == "x = 1"
+    assert text_of(step(Draft("1)"), ctx("f(<|>)\n"))) == "1)"
+    assert text_of(step(Draft("x = 1"), ctx("def f():\n<|>    return x\n", multiline=True))) == "x = 1"
 
 
 def test_trim_to_line_only_in_single_line_mode() -> None:
