@@ -2,8 +2,9 @@
 
 Each filter is a pure function `(draft, context) -> draft | None` made by a factory that receives
 only its own slice of the configuration; `drop_*` discards, `trim_*`/`limit_*` cut, `normalize_*`
-rewrites (`normalize_whole_line` last: it adds the newline `trim_trailing_space` would take). `build_filters` is the one place that says the order. Drafts are immutable (`Draft`), so
-ids, scores and monitor verdicts survive every step.
+rewrites (`normalize_whole_line` last: it adds the newline `trim_trailing_space` would take).
+`build_filters` is the one place that says the order. Drafts are immutable (`Draft`), so ids,
+scores and monitor verdicts survive every step.
 
 Syntax comes from `superpie.analysis`: `lexical` for what is code (brackets in strings and comments do
 not count; continuation lines are not statements), `syntax.block_end` for where the cursor's block
@@ -151,7 +152,9 @@ class RankConfig:
 
     length_alpha: float = 1.0  # 1: mean log-prob per token; 0: total log-prob
     syntax_penalty: float = 2.0  # per syntax error the draft adds (0 switches the parse off)
-    max_syntax_errors: int = 3
+    # errors counted per draft: past the first, the count is tree-sitter's recovery, not the draft (two
+    # drafts that open the same unterminated docstring differ by what the string swallows), so 1
+    max_syntax_errors: int = 1
     monitor_penalty: float = 2.0  # times (1 - monitor_score)
     # added to the greedy draft's score: on the multi-draft benchmark a draft whose mean log-prob beats the
     # greedy line's was no likelier to be the real line, so alternatives come after the greedy line unless
