@@ -270,7 +270,9 @@ def main() -> None:
     parser.add_argument(
         "--exact-lead", type=int, default=int(sup.exact_lead), help="superposed: 1 feeds greedy exactly"
     )
-    parser.add_argument("--alt-history", default=sup.alt_history, choices=("lead", "own", "branch"), help="superposed")
+    parser.add_argument(
+        "--alt-history", default=sup.alt_history, choices=("lead", "own", "branch", "vote"), help="superposed"
+    )
     parser.add_argument(
         "--sup-patience",
         type=float,

@@ -52,7 +52,10 @@ class SuperposedConfig:
     ngram_order: int = 4  # context of the n-gram term = the draft's last order-1 tokens (<= the index's order)
     exact_lead: bool = True  # feed the greedy draft exactly beside the superposed input (2 tokens per step)
     patience: float | None = 0.0  # exact lead: steps the others get after it ended, as a share of its steps
-    alt_history: str = "branch"  # what the superposed input sees: the lead's path | its own chain | "branch" (both)
+    # what the superposed input sees at each earlier depth: the lead's path ("lead"), its own chain ("own"),
+    # the lead's path up to the first branch then its own chain ("branch"), or per depth whichever the
+    # drafts holding most of its weight were on there ("vote")
+    alt_history: str = "vote"
 
 
 @dataclass

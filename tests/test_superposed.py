@@ -107,7 +107,7 @@ def test_superposed_drafts_are_distinct_and_verify_keeps_the_exact_trunk(exact_l
 
 
 @pytest.mark.parametrize("offset", CURSORS)
-@pytest.mark.parametrize("history", ["lead", "own", "branch"])
+@pytest.mark.parametrize("history", ["lead", "own", "branch", "vote"])
 def test_the_exact_lead_is_the_greedy_draft(offset, history):
     lm = tiny_model("llama")
     doc = document()
@@ -120,6 +120,26 @@ def test_the_exact_lead_is_the_greedy_draft(offset, history):
     assert [d.greedy for d in out.drafts].count(True) == 1 and lead.greedy
     assert lead.token_logprobs == pytest.approx(greedy.token_logprobs, abs=1e-5)
     assert out.trunk.tokens[1:] == greedy.ids[: len(out.trunk.tokens) - 1]
+
+
+def test_vote_history_follows_the_drafts_holding_most_weight():
+    from superpie.completion.decoding import Partial
+    from superpie.completion.superposed import _alt_history
+
+    lead_ids, lead_path = (1, 2, 3, 4), [10, 11, 12, 13, 14]  # root, then the lead's tokens by depth
+    own = {2: 20, 3: 21, 4: 22}  # the superposed inputs fed at depths 2..4
+    early = Partial(ids=(1, 9, 9, 9), score=0.0)  # left the lead at depth 2
+    late = Partial(ids=(1, 2, 3, 7), score=-3.0)  # left it at depth 4
+    cfg = SuperposedConfig(alt_history="vote", weight_temperature=1.0)
+    # mostly the early draft: from depth 2 on, the superposed chain
+    assert _alt_history(cfg, [early, late], lead_ids, lead_path, own) == [10, 11, 20, 21]
+    # mostly the late one: the lead's path, up to where it left the lead
+    late_first = Partial(ids=late.ids, score=0.0)
+    early_behind = Partial(ids=early.ids, score=-3.0)
+    assert _alt_history(cfg, [late_first, early_behind], lead_ids, lead_path, own) == [10, 11, 12, 13]
+    # "branch" follows the lead only up to the first draft's branch, whatever the weights
+    branch = SuperposedConfig(alt_history="branch")
+    assert _alt_history(branch, [late_first, early_behind], lead_ids, lead_path, own) == [10, 11, 20, 21]
 
 
 def test_superposed_input_is_the_weighted_sum_of_embeddings():
