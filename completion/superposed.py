@@ -22,7 +22,8 @@ input that carries the other k - 1 drafts: each step is a forward of two tokens 
 this CPU, not k), the first draft is the greedy line itself, and the others branch off it at its
 exact distributions wherever the model hesitates; only they share the superposed input. Decoding
 ends with the greedy line (`patience` 0); `verify` then scores the others exactly, cuts them where
-the model confidently disagrees and finishes the cut or unfinished ones by a few greedy tokens.
+the model confidently disagrees and finishes the cut or unfinished ones by a greedy token or more
+(`VerifyConfig.repair_tokens`).
 """
 
 from __future__ import annotations
