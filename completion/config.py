@@ -82,10 +82,9 @@ class DecodingConfig:
     drafts: int = 1
     strategy: str | None = None  # None: greedy for one draft, else `multi_strategy`
     # The measured default for k > 1 (benchmarks/multidraft.py --samples 200 --files 10, k=4, 1 thread, CPU
-    # time): beam (patience 1.0) costs 1.37x one greedy draft, best-of-4 exact match 1.84x greedy's (held-out
-    # seed 1: 1.31x), its top draft's exact match 8.5% vs 9.5% (seed 1: 6.5% vs 8.0%). superposed + verify
-    # costs 1.45x (seed 1: 1.48x), best-of-4 1.58x (seed 1: 1.13x), top 10.0% (seed 1: 7.5%): better first
-    # drafts, fewer lines found by the others.
+    # time; seeds 0-5 pooled, 1200 cursors): beam (patience 1.0) costs 1.29x one greedy draft, its 4 drafts
+    # find 1.59x the lines greedy finds, its top draft 117 lines vs greedy's 111. superposed + verify costs
+    # 1.43x, finds 1.42x, top draft 113 (its first draft is the greedy line): beam covers more for less.
     multi_strategy: str = "beam"
     multiline: bool = False  # False: stop at the end of the current line
     # Beam search: steps allowed after the first beam ended, as a share of its steps (None: until k ended).
