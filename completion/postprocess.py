@@ -151,7 +151,7 @@ class RankConfig:
     """Weights of the rank score (see `rank`)."""
 
     length_alpha: float = 1.0  # 1: mean log-prob per token; 0: total log-prob
-    syntax_penalty: float = 2.0  # per syntax error the draft adds (0 switches the parse off)
+    syntax_penalty: float = 2.0  # per syntax error the draft adds, up to max_syntax_errors (0: no parse)
     # errors counted per draft: past the first, the count is tree-sitter's recovery, not the draft (two
     # drafts that open the same unterminated docstring differ by what the string swallows), so 1
     max_syntax_errors: int = 1

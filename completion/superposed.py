@@ -109,10 +109,10 @@ def _decode_with_exact_lead(
     tokens. What the superposed token sees at each earlier depth (`alt_history`, see `_alt_history`):
     by default ("vote") the lead's token where the drafts holding most of its weight still followed
     the lead there, else the superposed token fed there. Measured (benchmarks/multidraft.py, 200
-    cursors per seed, seeds 0-3): best-of-4 exact match 15.0 / 9.5 / 16.0 / 14.0% with "vote", 15.0 /
-    9.0 / 15.0 / 13.0% with "branch" (the lead's path up to the first branch, then the superposed
-    chain); "lead" and "own" (plain superposed decoding) found at most 12.0% on seed 0 while "branch"
-    found 13.5% there. The lead's non-greedy tokens are candidates too, scored
+    cursors per seed, seeds 0-3, repair_tokens 2): best-of-4 exact match 15.0 / 9.5 / 16.0 / 14.0%
+    with "vote", 15.0 / 9.0 / 15.0 / 13.0% with "branch" (the lead's path up to the first branch, then
+    the superposed chain); "lead" and "own" (plain superposed decoding) found at most 12.0% on seed 0
+    while "branch" found 13.5% there. The lead's non-greedy tokens are candidates too, scored
     exactly, so drafts branch off the greedy line wherever the model hesitates. With `patience`, once
     the greedy line has ended after s tokens the others get at most ceil(patience * s) more steps,
     however far behind they are (as beam search's patience); without it, they stop once they fall
