@@ -246,7 +246,13 @@ class _SpanHyp:
 
 
 def span_lookahead(
-    lm: LoadedModel, view: CursorView, task: DecodeTask, draft: Partial, logp: torch.Tensor, width: int
+    lm: LoadedModel,
+    view: CursorView,
+    task: DecodeTask,
+    draft: Partial,
+    logp: torch.Tensor,
+    width: int,
+    path: Sequence[int] | None = None,
 ) -> list[tuple[int, float, float]]:
     """The constrained span spelled whole: the tokens (with log-probs) of the best-scoring spelling.
 
@@ -258,11 +264,14 @@ def span_lookahead(
     the largest bonus could lift it past), at `_SPAN_TOKENS` or at the token budget. The live hypotheses are fed
     together as a tree in the view's scratch area (as in beam search); the view is rewound after,
     so the caller feeds the chosen tokens to its chain. `logp` [V] is the distribution at the span's
-    first token. Empty when nothing is allowed.
+    first token. `path`: the scratch slots of the draft so far, by depth, when the scratch holds more
+    than its chain (superposed decoding's exact lead; None: all of it). Empty when nothing is allowed.
     """
     texts = token_texts(lm.tokenizer)
     vocab = logp.shape[0]
-    used0, pos0 = view.used, view.next_position
+    used0 = view.used
+    seen = list(range(used0)) if path is None else list(path)
+    pos0 = view.prefix_len + (seen[0] if seen else 0) + len(seen)  # the chain's root, then one per depth
     depth_limit = min(_SPAN_TOKENS, task.max_tokens - len(draft.ids))
     live = [_SpanHyp(draft.constraints)]
     slack = draft.constraints.span_bonus_bound()  # a bonus may still lift a live spelling past the best
@@ -299,18 +308,20 @@ def span_lookahead(
         if depth == depth_limit - 1:
             done.extend(live)  # cut by the budget: an unfinished name competes as it stands
             break
-        rows, live = _feed_span(view, live, used0, pos0)
+        rows, live = _feed_span(view, live, seen, pos0)
     view.rewind(used0)
     if not done:
         return []
     return list(max(done, key=lambda h: h.score).tokens)
 
 
-def _feed_span(view: CursorView, live: list[_SpanHyp], used0: int, pos0: int) -> tuple[torch.Tensor, list[_SpanHyp]]:
+def _feed_span(
+    view: CursorView, live: list[_SpanHyp], chain: list[int], pos0: int
+) -> tuple[torch.Tensor, list[_SpanHyp]]:
     """Feed each live hypothesis's last token (a tree: each sees the chain and its own tokens); log-probs [n, V]."""
     n, used = len(live), view.used
     visible = torch.zeros((n, used + n), dtype=torch.bool)
-    visible[:, :used0] = True  # the chain before the span
+    visible[:, chain] = True  # the chain before the span
     for j, hyp in enumerate(live):
         visible[j, list(hyp.slots)] = True
         visible[j, used + j] = True

@@ -37,7 +37,14 @@ import torch
 from superpie.cache.cursor import CursorView
 from superpie.completion.config import SuperposedConfig
 from superpie.completion.constraints import apply_mask
-from superpie.completion.decoding import Cancelled, DecodedDraft, DecodeTask, Partial, never_cancelled
+from superpie.completion.decoding import (
+    Cancelled,
+    DecodedDraft,
+    DecodeTask,
+    Partial,
+    never_cancelled,
+    span_lookahead,
+)
 from superpie.completion.model import LoadedModel
 from superpie.completion.ngram import NgramIndex
 from superpie.completion.select import Candidates, Pool, select
@@ -105,8 +112,9 @@ def _decode_with_exact_lead(
     """The greedy draft fed exactly beside ONE superposed input that carries the other k - 1 drafts.
 
     Each step is one forward of two tokens: the lead's own last token (a chain through its exact
-    path, so the lead is exactly the greedy draft) and the weighted sum of the other drafts' last
-    tokens. What the superposed token sees at each earlier depth (`alt_history`, see `_alt_history`):
+    path, so the lead is exactly the greedy draft: where a monitor constrains an identifier, the lead
+    spells it whole by the same lookahead, over its own path) and the weighted sum of the other
+    drafts' last tokens. What the superposed token sees at each earlier depth (`alt_history`, see `_alt_history`):
     by default ("vote") the lead's token where the drafts holding most of its weight still followed
     the lead there, else the superposed token fed there. Measured (benchmarks/multidraft.py, 200
     cursors per seed, seeds 0-3, repair_tokens 2): best-of-4 exact match 15.0 / 9.5 / 16.0 / 14.0%
@@ -135,8 +143,13 @@ def _decode_with_exact_lead(
         cand = _rows_candidates(task, rows, logits, k, config, ngram, lead is not None)
         nxt_lead = None
         if lead is not None:
-            nxt_lead, greedy_ids = _extend_greedy(lm, task, pool, lead, cand)
-            cand = _without_first(cand)
+            span = _lead_span(lm, view, task, lead, logits[0], lead_path)
+            if span:
+                nxt_lead, greedy_ids = _extend_by_span(lm, view, task, pool, lead, span, lead_path)
+                cand = _without(cand, span[0][0])
+            else:
+                nxt_lead, greedy_ids = _extend_greedy(lm, task, pool, lead, cand)
+                cand = _without(cand, int(cand.tokens[0, 0]))
         room = k - (1 if nxt_lead is not None else 0)
         chosen = select(lm, task, Pool(rows, [], pool.finished, pool.seen), cand, room, prune, not patient)
         others = [d for d in chosen.live if nxt_lead is None or d.text != nxt_lead.text]
@@ -147,6 +160,8 @@ def _decode_with_exact_lead(
         if lead is not None and len(pool.finished) >= k - 1:
             pool.live = [lead]  # the other slots are filled: only the greedy line goes on, alone
         if len(pool.finished) >= k and lead is None or not pool.live or step >= last_step:
+            break
+        if lead is not None and len(lead.ids) >= task.max_tokens:  # a spelled identifier used up the budget
             break
         if cancelled():
             return SuperposedDrafts(pool.cancelled(k), None)
@@ -266,10 +281,53 @@ def _extend_greedy(
     return nxt, nxt.ids
 
 
-def _without_first(cand: Candidates) -> Candidates:
-    """The candidates with the lead's greedy token taken out (it is extended on its own)."""
+def _lead_span(
+    lm: LoadedModel, view: CursorView, task: DecodeTask, lead: Partial, logp_row: torch.Tensor, lead_path: list[int]
+) -> list[tuple[int, float, float]]:
+    """Where a monitor constrains the lead's next identifier, the identifier spelled whole, as greedy
+    decoding spells it (`span_lookahead` over the lead's own path); else nothing."""
+    width = 0 if lead.constraints.empty else lead.constraints.lookahead_width()
+    if width < 2:
+        return []
+    return span_lookahead(lm, view, task, lead, torch.log_softmax(logp_row, dim=-1), width, lead_path)
+
+
+def _extend_by_span(
+    lm: LoadedModel,
+    view: CursorView,
+    task: DecodeTask,
+    pool: Pool,
+    lead: Partial,
+    span: list[tuple[int, float, float]],
+    lead_path: list[int],
+) -> tuple[Partial | None, tuple[int, ...]]:
+    """The lead with a spelled identifier's tokens (None when it ends inside them: set aside as finished),
+    and the lead's tokens after them. The span's tokens but the last go through the lead's path now
+    (its slots appended to `lead_path`); the last is fed with the next step, as any lead token."""
+    for token, logprob, best in span:
+        lead, stopped = lead.extend(lm, task, token, logprob, constrained=True, best=best)
+        if stopped:
+            pool.finish(lead)
+            return None, lead.ids
+    if len(span) > 1:
+        n, used, depth = len(span) - 1, view.used, len(lead.ids) - len(span) + 1  # of the first fed token
+        visible = torch.zeros((n, used + n), dtype=torch.bool)
+        for j in range(n):
+            visible[j, lead_path + list(range(used, used + j + 1))] = True
+        root_pos = view.prefix_len + lead_path[0]
+        view.step(
+            input_ids=torch.tensor([t for t, _, _ in span[:-1]]),
+            positions=torch.arange(root_pos + depth, root_pos + depth + n),
+            scratch_visible=visible,
+        )
+        lead_path.extend(range(used, used + n))
+    return lead, lead.ids
+
+
+def _without(cand: Candidates, token: int) -> Candidates:
+    """The candidates with the lead's own next token taken out of its row (it is extended on its own)."""
     scores = cand.scores.clone()
-    scores[0, 0] = float("-inf")
+    scores[0][cand.tokens[0] == token] = float("-inf")
     return dataclasses.replace(cand, scores=scores)
 
 

@@ -76,3 +76,11 @@ def test_a_synced_edit_prefetches_the_monitor_question(engine):
     after = engine.jedi.stats_snapshot()
     assert after.cache_hits > before.cache_hits and not result.monitors.jedi_s  # answered before it was asked
     assert result.completions[0].monitor.fired[0] == "dereference"
+
+
+def test_superposed_keeps_the_single_draft_completion_first(engine):
+    """The greedy line superposed decoding keeps is the one greedy decoding writes: the identifier after
+    the dot spelled whole by the lookahead, not its best first token."""
+    one = engine.complete(_request(1, "greedy", None)).completions[0].text
+    many = engine.complete(_request(3, "superposed", None)).completions
+    assert many[0].text == one, [c.text for c in many]

@@ -170,3 +170,22 @@ def test_a_prior_for_names_the_document_dereferenced_moves_the_choice():
     c = constraint(SOURCE[:CURSOR], "", names, 16, prior=1.5)
     assert c.span_bonus("path(") == 1.5 and c.span_bonus("rename(") == 0.0 and c.span_bonus("pa") == 0.0
     assert c.trace.prior_s > 0
+
+
+def test_superposed_decodings_exact_lead_spells_the_identifier_as_greedy_decoding_does():
+    """With k drafts, superposed decoding's first draft is the single-draft completion, lookahead included."""
+    from superpie.completion.config import SuperposedConfig
+    from superpie.completion.superposed import superposed_decode
+
+    differed = 0
+    for names in itertools.combinations(NAMES[:8], 3):
+        lm, doc, n, task = setup(names, 16)
+        greedy = chain_decode(lm, CursorView(doc, n - 1, reserve=64), task)
+        differed += greedy.ids != decode(names, 0)[0].ids  # token by token, it would spell another name
+        out = superposed_decode(lm, CursorView(doc, n - 1, reserve=128), task, 4, SuperposedConfig(patience=1.0))
+        lead = [d for d in out.drafts if d.greedy]
+        assert len(lead) == 1 and lead[0].ids == greedy.ids, names
+        assert lead[0].token_logprobs == pytest.approx(greedy.token_logprobs, abs=1e-4)
+        assert out.trunk.tokens[1:] == greedy.ids[: len(out.trunk.tokens) - 1]
+        assert all(identifier(task.typed, d.text) in names for d in out.drafts)
+    assert differed, "the lookahead changed nothing here: the test shows nothing"
