@@ -11,6 +11,8 @@ tokens, which earlier scratch tokens each may see. A plain chain is the default.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from superpie.cache.document import DocumentCache
@@ -90,6 +92,15 @@ class CursorView:
         assert scratch_visible.shape == (n, self.used + n)
         mask[:, self.base :] = torch.where(scratch_visible, 0.0, neg_inf(self.dtype)).to(self.dtype)
         return mask[None, None]
+
+    def sees(self, paths: Sequence[Sequence[int]]) -> torch.Tensor:
+        """`scratch_visible` for len(paths) new tokens: new token j sees the scratch slots paths[j] and itself."""
+        n, used = len(paths), self.used
+        visible = torch.zeros((n, used + n), dtype=torch.bool)
+        for j, path in enumerate(paths):
+            visible[j, list(path)] = True
+            visible[j, used + j] = True
+        return visible
 
     def rewind(self, used: int) -> None:
         """Forget scratch tokens after the first `used` (e.g. to restart drafts from a shared point)."""

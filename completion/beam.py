@@ -72,12 +72,8 @@ def _step(
 ) -> tuple[torch.Tensor, list[list[int]]]:
     """Feed every beam's last token at once; return their logits [k, V] and the extended ancestors."""
     n, used = len(beams), view.used
-    visible = torch.zeros((n, used + n), dtype=torch.bool)
-    grown = []
-    for i, anc in enumerate(ancestors):
-        visible[i, anc] = True
-        visible[i, used + i] = True
-        grown.append(anc + [used + i])
+    visible = view.sees(ancestors)
+    grown = [anc + [used + i] for i, anc in enumerate(ancestors)]
     positions = torch.tensor([root_pos + len(b.ids) for b in beams])  # each beam at its own depth
     logits = view.step(
         input_ids=torch.tensor([b.ids[-1] for b in beams]),

@@ -320,11 +320,7 @@ def _feed_span(
 ) -> tuple[torch.Tensor, list[_SpanHyp]]:
     """Feed each live hypothesis's last token (a tree: each sees the chain and its own tokens); log-probs [n, V]."""
     n, used = len(live), view.used
-    visible = torch.zeros((n, used + n), dtype=torch.bool)
-    visible[:, chain] = True  # the chain before the span
-    for j, hyp in enumerate(live):
-        visible[j, list(hyp.slots)] = True
-        visible[j, used + j] = True
+    visible = view.sees([chain + list(hyp.slots) for hyp in live])  # the chain before the span, then its own
     logits = view.step(
         input_ids=torch.tensor([h.tokens[-1][0] for h in live]),
         positions=torch.tensor([pos0 + len(h.tokens) - 1 for h in live]),

@@ -175,13 +175,10 @@ def _decode_with_exact_lead(
             vectors.append(_superpose(embed, alts, _weights(alts, config)))
             positions.append(root_pos + len(alts[0].ids))
             seen.append(_alt_history(config, alts, greedy_ids, lead_path, own_slots))
-        visible = torch.zeros((len(vectors), used + len(vectors)), dtype=torch.bool)
-        for i, slots in enumerate(seen):
-            visible[i, slots + [used + i]] = True
         logits = view.step(
             inputs_embeds=torch.cat(vectors),
             positions=torch.tensor(positions),
-            scratch_visible=visible,
+            scratch_visible=view.sees(seen),
             logits_for=len(vectors),
         ).float()
         if lead is not None:
@@ -311,14 +308,11 @@ def _extend_by_span(
             return None, lead.ids
     if len(span) > 1:
         n, used, depth = len(span) - 1, view.used, len(lead.ids) - len(span) + 1  # of the first fed token
-        visible = torch.zeros((n, used + n), dtype=torch.bool)
-        for j in range(n):
-            visible[j, lead_path + list(range(used, used + j + 1))] = True
         root_pos = view.prefix_len + lead_path[0]
         view.step(
             input_ids=torch.tensor([t for t, _, _ in span[:-1]]),
             positions=torch.arange(root_pos + depth, root_pos + depth + n),
-            scratch_visible=visible,
+            scratch_visible=view.sees([lead_path + list(range(used, used + j)) for j in range(n)]),  # a chain
         )
         lead_path.extend(range(used, used + n))
     return lead, lead.ids

@@ -292,9 +292,8 @@ def _continue_rows(
         if not rows:
             break
         n, used = len(rows), view.used
-        visible = torch.zeros((n, used + n), dtype=torch.bool)
+        visible = view.sees([row.path for row in rows])
         for j, row in enumerate(rows):
-            visible[j, row.path + [used + j]] = True
             row.path.append(used + j)
         positions = torch.tensor([view.prefix_len + len(r.partial.ids) for r in rows])  # token i at depth i + 1
         logits = view.step(
