@@ -33,13 +33,13 @@ test: lint extensions-check
 		echo "error: pytest collected no tests"; exit 1; \
 	fi; exit $$rc
 
-# Editor clients: Neovim for tests/test_nvim.py (Debian's package, installed where missing and root), and
+# Editor clients: Neovim for tests/extensions/test_nvim.py (Debian's package, installed where missing and root), and
 # the VS Code extension built, linted, unit-tested and packaged to a .vsix.
 extensions-check:
 	@command -v nvim >/dev/null || if [ "$$(id -u)" = 0 ]; then \
 		export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q --no-install-recommends neovim \
 		|| { apt-get update -q && apt-get install -y -q --no-install-recommends neovim; }; \
-	else echo "warning: nvim not found and not root: tests/test_nvim.py will be skipped"; fi
+	else echo "warning: nvim not found and not root: tests/extensions/test_nvim.py will be skipped"; fi
 	cd extensions/vscode && npm ci --no-audit --no-fund && npm run compile && npm run lint && npm test \
 		&& npx @vscode/vsce package --out superpie.vsix
 

@@ -41,7 +41,13 @@ from superpie.cache.cursor import CursorView
 from superpie.cache.document import DocumentCache
 from superpie.cache.forward import encode_span
 from superpie.completion.config import ModelConfig
-from superpie.completion.model import LoadedModel, configure_threads, converted_dir, default_gguf_path, load_model
+from superpie.completion.model.loading import (
+    LoadedModel,
+    configure_threads,
+    converted_dir,
+    default_gguf_path,
+    load_model,
+)
 
 OUT = Path(__file__).parent / "out"
 SPEED_FILE = "argparse.py"  # ~22k tokens of real Python

@@ -184,7 +184,7 @@ async def run(args: argparse.Namespace) -> dict:
 def _tokenizer(model: str | None):
     from tokenizers import Tokenizer
 
-    from superpie.completion.model import converted_dir
+    from superpie.completion.model.loading import converted_dir
 
     path = Path(model) if model else converted_dir()
     return Tokenizer.from_file(str(path / "tokenizer.json"))

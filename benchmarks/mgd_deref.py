@@ -23,7 +23,7 @@ would on open. Reported:
     .venv/bin/python benchmarks/mgd_deref.py --lookahead 0  # monitors on without the identifier lookahead
 
 With monitors on, greedy decoding picks each monitored identifier whole (`monitors.lookahead_width`, a
-constrained beam over the identifier's tokens, see `decoding.span_lookahead`); its forwards show in
+constrained beam over the identifier's tokens, see `decoding.lookahead`); its forwards show in
 the decode time, not in the monitor overhead.
 """
 
@@ -44,9 +44,9 @@ import torch
 
 from superpie.analysis.monitors import Analyzer, AnalyzerConfig
 from superpie.analysis.syntax import region_at
-from superpie.completion import decoding
-from superpie.completion import monitor_constraint as mc
 from superpie.completion.config import EngineConfig
+from superpie.completion.constraints import monitor as mc
+from superpie.completion.decoding import greedy
 from superpie.completion.engine import CompletionRequest, Engine
 
 OUT = Path(__file__).parent / "out"
@@ -190,7 +190,7 @@ class MaskClock:
         self.per_token: list[float] = []
         self._pending: float | None = None
         self._mask = mc.MonitorConstraint.mask
-        self._apply = decoding.apply_mask
+        self._apply = greedy.apply_mask
 
     def install(self) -> None:
         """Wrap MonitorConstraint.mask and the greedy decoder's apply_mask."""
@@ -215,7 +215,7 @@ class MaskClock:
             return out
 
         mc.MonitorConstraint.mask = mask  # type: ignore[method-assign]
-        decoding.apply_mask = apply
+        greedy.apply_mask = apply
 
     def mark(self) -> int:
         """How many masked tokens were timed so far."""

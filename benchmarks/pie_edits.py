@@ -35,8 +35,9 @@ from metrics import edit_similarity
 
 from superpie.cache.cursor import CursorView
 from superpie.cache.document import DocumentCache
-from superpie.completion.decoding import greedy_decode, line_end_stop
-from superpie.completion.model import LoadedModel, load_model
+from superpie.completion.decoding.greedy import greedy_decode
+from superpie.completion.decoding.stops import line_end_stop
+from superpie.completion.model.loading import LoadedModel, load_model
 
 OUT = Path(__file__).parent / "out"
 HELD_OUT = 128

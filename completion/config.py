@@ -7,12 +7,90 @@ Each component receives only its slice (`ModelConfig`, `CacheConfig`, `DecodingC
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from superpie.completion.ngram import NgramConfig
-from superpie.completion.postprocess import PostprocessConfig
+from superpie.analysis.workspace_files import IGNORED_DIRS
 
 STRATEGIES = ("greedy", "superposed", "beam")
+
+
+@dataclass(frozen=True)
+class NgramConfig:
+    """The n-gram index's slice of the configuration."""
+
+    order: int = 4
+    max_ngrams: int = 500_000  # distinct n-grams of order >= 2
+    max_files: int = 5_000
+    max_file_bytes: int = 1_000_000
+    ignored_dirs: frozenset[str] = IGNORED_DIRS
+    persist: bool = True
+
+
+@dataclass(frozen=True)
+class StopConfig:
+    """Where drafts end."""
+
+    max_lines: int = 16  # multi-line drafts are cut after this many lines
+
+
+@dataclass(frozen=True)
+class SuffixConfig:
+    """Dropping drafts that repeat the text after the cursor."""
+
+    enabled: bool = True
+    compare_lines: int = 3  # upcoming non-blank lines a draft is compared with
+
+
+@dataclass(frozen=True)
+class BracketConfig:
+    """Cutting drafts that close brackets nobody opened."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class IndentConfig:
+    """Re-indenting drafts to the document's style."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class RankConfig:
+    """Weights of the rank score (see `rank`)."""
+
+    length_alpha: float = 1.0  # 1: mean log-prob per token; 0: total log-prob
+    syntax_penalty: float = 2.0  # per syntax error the draft adds, up to max_syntax_errors (0: no parse)
+    # errors counted per draft: past the first, the count is tree-sitter's recovery, not the draft (two
+    # drafts that open the same unterminated docstring differ by what the string swallows), so 1
+    max_syntax_errors: int = 1
+    monitor_penalty: float = 2.0  # times (1 - monitor_score)
+    # added to the greedy draft's score: on the multi-draft benchmark a draft whose mean log-prob beats the
+    # greedy line's was no likelier to be the real line, so alternatives come after the greedy line unless
+    # it adds syntax errors or fails a monitor
+    greedy_bonus: float = 1.0
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """Post-processing's slice of the configuration, one sub-slice per filter family."""
+
+    stop: StopConfig = field(default_factory=StopConfig)
+    suffix: SuffixConfig = field(default_factory=SuffixConfig)
+    brackets: BracketConfig = field(default_factory=BracketConfig)
+    indent: IndentConfig = field(default_factory=IndentConfig)
+    rank: RankConfig = field(default_factory=RankConfig)
+
+    def with_delta(self, delta: Mapping[str, Mapping[str, object]]) -> PostprocessConfig:
+        """A copy with some fields changed, e.g. {"stop": {"max_lines": 2}} (golden cases, user settings)."""
+        changes = {}
+        for name, values in delta.items():
+            if name not in {f.name for f in dataclasses.fields(self)}:
+                raise ValueError(f"unknown post-processing section {name!r}")
+            changes[name] = dataclasses.replace(getattr(self, name), **values)
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass

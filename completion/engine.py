@@ -20,28 +20,22 @@ import torch
 
 from superpie.cache.cursor import CursorView
 from superpie.cache.document import NO_SYNC, DocumentCache, SyncStats
-from superpie.completion.beam import beam_decode
 from superpie.completion.config import EngineConfig
-from superpie.completion.constraints import ConstraintContext, ConstraintFactory, TokenConstraint
-from superpie.completion.decoding import (
-    Cancelled,
-    DecodedDraft,
-    DecodeTask,
-    chain_decode,
-    line_end_stop,
-    never_cancelled,
-    task_constraints,
-)
+from superpie.completion.constraints.base import ConstraintContext, ConstraintFactory, TokenConstraint
+from superpie.completion.decoding.beam import beam_decode
+from superpie.completion.decoding.greedy import chain_decode
+from superpie.completion.decoding.stops import line_end_stop
+from superpie.completion.decoding.superposed import superposed_decode
+from superpie.completion.decoding.task import Cancelled, DecodedDraft, DecodeTask, never_cancelled, task_constraints
+from superpie.completion.decoding.verify import verify
 from superpie.completion.draft import Draft
-from superpie.completion.model import LoadedModel, load_model
-from superpie.completion.ngram import NgramIndex
-from superpie.completion.postprocess import DraftContext, MonitorHook, postprocess
-from superpie.completion.superposed import superposed_decode
-from superpie.completion.verify import verify
+from superpie.completion.model.loading import LoadedModel, load_model
+from superpie.completion.ngram.index import NgramIndex
+from superpie.completion.postprocess.pipeline import DraftContext, MonitorHook, postprocess
 
 if TYPE_CHECKING:
     from superpie.analysis.jedi_service import JediService
-    from superpie.completion.monitor_constraint import MonitorRuntime, MonitorTrace, MonitorVerdict
+    from superpie.completion.constraints.monitor import MonitorRuntime, MonitorTrace, MonitorVerdict
 
 _NGRAM_TAIL = 8  # prefix tokens handed to the n-gram model as the drafts' first context
 
@@ -235,7 +229,7 @@ class Engine:
 
     def monitor_runtime(self) -> MonitorRuntime:
         """The engine's jedi-backed monitors for `config.workspace`, following config changes."""
-        from superpie.completion.monitor_constraint import MonitorRuntime
+        from superpie.completion.constraints.monitor import MonitorRuntime
 
         cfg, ws = self.config.monitors, self.config.workspace
         rt = self._monitors
@@ -256,7 +250,7 @@ class Engine:
         """An edit: jedi starts on the monitor question at its end while the cache catches up (no wait)."""
         if not self.config.monitors.enabled or old == new:
             return
-        from superpie.completion.monitor_constraint import edit_end
+        from superpie.completion.constraints.monitor import edit_end
 
         cursor = anchor if anchor is not None else edit_end(old, new)
         if cursor is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from superpie.cache.document import MODES
 from superpie.completion.config import STRATEGIES
-from superpie.completion.precision import DTYPES
+from superpie.completion.model.precision import DTYPES
 
 EXIT_USAGE = 2
 
@@ -79,7 +79,7 @@ def _engine(args: argparse.Namespace, workspace: Path):
 
 
 def _load(engine) -> float:
-    from superpie.completion.model import ModelLoadError
+    from superpie.completion.model.loading import ModelLoadError
 
     try:
         return engine.ensure_loaded()

@@ -27,6 +27,7 @@ from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 from pygls.uris import to_fs_path
 
+from superpie.analysis.watcher import WatchFilter, WorkspaceWatcher
 from superpie.completion.engine import Completion, CompletionRequest, Engine
 from superpie.lsp.convert import (
     ACCEPT_COMMAND,
@@ -40,7 +41,6 @@ from superpie.lsp.convert import (
 from superpie.lsp.options import ParsedOptions, ServerOptions, engine_config, needs_reload, needs_resync, parse_options
 from superpie.lsp.scheduler import ModelWorker, Outcome
 from superpie.lsp.stats import ServerStats
-from superpie.lsp.watcher import WatchFilter, WorkspaceWatcher
 
 log = logging.getLogger("superpie.lsp")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from superpie.completion.model import LoadedModel, from_model
+from superpie.completion.model.loading import LoadedModel, from_model
 
 SPECIAL = ["<|endoftext|>"]
 

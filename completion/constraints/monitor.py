@@ -1,0 +1,375 @@
+"""Monitor-guided decoding as a per-draft `TokenConstraint`: jedi's names become token masks.
+
+`analysis.monitors` says, for the text before a position, which identifiers may come next (after
+`obj.` only obj's attributes, ...) as an immutable `MonitorState`. `MonitorConstraint` carries one
+draft's text and state: `mask` turns the state into a bool mask over the vocabulary through the token
+trie, `advance` moves the state along the emitted token, and looks for a new trigger once the
+identifier is finished (so `a.b().c` fires again at each dot). Being a value, it is shared by the
+drafts of superposed and beam decoding until they diverge. A jedi timeout or an empty answer leaves
+the draft unconstrained. What the monitors did in one request is kept in a `MonitorTrace` shared by
+its drafts: the states where they fired (for the per-draft verdict used in ranking and reporting)
+and the time spent in masks and in jedi.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import functools
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from superpie.analysis.jedi_service import JediStats
+from superpie.analysis.monitors import Analyzer, AnalyzerConfig, MonitorSet, MonitorState, mask_for
+from superpie.analysis.token_trie import TokenTrie, identifier_prefix_length
+from superpie.completion.config import MonitorConfig
+from superpie.completion.constraints.healing import token_texts
+
+_ATTRIBUTE = re.compile(r"\.\s*([^\W\d]\w*)")
+
+
+@functools.lru_cache(maxsize=4)
+def monitor_trie(tokenizer: Tokenizer) -> TokenTrie:
+    """The vocabulary trie over the same per-token texts the drafts advance with (built once per tokenizer).
+
+    Using `token_texts` (not the trie's own decoding) keeps masks and `advance` in one spelling; a
+    token that is not valid UTF-8 on its own (decoded as U+FFFD) never takes part.
+    """
+    return TokenTrie(_usable_texts(tokenizer))
+
+
+def _usable_texts(tokenizer: Tokenizer) -> list[str | None]:
+    return [None if "\ufffd" in s else s for s in token_texts(tokenizer)]
+
+
+class PrefixIndex:
+    """Token texts in sorted order, to find the tokens that start with a string by bisection."""
+
+    def __init__(self, texts: list[str | None]):
+        pairs = sorted((s, i) for i, s in enumerate(texts) if s)
+        self.texts = [s for s, _ in pairs]
+        self.ids = [i for _, i in pairs]
+
+    def starting_with(self, prefix: str) -> list[tuple[str, int]]:
+        """(text, id) of every token whose text starts with prefix."""
+        lo = bisect.bisect_left(self.texts, prefix)
+        hi = bisect.bisect_left(self.texts, prefix + "\U0010ffff", lo)
+        return list(zip(self.texts[lo:hi], self.ids[lo:hi], strict=True))
+
+    def exactly(self, text: str) -> list[int]:
+        """Ids of the tokens spelled exactly `text`."""
+        lo = bisect.bisect_left(self.texts, text)
+        hi = bisect.bisect_right(self.texts, text, lo)
+        return self.ids[lo:hi]
+
+
+@functools.lru_cache(maxsize=4)
+def prefix_index(tokenizer: Tokenizer) -> PrefixIndex:
+    """The sorted token texts of a tokenizer (built once)."""
+    return PrefixIndex(_usable_texts(tokenizer))
+
+
+def pending_mask(index: PrefixIndex, pending: str, continuations: set[str], size: int) -> torch.Tensor:
+    """Bool [size] of the tokens that first spell `pending` (typed before the cursor) and then stay valid.
+
+    A token either is a proper prefix of `pending` (the typed characters go on in the next token), or
+    spells all of it and then a prefix of a continuation, or a whole continuation and a non-identifier
+    character. Used only for the cursor's first token, when healing backed up over typed characters
+    (`obj.` with the dot in the token before the cursor, or `obj.ap` inside a word).
+    """
+    prefixes = {c[:i] for c in continuations for i in range(len(c) + 1)}
+    ok: list[int] = [i for n in range(1, len(pending)) for i in index.exactly(pending[:n])]
+    for text, token in index.starting_with(pending):
+        rest = text[len(pending) :]
+        k = identifier_prefix_length(rest)
+        if (rest in prefixes) if k == len(rest) else (rest[:k] in continuations):
+            ok.append(token)
+    rows = np.zeros(size, dtype=np.bool_)  # [V]; numpy: no torch thread pool for a vocabulary-sized op
+    rows[ok] = True
+    return torch.from_numpy(rows)
+
+
+def analyzer_config(config: MonitorConfig) -> AnalyzerConfig:
+    """The analysis slice of the monitor configuration."""
+    return AnalyzerConfig(
+        budget_ms=config.jedi_budget_ms,
+        dereference=config.dereference,
+        imports=config.imports,
+        keyword_arguments=config.keyword_arguments,
+        names_in_scope=config.names_in_scope,
+    )
+
+
+def edit_end(old: str, new: str) -> int | None:
+    """Where the change from old to new ends in new (a likely cursor); None when nothing changed.
+
+    The common prefix is taken first and the common suffix may not overlap it, so an ambiguous
+    insertion (`a.` -> `a.b.`) ends as late as possible, where typing leaves the cursor. Both are found
+    by bisection on slice comparisons (memcmp), not by a per-character loop.
+    """
+    if old == new:
+        return None
+    limit = min(len(old), len(new))
+    prefix = _bisect_longest(limit, lambda k: old[:k] == new[:k])
+    suffix = _bisect_longest(limit - prefix, lambda k: old[len(old) - k :] == new[len(new) - k :])
+    return len(new) - suffix
+
+
+def _bisect_longest(hi: int, holds: Callable[[int], bool]) -> int:
+    """The largest k in [0, hi] for which `holds(k)` (a property that holds for every k below a bound)."""
+    lo = 0
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if holds(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def path_of(uri: str) -> str | None:
+    """The file path jedi should see for a document URI (None for untitled or in-memory documents)."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        return None
+    return str(Path(unquote(parsed.path)))
+
+
+@dataclass(frozen=True)
+class MonitorVerdict:
+    """What the monitors said about one finished draft."""
+
+    fired: tuple[str, ...] = ()  # monitors that fired while the draft was spelled, first firing first
+    fell_back: bool = False  # some jedi question missed its budget: that part was not constrained
+    checked: int = 0  # identifiers spelled where a constraining monitor had names
+    valid: int = 0  # ... of which were among those names
+
+    @property
+    def score(self) -> float | None:
+        """Share of checked identifiers that were valid (None when none was checked), for ranking."""
+        return self.valid / self.checked if self.checked else None
+
+    def to_json(self) -> dict[str, object]:
+        """The per-completion `monitor` object of the CLI's JSON output."""
+        return {"fired": list(self.fired), "fell_back": self.fell_back, "checked": self.checked, "valid": self.valid}
+
+
+@dataclass
+class MonitorTrace:
+    """What the monitors did during one request; appended to by every draft's constraint."""
+
+    jedi: JediStats | None = None  # the analyzer's live counters, to tell a jedi question from a cheap check
+    fired: dict[str, MonitorState] = field(default_factory=dict)  # draft text at the firing -> state
+    mask_s: list[float] = field(default_factory=list)  # per masked token: seconds to build its mask
+    jedi_s: list[float] = field(default_factory=list)  # per jedi question (cache misses): seconds decoding waited
+    trigger_s: list[float] = field(default_factory=list)  # per trigger check (jedi included)
+    prior_s: float = 0.0  # seconds spent finding the document's attribute names (the lookahead's prior)
+    _attributes: frozenset[str] | None = field(default=None, repr=False)
+
+    def attributes_used(self, document: str) -> frozenset[str]:
+        """Names spelled after a dot in the document before the cursor (found once per request)."""
+        if self._attributes is None:
+            t0 = time.perf_counter()
+            self._attributes = frozenset(_ATTRIBUTE.findall(document))
+            self.prior_s += time.perf_counter() - t0
+        return self._attributes
+
+    def trigger(self, monitors: MonitorSet, text: str, key: str) -> MonitorState | None:
+        """Ask the monitors at the end of text; remember a firing under the draft text `key`."""
+        asked = self._questions()
+        t0 = time.perf_counter()
+        state = monitors.trigger(text)
+        dt = time.perf_counter() - t0
+        self.trigger_s.append(dt)
+        if self._questions() != asked:
+            self.jedi_s.append(dt)
+        if state is not None:
+            self.fired.setdefault(key, state)
+        return state
+
+    def _questions(self) -> int:
+        """jedi questions that were not answered from its cache (those are what decoding waits for)."""
+        return -1 if self.jedi is None else self.jedi.questions - self.jedi.cache_hits
+
+    def overhead_s(self) -> float:
+        """Seconds the monitors added to this request (trigger checks, jedi waits, mask building)."""
+        return sum(self.trigger_s) + sum(self.mask_s) + self.prior_s
+
+    def verdict(self, text: str) -> MonitorVerdict:
+        """The verdict on a draft whose text from the token boundary (typed characters included) is `text`."""
+        fired: list[str] = []
+        fell_back = False
+        checked = valid = 0
+        for key, state in sorted(self.fired.items(), key=lambda kv: len(kv[0])):
+            if not text.startswith(key):
+                continue
+            if state.monitor not in fired:
+                fired.append(state.monitor)
+            fell_back = fell_back or state.fell_back
+            if state.fell_back or not state.constrains:
+                continue
+            rest = text[len(key) :]
+            n = identifier_prefix_length(rest)
+            name = state.typed + rest[:n]
+            if not name:
+                continue
+            checked += 1
+            finished = n < len(rest)
+            valid += name in state.candidates if finished else any(c.startswith(name) for c in state.candidates)
+        return MonitorVerdict(tuple(fired), fell_back, checked, valid)
+
+
+@dataclass(frozen=True)
+class MonitorConstraint:
+    """One draft under monitors: its text so far and the active monitor state (None: free)."""
+
+    monitors: MonitorSet = field(repr=False, compare=False)
+    trie: TokenTrie = field(repr=False, compare=False)
+    index: PrefixIndex = field(repr=False, compare=False)
+    trace: MonitorTrace = field(repr=False, compare=False)
+    text: str = field(repr=False)  # the document up to the token boundary + what the draft spelled
+    start: int  # where the draft starts in `text` (the token boundary before the cursor)
+    pending: str = ""  # typed characters before the cursor that the draft has not spelled again yet
+    state: MonitorState | None = None  # the monitor state at the cursor (or after the draft's text)
+    lookahead: int = 0  # beam width over each constrained identifier (`lookahead_width`); 0: greedy
+    prior: float = 0.0  # log-prob bonus in the lookahead for a name already used after a dot in the document
+
+    @classmethod
+    def at(
+        cls,
+        monitors: MonitorSet,
+        tokenizer: Tokenizer,
+        trace: MonitorTrace,
+        text_before: str,
+        typed: str = "",
+        lookahead: int = 0,
+        prior: float = 0.0,
+    ) -> MonitorConstraint:
+        """The constraint of a cursor: text_before ends at the token boundary, typed lies between it and the cursor."""
+        state = trace.trigger(monitors, text_before + typed, typed)
+        trie, index = monitor_trie(tokenizer), prefix_index(tokenizer)
+        return cls(monitors, trie, index, trace, text_before, len(text_before), typed, state, lookahead, prior)
+
+    def lookahead_width(self) -> int:
+        """The beam width over the identifier being constrained now (0: none constrains, or lookahead off)."""
+        state = self.state
+        if self.lookahead < 2 or state is None or state.fell_back or not state.constrains:
+            return 0
+        return self.lookahead if any(c.startswith(state.typed) for c in state.candidates) else 0
+
+    def span_bonus(self, token_text: str) -> float:
+        """Log-prob bonus for the identifier that `token_text` finishes: `prior` when the document used it after a dot.
+
+        The model already copies names from its context, but one token at a time; a name the document
+        has dereferenced before is a likely attribute again (`self._buffer`, `os.fstat`).
+        """
+        if not self.prior or self.state is None:
+            return 0.0
+        pending = self.pending if token_text.startswith(self.pending) else ""
+        emitted = token_text[len(pending) :]
+        name = self.state.typed + emitted[: identifier_prefix_length(emitted)]
+        return self.prior if name in self.trace.attributes_used(self.text[: self.start]) else 0.0
+
+    def max_span_bonus(self) -> float:
+        """The most `span_bonus` gives."""
+        return max(0.0, self.prior)
+
+    def advance_in_span(self, token_text: str) -> MonitorConstraint | None:
+        """The draft after a token that keeps spelling the identifier; None when the token ends it.
+
+        No trigger check: the lookahead only learns where the identifier ends; the draft it keeps is
+        advanced with `advance` afterwards (which looks for the next trigger, as usual).
+        """
+        text = self.text + token_text
+        emitted = token_text
+        if self.pending:
+            if self.pending.startswith(token_text):
+                return dataclasses.replace(self, text=text, pending=self.pending[len(token_text) :])
+            if not token_text.startswith(self.pending):
+                return None
+            emitted = token_text[len(self.pending) :]
+        nxt = None if self.state is None else self.state.advance(emitted)
+        return None if nxt is None else dataclasses.replace(self, text=text, pending="", state=nxt)
+
+    def mask(self, vocab: int) -> torch.Tensor | None:
+        """Bool [vocab] of the tokens that keep the identifier valid; None when nothing constrains."""
+        if self.state is None:
+            return None
+        t0 = time.perf_counter()
+        size = max(vocab, self.trie.vocab_size)
+        if self.pending:
+            continuations = self.state.allowed_continuations()
+            mask = pending_mask(self.index, self.pending, continuations, size) if continuations else None
+        else:
+            mask = mask_for(self.state, self.trie, size)
+        if mask is not None:
+            mask = mask[:vocab]  # a view: logits may be narrower than the tokenizer (never copied)
+            self.trace.mask_s.append(time.perf_counter() - t0)
+        return mask
+
+    def advance(self, token_text: str) -> MonitorConstraint:
+        """The draft after one more token: the identifier goes on, or the monitors look again."""
+        text = self.text + token_text
+        emitted = token_text
+        if self.pending:
+            if self.pending.startswith(token_text):  # still re-spelling the typed characters
+                return dataclasses.replace(self, text=text, pending=self.pending[len(token_text) :])
+            if not token_text.startswith(self.pending):  # left the typed characters: start afresh
+                return self._retrigger(text)
+            emitted = token_text[len(self.pending) :]
+        if self.state is not None:
+            nxt = self.state.advance(emitted)
+            if nxt is not None:
+                return dataclasses.replace(self, text=text, pending="", state=nxt)
+        return self._retrigger(text)
+
+    def _retrigger(self, text: str) -> MonitorConstraint:
+        state = self.trace.trigger(self.monitors, text, text[self.start :])
+        return dataclasses.replace(self, text=text, pending="", state=state)
+
+
+class MonitorRuntime:
+    """The engine's monitors: one long-lived `Analyzer` (jedi project = the workspace) for every request."""
+
+    def __init__(self, workspace: str | None, config: MonitorConfig):
+        self.root = workspace  # as configured (None: no workspace, jedi's project is the current directory)
+        self.workspace = Path(workspace) if workspace is not None else Path.cwd()
+        self.config = config
+        self.analyzer = Analyzer(self.workspace, analyzer_config(config))
+
+    def reconfigure(self, config: MonitorConfig) -> None:
+        """Follow new monitor settings without losing jedi's warm caches."""
+        if config != self.config:
+            self.config = config
+            self.analyzer.reconfigure(analyzer_config(config))
+
+    def warm(self, uri: str, text: str) -> None:
+        """Load a newly opened document's imports in jedi's thread, so the first monitor answers in time."""
+        self.analyzer.warm(path_of(uri), text)
+
+    def prefetch(self, uri: str, text: str, cursor: int) -> None:
+        """After an edit ending at `cursor`: let jedi start on the question a completion there would ask."""
+        self.analyzer.monitors(path_of(uri), text[cursor:]).prefetch(text[:cursor])
+
+    def start(self, uri: str, text_before: str, typed: str, text_after: str, tokenizer: Tokenizer) -> MonitorConstraint:
+        """The constraint every draft of one request starts from, with a fresh trace.
+
+        text_before ends at the token boundary before the cursor, typed runs from there to the cursor.
+        """
+        monitors = self.analyzer.monitors(path_of(uri), text_after)
+        trace = MonitorTrace(self.analyzer.jedi.stats)
+        cfg = self.config
+        lookahead, prior = cfg.lookahead_width, cfg.used_name_prior
+        return MonitorConstraint.at(monitors, tokenizer, trace, text_before, typed, lookahead, prior)
+
+    def close(self) -> None:
+        """Stop jedi's thread."""
+        self.analyzer.close()

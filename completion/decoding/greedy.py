@@ -1,0 +1,92 @@
+"""Greedy (or sampled) decoding at a cursor: one draft, one token per step through the view's chain."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from superpie.cache.cursor import CursorView
+from superpie.completion.constraints.base import TokenConstraint, apply_mask
+from superpie.completion.decoding.lookahead import span_lookahead
+from superpie.completion.decoding.stops import StopRule
+from superpie.completion.decoding.task import (
+    Cancelled,
+    DecodedDraft,
+    DecodeTask,
+    Partial,
+    never_cancelled,
+    task_constraints,
+)
+from superpie.completion.model.loading import LoadedModel
+
+
+def greedy_decode(
+    lm: LoadedModel,
+    view: CursorView,
+    first_input: int,
+    max_tokens: int,
+    typed: str = "",
+    stop: StopRule | None = None,
+    cancelled: Cancelled = never_cancelled,
+    constraints: Sequence[TokenConstraint] | None = None,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> DecodedDraft:
+    """Decode one draft token by token (argmax, or sampling when temperature > 0).
+
+    `constraints` None means token healing for `typed` only; the text returned excludes `typed`.
+    """
+    if constraints is None:
+        constraints = task_constraints(lm, typed)
+    task = DecodeTask(first_input, max_tokens, typed, stop, tuple(constraints))
+    return chain_decode(lm, view, task, cancelled, temperature, generator)
+
+
+def chain_decode(
+    lm: LoadedModel,
+    view: CursorView,
+    task: DecodeTask,
+    cancelled: Cancelled = never_cancelled,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> DecodedDraft:
+    """One draft of a `DecodeTask`, one token per step through the view's chain.
+
+    Greedy: where a constraint asks for it (a monitored identifier), the identifier is chosen whole by
+    `span_lookahead` and its tokens are committed at once.
+    """
+    draft = Partial.start(task)
+    token = task.first_input
+    while len(draft.ids) < task.max_tokens:
+        if cancelled():
+            return draft.done(False, cancelled=True)
+        logits = view.step(input_ids=torch.tensor([token]))[-1].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        width = 0 if temperature > 0 or draft.constraints.empty else draft.constraints.lookahead_width()
+        span = span_lookahead(lm, view, task, draft, logp, width) if width > 1 else []
+        if span:
+            if len(span) > 1:  # the chain gets the span's tokens but the last, which the next step feeds
+                view.step(input_ids=torch.tensor([t for t, _, _ in span[:-1]]))
+            for t, lp, best in span:
+                draft, stopped = draft.extend(lm, task, t, lp, constrained=True, best=best)
+                if stopped:
+                    return draft.done(True)
+            token = span[-1][0]
+            continue
+        mask = draft.mask(logp.shape[0])
+        token = _choose(apply_mask(logp, mask), temperature, generator)
+        if token in lm.eos_ids:
+            return draft.done(True)
+        best = float(logp.max())
+        draft, stopped = draft.extend(lm, task, token, float(logp[token]), constrained=mask is not None, best=best)
+        if stopped:
+            return draft.done(True)
+    return draft.done(False)
+
+
+def _choose(logp: torch.Tensor, temperature: float, generator: torch.Generator | None) -> int:
+    if temperature <= 0:
+        return int(logp.argmax())
+    probs = torch.softmax(logp / temperature, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))

@@ -1,0 +1,148 @@
+"""What every decoding strategy shares: the task at one cursor and the per-draft bookkeeping.
+
+The first step re-feeds the last prefix token (its KV is already cached, so this only buys the
+next-token distribution at the cursor without storing logits for every document token). Each draft
+carries its own constraints (token healing, monitors: see `completion.constraints`); `stop` cuts where
+the draft ends (`stops`); `cancelled` is polled between steps so a superseded request stops within one
+step. Greedy, beam and superposed decoding all build drafts with `Partial` from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from superpie.completion.constraints.base import ConstraintSet, TokenConstraint
+from superpie.completion.constraints.healing import HealingConstraint, token_texts
+from superpie.completion.decoding.stops import StopRule
+from superpie.completion.model.loading import LoadedModel
+
+Cancelled = Callable[[], bool]
+
+
+def never_cancelled() -> bool:
+    """The default `cancelled` poll."""
+    return False
+
+
+@dataclass(frozen=True)
+class DecodeTask:
+    """What every strategy needs to decode at one cursor."""
+
+    first_input: int  # the last prefix token, re-fed to get the distribution at the cursor
+    max_tokens: int
+    typed: str = ""  # characters typed inside the cursor's token (excluded from draft texts)
+    stop: StopRule | None = None
+    constraints: tuple[TokenConstraint, ...] = ()  # each draft starts from these and advances its own copy
+    prefix_tail: tuple[int, ...] = ()  # last prefix tokens (first_input last): n-gram context of step one
+
+
+@dataclass(frozen=True)
+class DecodedDraft:
+    """One decoded continuation: its tokens, its text after the typed characters, its log-prob."""
+
+    ids: tuple[int, ...]
+    text: str
+    logprob: float  # sum of the per-token log-probs (exact for greedy, beam and verified drafts)
+    finished: bool  # ended by EOS or the stop rule (not by the token budget)
+    cancelled: bool = False
+    token_logprobs: tuple[float, ...] = ()
+    token_ends: tuple[int, ...] = ()  # per token, where it ends in `text` (past the end when cut)
+    constrained: tuple[bool, ...] = ()  # per token: a constraint mask was active when it was chosen
+    best_logprobs: tuple[float, ...] = ()  # per token: log-prob of the model's own top choice there
+    verified: bool = False  # log-probs re-scored exactly by `verify`
+    greedy: bool = False  # the model's own top token at every step, decoded exactly (not a sampled/superposed draft)
+
+    @property
+    def mean_logprob(self) -> float:
+        """Length-normalised log-prob, comparable across drafts of different lengths."""
+        return self.logprob / max(1, len(self.ids))
+
+    @property
+    def constraint_active(self) -> bool:
+        """Whether any constraint (healing, a monitor) restricted this draft's tokens."""
+        return any(self.constrained)
+
+
+@dataclass(frozen=True)
+class Partial:
+    """A draft while it is decoded; immutable, so beams and superposed drafts branch by `extend`."""
+
+    constraints: ConstraintSet = field(default_factory=ConstraintSet)
+    ids: tuple[int, ...] = ()
+    logprobs: tuple[float, ...] = ()
+    ends: tuple[int, ...] = ()
+    constrained: tuple[bool, ...] = ()
+    best: tuple[float, ...] = ()  # per token: log-prob of the model's top choice at that point
+    text: str = ""
+    score: float = 0.0  # what the strategy ranks by (sum of log-probs, or of mixed scores)
+
+    @classmethod
+    def start(cls, task: DecodeTask) -> Partial:
+        """The empty draft with the task's constraints."""
+        return cls(ConstraintSet(tuple(task.constraints)))
+
+    def mask(self, vocab: int) -> torch.Tensor | None:
+        """The draft's allowed next tokens (None: any)."""
+        return None if self.constraints.empty else self.constraints.mask(vocab)
+
+    def extend(
+        self,
+        lm: LoadedModel,
+        task: DecodeTask,
+        token: int,
+        logprob: float,
+        *,
+        constrained: bool = False,
+        score: float | None = None,
+        best: float | None = None,
+    ) -> tuple[Partial, bool]:
+        """The draft with one more (non-EOS) token; True when the stop rule ends it there.
+
+        `score` (default: logprob) is what the strategy ranks by; `best` (default: logprob) the
+        log-prob of the model's own top token at this point, for `verify`'s cut rule.
+        """
+        ids = self.ids + (token,)
+        full = lm.decode(list(ids))
+        text = full[len(task.typed) :] if full.startswith(task.typed) else full
+        end = len(text)
+        cut = task.stop(text) if task.stop is not None else None
+        if cut is not None:
+            text = text[:cut]
+        constraints = self.constraints
+        if not constraints.empty:
+            texts = token_texts(lm.tokenizer)
+            constraints = constraints.advance(texts[token] if token < len(texts) else "")
+        nxt = Partial(
+            constraints,
+            ids,
+            self.logprobs + (logprob,),
+            self.ends + (end,),
+            self.constrained + (constrained,),
+            self.best + (logprob if best is None else best,),
+            text,
+            self.score + (logprob if score is None else score),
+        )
+        return nxt, cut is not None
+
+    def done(self, finished: bool, cancelled: bool = False) -> DecodedDraft:
+        """The decoded draft as it stands."""
+        return DecodedDraft(
+            self.ids,
+            self.text,
+            sum(self.logprobs),
+            finished,
+            cancelled,
+            self.logprobs,
+            self.ends,
+            self.constrained,
+            self.best,
+        )
+
+
+def task_constraints(lm: LoadedModel, typed: str, extra: Sequence[TokenConstraint] = ()) -> tuple[TokenConstraint, ...]:
+    """Healing for the typed characters (first, so it wins a conflict) plus any other constraints."""
+    healing = HealingConstraint.for_typed(typed, lm.tokenizer)
+    return ((healing,) if healing is not None else ()) + tuple(extra)

@@ -1,0 +1,243 @@
+"""Weight precision: float32 (reference), fp16w, bf16, int8, q4 and auto, chosen by name at load time.
+
+Decoding one token reads every weight once, so on a CPU its time is about the weights' bytes over
+the memory bandwidth; prefill is a GEMM and wants the fastest matrix unit. A `Projection` therefore
+holds a weight in up to two forms and picks by the number of rows:
+
+- many rows (prefill, hunk encode): bf16 in oneDNN's packed layout (AVX-512 BF16: ~4x an fp32 GEMM);
+- a few rows (decode, small trees): a compact form read by a dedicated kernel, when configured:
+  `int8` = one int8 per weight, one scale per output channel (`torch._weight_int8pack_mm`);
+  `q4` = 4-bit groups of 32 along the input with a scale and an offset each
+  (`torch._weight_int4pack_mm_for_cpu`): the layout of GGUF Q4_1, so a model that was Q4_1 (the
+  default model is) is held without further loss (up to bf16 scales and offsets).
+Both forms stay in memory (the compact one adds 1/2 or 1/4 of the bf16 bytes): prefill at bf16
+speed, decode at the compact form's bandwidth.
+
+`auto` (the default) is bf16 plus q4 for every weight that q4 holds without loss: the whole of a
+model that was Q4_1 (the default model), nothing of one that was not (it then runs as bf16).
+`fp16w` stores fp16 weights read by FBGEMM with fp32 activations (and fp32 KV): the accurate one.
+
+Accuracy is set by the activations, not the weights: the int4/int8/bf16 kernels take and return
+bf16, and those roundings (about 2^-9 at each of ~8 points per layer) move the top logits by a few
+hundredths, which flips near-ties (~1% of positions on real code for auto and bf16). fp16w keeps
+activations fp32 and flips ~0.1%, at ~1.5x auto's decode time. The residual stream stays fp32 in
+every precision (fast_llama.py). Measured figures: benchmarks/cpu_inference.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# Rows up to which the compact kernels beat the packed bf16 GEMM (measured on AVX-512: 1 row int8/q4
+# ~2x faster; at 64 rows 2-3x slower).
+COMPACT_MAX_ROWS = 4
+Q4_GROUP = 32
+_ROWS = 256  # rows per block when quantizing at load time
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How weights are stored and in which dtype activations (and the KV cache) are computed."""
+
+    name: str  # canonical: auto | float32 | fp16w | bf16 | int8 | q4
+    compute: torch.dtype  # activations into and out of the projections
+    compact: str | None = None  # weight form: None (as `compute`) | "fp16" (all rows) | "int8" | "q4" (few rows)
+    lossless_only: bool = False  # use the compact form only where it reproduces the weight
+    kv: torch.dtype | None = None  # KV cache and attention; None: as `compute`
+
+    @property
+    def kv_dtype(self) -> torch.dtype:
+        """Dtype of the KV cache (and of the attention math)."""
+        return self.kv or self.compute
+
+    @property
+    def head(self) -> Precision:
+        """The LM head's precision: compact models read an int8 head (q4 would lose the embedding's
+        GGUF Q8_0 values; its bf16 logits are re-scored in fp32 at the top, see fast_llama.py)."""
+        return PRECISIONS["int8"] if self.compact in ("q4", "fp16") else self
+
+    @property
+    def reference(self) -> bool:
+        """Weights kept as loaded (fp32), so the HF modules can share them."""
+        return self.name == "float32"
+
+
+PRECISIONS = {
+    "auto": Precision("auto", torch.bfloat16, "q4", lossless_only=True),
+    "float32": Precision("float32", torch.float32),
+    "fp16w": Precision("fp16w", torch.float32, "fp16"),
+    "bf16": Precision("bf16", torch.bfloat16),
+    "int8": Precision("int8", torch.bfloat16, "int8"),
+    "q4": Precision("q4", torch.bfloat16, "q4"),
+}
+_ALIASES = {"fp32": "float32", "bfloat16": "bf16"}
+DTYPES = (*PRECISIONS, *_ALIASES)  # every name `resolve_precision` takes
+
+
+def resolve_precision(name: str) -> Precision:
+    """The precision for a configuration value (auto, float32/fp32, bf16/bfloat16, int8, q4)."""
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in PRECISIONS:
+        raise ValueError(f"unknown dtype '{name}' (expected one of {', '.join(PRECISIONS)})")
+    return PRECISIONS[key]
+
+
+Op = Callable[[torch.Tensor], torch.Tensor]  # [M, K] -> [M, N]
+
+
+def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8 of `w` [N, K]: (int8 [N, K], fp32 scale [N])."""
+    q = torch.empty(w.shape, dtype=torch.int8)
+    scale = torch.empty(w.shape[0])
+    for r in range(0, w.shape[0], _ROWS):  # row blocks: temporaries stay in cache (see quantize_q4)
+        block = w[r : r + _ROWS].detach().to(torch.float32)
+        s = block.abs().amax(dim=1).clamp_(min=1e-12) / 127.0
+        q[r : r + _ROWS] = torch.round(block / s[:, None]).clamp_(-127, 127)
+        scale[r : r + _ROWS] = s
+    return q, scale
+
+
+def quantize_q4(w: torch.Tensor, group: int = Q4_GROUP) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Asymmetric 4-bit groups along K: (q [N, K] int32 in 0..15, scale [N, K/g], zero [N, K/g], error).
+
+    w ~ (q - 8) * scale + zero, the form the CPU int4 kernel reads; `error` is the largest rounding
+    error in steps (0 for weights already on a 4-bit grid). Q4_1 stores each group as min + step * q
+    with q spanning 0..15, so min/max recover its step and offset exactly.
+    """
+    n, k = w.shape
+    q = torch.empty((n, k), dtype=torch.int32)
+    scale = torch.empty((n, k // group))
+    low = torch.empty((n, k // group))
+    error = 0.0
+    # Row blocks keep the temporaries in cache: whole-matrix passes each fault in fresh pages, which
+    # made loading ~5x slower.
+    for r in range(0, n, _ROWS):
+        g = w[r : r + _ROWS].detach().to(torch.float32).reshape(-1, k // group, group)
+        lo, hi = torch.aminmax(g, dim=-1)
+        step = ((hi - lo) / 15.0).clamp_(min=1e-12)
+        x = (g - lo[..., None]).div_(step[..., None])  # [rows, K/g, g] in steps
+        qb = x.round().clamp_(0, 15)
+        error = max(error, float(x.sub_(qb).abs_().max()))
+        q[r : r + _ROWS] = qb.reshape(-1, k)
+        scale[r : r + _ROWS], low[r : r + _ROWS] = step, lo
+    return q, scale, low + 8.0 * scale, error
+
+
+def q4_lossless(error: float) -> bool:
+    """Whether a q4 rounding error (in steps) means the weight was already q4: true of Q4_1 weights."""
+    return error <= 0.01
+
+
+def dequantize_q4(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group: int = Q4_GROUP) -> torch.Tensor:
+    """The fp32 weight [N, K] that a q4 triple stands for (tests and error checks)."""
+    n, k = q.shape
+    groups = (q.reshape(n, k // group, group).float() - 8.0) * scale[..., None] + zero[..., None]
+    return groups.reshape(n, k)
+
+
+def q4_supported(k: int) -> bool:
+    """The int4 kernel needs K to be a multiple of the group size (and of its tile)."""
+    return k % Q4_GROUP == 0 and hasattr(torch, "_weight_int4pack_mm_for_cpu")
+
+
+def bf16_packing_supported() -> bool:
+    """Whether oneDNN can pack bf16 weights here (it needs AVX-512 BF16 or AVX-NE-CONVERT; AVX2 cannot)."""
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def _bf16_op(w: torch.Tensor, bias: torch.Tensor | None) -> Op:
+    wb = w.to(torch.bfloat16)
+    if bf16_packing_supported():
+        # oneDNN re-packs a plain bf16 weight on every call (a second pass over it: ~2x slower for one
+        # row); packed once, it is read as is.
+        packed = torch.ops.mkldnn._reorder_linear_weight(wb)
+        return lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+    return lambda x: F.linear(x, wb, bias)
+
+
+def _fp16_op(w: torch.Tensor, bias: torch.Tensor | None) -> Op:
+    packed = torch.ops.quantized.linear_prepack_fp16(w.float(), None if bias is None else bias.float())
+    return lambda x: torch.ops.quantized.linear_dynamic_fp16(x, packed)
+
+
+def _int8_op(w: torch.Tensor, bias: torch.Tensor | None) -> Op:
+    q, scale = quantize_int8(w)
+    scale = scale.to(torch.bfloat16)
+    if bias is None:
+        return lambda x: torch._weight_int8pack_mm(x, q, scale)
+    return lambda x: torch._weight_int8pack_mm(x, q, scale).add_(bias)
+
+
+def _q4_op(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bias: torch.Tensor | None) -> Op:
+    packed = torch._convert_weight_to_int4pack_for_cpu(q, 1)  # [N, K/2] uint8
+    scales_zeros = torch.stack([scale.t(), zero.t()], dim=-1).to(torch.bfloat16).contiguous()  # [K/g, N, 2]
+    if bias is None:
+        return lambda x: torch._weight_int4pack_mm_for_cpu(x, packed, Q4_GROUP, scales_zeros)
+    return lambda x: torch._weight_int4pack_mm_for_cpu(x, packed, Q4_GROUP, scales_zeros).add_(bias)
+
+
+class Projection:
+    """y = x W^T + b for x [M, K] in the compute dtype, W held in the form fastest for M rows."""
+
+    def __init__(self, w: torch.Tensor, bias: torch.Tensor | None, precision: Precision) -> None:
+        self.out_features, self.in_features = w.shape
+        dtype = precision.compute
+        b = None if bias is None else bias.detach().to(dtype)
+        if precision.compact == "fp16":
+            self._many = _fp16_op(w, b)
+        elif dtype == torch.float32:
+            self._many: Op = lambda x: F.linear(x, w, b)  # the reference, as loaded
+        else:
+            self._many = _bf16_op(w, b)
+        self._few: Op | None = None
+        self.compact: str | None = None  # the few-row form actually used
+        if precision.compact == "int8":
+            self._few, self.compact = _int8_op(w, b), "int8"
+        elif precision.compact == "q4" and q4_supported(self.in_features):
+            q, scale, zero, error = quantize_q4(w)
+            if not precision.lossless_only or q4_lossless(error):
+                self._few, self.compact = _q4_op(q, scale, zero, b), "q4"
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """[M, K] -> [M, N]."""
+        if self._few is not None and x.shape[0] <= COMPACT_MAX_ROWS:
+            return self._few(x)
+        return self._many(x)
+
+
+class ProjectionSlice(torch.nn.Module):
+    """Stands in for an `nn.Linear` whose weight now lives in a fused `Projection` (HF forward still runs).
+
+    The HF forward calls q/k/v (or gate/up) separately, so each call computes the fused projection
+    and keeps its rows: wasteful, but superpie's own calls go through the fast runner; this only keeps
+    a direct `model(...)` call working.
+    """
+
+    def __init__(self, projection: Projection, start: int, end: int) -> None:
+        super().__init__()
+        self.projection, self.start, self.end = projection, start, end
+        self.in_features, self.out_features = projection.in_features, end - start
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Any leading shape, like `nn.Linear`."""
+        lead = x.shape[:-1]
+        y = self.projection(x.reshape(-1, self.in_features))[:, self.start : self.end]
+        return y.reshape(*lead, self.out_features)
+
+
+def cast_keeping_rotary(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """`model.to(dtype)`, except the rotary `inv_freq` buffers stay fp32.
+
+    A bf16 `inv_freq` is off by up to 2^-9 relative, so at position 4000 the rotation angle would be
+    off by radians: positions far into a file would be garbled (and PIE's key shifts with them).
+    """
+    keep = {name: buf for name, buf in model.named_buffers() if name.endswith("inv_freq")}
+    model.to(dtype)
+    for name, buf in keep.items():
+        owner, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(owner), leaf, buf)
+    return model

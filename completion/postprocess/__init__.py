@@ -1,0 +1,1 @@
+"""superpie.completion.postprocess."""

@@ -1,0 +1,47 @@
+"""`--model PATH`: a local Hugging Face directory loads; a wrong one fails with one clear line."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny import tiny_model, tiny_tokenizer
+
+from superpie.completion.model.loading import ModelLoadError, load_model
+
+
+def save_tiny(kind: str, path):
+    from transformers import PreTrainedTokenizerFast
+
+    tiny_model(kind).model.save_pretrained(path)
+    PreTrainedTokenizerFast(tokenizer_object=tiny_tokenizer(), eos_token="<|endoftext|>").save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2", "phi"])
+def test_local_model_directory_loads_with_its_rope(tmp_path, kind):
+    lm = load_model(save_tiny(kind, tmp_path / kind), dtype="float32")
+    ref = tiny_model(kind)
+    assert lm.rope.rotary_dim == ref.rope.rotary_dim
+    assert torch.equal(lm.rope.inv_freq, ref.rope.inv_freq)
+    assert lm.eos_ids == frozenset({0})
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.inference_mode():
+        assert torch.allclose(lm.model(input_ids=ids).logits, ref.model(input_ids=ids).logits, atol=1e-5)
+
+
+def test_model_without_rope_is_refused(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    GPT2LMHeadModel(GPT2Config(vocab_size=512, n_embd=32, n_layer=1, n_head=2)).save_pretrained(tmp_path)
+    PreTrainedTokenizerFast(tokenizer_object=tiny_tokenizer(), eos_token="<|endoftext|>").save_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError, match="no rotary position embeddings"):
+        load_model(tmp_path)
+
+
+def test_broken_weights_give_one_line(tmp_path):
+    save_tiny("llama", tmp_path)
+    for f in tmp_path.glob("*.safetensors"):
+        f.write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelLoadError) as err:
+        load_model(tmp_path)
+    assert "\n" not in str(err.value) and str(tmp_path) in str(err.value)
