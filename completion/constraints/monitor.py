@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 import torch
@@ -30,6 +29,7 @@ from tokenizers import Tokenizer
 from superpie.analysis.jedi_service import JediStats
 from superpie.analysis.monitors import Analyzer, AnalyzerConfig, MonitorSet, MonitorState, mask_for
 from superpie.analysis.token_trie import TokenTrie, identifier_prefix_length
+from superpie.analysis.workspace_files import uri_to_path
 from superpie.completion.config import MonitorConfig
 from superpie.completion.constraints.healing import token_texts
 
@@ -133,14 +133,6 @@ def _bisect_longest(hi: int, holds: Callable[[int], bool]) -> int:
         else:
             hi = mid - 1
     return lo
-
-
-def path_of(uri: str) -> str | None:
-    """The file path jedi should see for a document URI (None for untitled or in-memory documents)."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "file":
-        return None
-    return str(Path(unquote(parsed.path)))
 
 
 @dataclass(frozen=True)
@@ -353,18 +345,18 @@ class MonitorRuntime:
 
     def warm(self, uri: str, text: str) -> None:
         """Load a newly opened document's imports in jedi's thread, so the first monitor answers in time."""
-        self.analyzer.warm(path_of(uri), text)
+        self.analyzer.warm(uri_to_path(uri), text)
 
     def prefetch(self, uri: str, text: str, cursor: int) -> None:
         """After an edit ending at `cursor`: let jedi start on the question a completion there would ask."""
-        self.analyzer.monitors(path_of(uri), text[cursor:]).prefetch(text[:cursor])
+        self.analyzer.monitors(uri_to_path(uri), text[cursor:]).prefetch(text[:cursor])
 
     def start(self, uri: str, text_before: str, typed: str, text_after: str, tokenizer: Tokenizer) -> MonitorConstraint:
         """The constraint every draft of one request starts from, with a fresh trace.
 
         text_before ends at the token boundary before the cursor, typed runs from there to the cursor.
         """
-        monitors = self.analyzer.monitors(path_of(uri), text_after)
+        monitors = self.analyzer.monitors(uri_to_path(uri), text_after)
         trace = MonitorTrace(self.analyzer.jedi.stats)
         cfg = self.config
         lookahead, prior = cfg.lookahead_width, cfg.used_name_prior
