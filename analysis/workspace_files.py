@@ -63,12 +63,10 @@ class SourceRules:
         """Whether a file name has a source suffix."""
         return name.endswith(self.suffixes)
 
-    def is_source(self, path: Path, root: Path) -> bool:
-        """Whether a path under `root` is a source file by name and place (its size is checked on reading)."""
-        if not self.is_source_name(path.name):
-            return False
+    def is_source_dir(self, path: Path, root: Path) -> bool:
+        """Whether a directory lies under `root` with no ignored directory on the way down to it (itself included)."""
         try:
-            parts = path.relative_to(root).parts[:-1]
+            parts = path.relative_to(root).parts
         except ValueError:
             return False
         d = root
@@ -77,6 +75,10 @@ class SourceRules:
             if self.ignores_dir(d):
                 return False
         return True
+
+    def is_source(self, path: Path, root: Path) -> bool:
+        """Whether a path under `root` is a source file by name and place (its size is checked on reading)."""
+        return self.is_source_name(path.name) and self.is_source_dir(path.parent, root)
 
 
 @dataclass(frozen=True)

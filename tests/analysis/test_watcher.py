@@ -1,14 +1,18 @@
-"""The workspace watcher: files written, renamed and deleted on disk reach the callbacks and the n-gram index."""
+"""The workspace watcher: files written, renamed and deleted on disk reach the callbacks and the n-gram index,
+and a burst that overwhelms it (events the kernel dropped, or more than it keeps pending) is rescanned, not lost."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from superpie.analysis.watcher import WatchFilter, WorkspaceWatcher
+from superpie.analysis.watcher import WorkspaceWatcher
+from superpie.analysis.workspace_files import SourceRules
 from superpie.completion.config import NgramConfig
 from superpie.completion.ngram.index import NgramIndex
 
@@ -34,6 +38,17 @@ class Recorder:
         with self.cond:
             assert self.cond.wait_for(lambda: event in self.events, timeout), (event, self.events)
 
+    def wait_all(self, kind: str, paths: set[Path], timeout: float = 30.0) -> None:
+        """Until every path was last reported as `kind`; the assertion names how many are missing."""
+
+        def missing() -> set[Path]:
+            last = {p: k for k, p in self.events}
+            return {p for p in paths if last.get(p) != kind}
+
+        with self.cond:
+            self.cond.wait_for(lambda: not missing(), timeout)
+            assert not missing(), f"{len(missing())} of {len(paths)} files never reported {kind}"
+
 
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
@@ -47,7 +62,7 @@ def workspace(tmp_path: Path) -> Path:
 @pytest.fixture
 def watched(workspace: Path):
     rec = Recorder()
-    watcher = WorkspaceWatcher([workspace], rec.changed, rec.removed, WatchFilter(max_bytes=10_000), debounce_s=0.05)
+    watcher = WorkspaceWatcher([workspace], rec.changed, rec.removed, SourceRules(max_bytes=10_000), debounce_s=0.05)
     watcher.start()
     yield rec
     watcher.stop()
@@ -127,5 +142,70 @@ def test_watcher_keeps_the_ngram_counts_current(workspace: Path) -> None:
         assert index.num_ngrams == counted
         dst.unlink()
         settle(lambda: index.files == [] and index.num_ngrams == 0)
+    finally:
+        watcher.stop()
+
+
+def _lossy(watcher: WorkspaceWatcher, lost: Callable[[str], bool]) -> None:
+    """Drop every event of some files before the watcher sees it, as the kernel does once its queue is full."""
+    deliver = watcher._on_event
+
+    def on_event(event, root: Path) -> None:
+        if not any(raw and lost(os.fsdecode(raw)) for raw in (event.src_path, getattr(event, "dest_path", ""))):
+            deliver(event, root)
+
+    watcher._on_event = on_event  # type: ignore[method-assign]
+
+
+def test_events_lost_in_a_burst_are_recovered_by_a_rescan(workspace: Path) -> None:
+    keep = workspace / "pkg" / "keep.py"
+    keep.write_text("untouched = 1\n")  # known from the start: a rescan must not report it
+    rec = Recorder()
+    watcher = WorkspaceWatcher([workspace], rec.changed, rec.removed, debounce_s=0.05)
+    watcher.saturation = 1000  # a burst this long may have overflowed the kernel queue (16,384 by default)
+    _lossy(watcher, lambda path: path.endswith(("0.py", "5.py")))  # a fifth of the files: no event at all
+    watcher.start()
+    try:
+        time.sleep(0.3)  # the watcher's first walk, before the burst
+        burst = {workspace / "pkg" / f"f{i}.py" for i in range(2000)}
+        for path in sorted(burst):
+            path.write_text(f"x = {path.stem}\n")
+        rec.wait_all("changed", burst)
+        for path in burst:
+            path.unlink()
+        rec.wait_all("removed", burst)
+        assert watcher.rescans >= 2
+        assert keep not in {p for _, p in rec.events}
+    finally:
+        watcher.stop()
+
+
+def test_a_burst_past_the_pending_bound_is_rescanned(workspace: Path) -> None:
+    rec = Recorder()
+    watcher = WorkspaceWatcher([workspace], rec.changed, rec.removed, debounce_s=0.05, max_pending=100)
+    watcher.start()
+    try:
+        burst = {workspace / "pkg" / f"g{i}.py" for i in range(1000)}
+        for path in sorted(burst):
+            path.write_text("y = 1\n")
+        rec.wait_all("changed", burst)
+        assert watcher.rescans >= 1
+    finally:
+        watcher.stop()
+
+
+def test_a_directory_moved_out_of_the_workspace_reports_its_files_removed(workspace: Path, tmp_path: Path) -> None:
+    sub = workspace / "pkg" / "sub"
+    sub.mkdir()
+    files = {sub / f"m{i}.py" for i in range(3)}
+    for path in files:
+        path.write_text("z = 1\n")
+    rec = Recorder()
+    watcher = WorkspaceWatcher([workspace], rec.changed, rec.removed, debounce_s=0.05)
+    watcher.start()
+    try:
+        time.sleep(0.3)
+        sub.rename(tmp_path.parent / f"{tmp_path.name}-moved-away")
+        rec.wait_all("removed", files, timeout=5)
     finally:
         watcher.stop()
