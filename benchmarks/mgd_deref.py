@@ -47,7 +47,8 @@ from superpie.analysis.syntax import region_at
 from superpie.completion.config import EngineConfig
 from superpie.completion.constraints import monitor as mc
 from superpie.completion.decoding import greedy
-from superpie.completion.engine import CompletionRequest, Engine
+from superpie.completion.engine import Engine
+from superpie.completion.request import CompletionRequest
 
 OUT = Path(__file__).parent / "out"
 STDLIB = Path(sysconfig.get_paths()["stdlib"])

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import statistics
 import sysconfig
 import tempfile
@@ -36,7 +37,8 @@ from pathlib import Path
 from metrics import edit_similarity
 
 from superpie.completion.config import EngineConfig
-from superpie.completion.engine import CompletionRequest, Engine
+from superpie.completion.engine import Engine
+from superpie.completion.request import CompletionRequest
 
 OUT = Path(__file__).parent / "out"
 RUNS = {  # name -> (strategy, drafts)
@@ -210,11 +212,11 @@ def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         workspace = Path(tmp)
         for p in pool[: args.workspace_files]:
-            (workspace / p.name).symlink_to(p)
+            shutil.copyfile(p, workspace / p.name)  # copies: links out of the workspace are not read
         engine = build_engine(args, workspace)
         engine.ensure_loaded()
         t0 = time.perf_counter()
-        engine.ngram_index()
+        engine.workspace.built(engine.lm, engine.config.ngram)
         ngram_ms = (time.perf_counter() - t0) * 1000
         rows = []
         for i, (uri, text, offset, target, after) in enumerate(samples(args, engine, test, rng)):

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from lsprotocol import types
 
-from superpie.completion.engine import Completion
+from superpie.completion.draft import Draft
 from superpie.lsp.positions import line_starts, offset_at, position_at
 
 ACCEPT_COMMAND = "superpie.accept"
@@ -62,7 +62,7 @@ def lsp_accept_command(request_id: str, rank: int, kind: str) -> types.Command:
 
 
 def lsp_inline_list(
-    completions: Sequence[Completion], position: types.Position, request_id: str
+    completions: Sequence[Draft], position: types.Position, request_id: str
 ) -> types.InlineCompletionList:
     """Ranked drafts as ghost text, best first, each inserted at the cursor."""
     at = types.Range(start=position, end=position)
@@ -74,7 +74,7 @@ def lsp_inline_list(
 
 
 def lsp_menu_list(
-    completions: Sequence[Completion], text: str, offset: int, encoding: str, request_id: str, markdown: bool = False
+    completions: Sequence[Draft], text: str, offset: int, encoding: str, request_id: str, markdown: bool = False
 ) -> types.CompletionList:
     """Ranked drafts as menu items: label = first line, the full draft in the edit and the docs."""
     word = _WORD_BEFORE.search(text, max(0, offset - 256), offset).group(0)
@@ -85,7 +85,7 @@ def lsp_menu_list(
 
 
 def _menu_item(
-    c: Completion, word: str, edit_range: types.Range, rank: int, request_id: str, markdown: bool
+    c: Draft, word: str, edit_range: types.Range, rank: int, request_id: str, markdown: bool
 ) -> types.CompletionItem:
     full = word + c.text
     label = next((line.strip() for line in full.splitlines() if line.strip()), "")  # starts with `word`

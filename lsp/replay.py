@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from superpie.completion.config import STRATEGIES
-from superpie.completion.engine import Completion, CompletionRequest, CompletionResult, Engine
+from superpie.completion.draft import Draft
+from superpie.completion.engine import Engine
+from superpie.completion.request import CompletionRequest, CompletionResult
 from superpie.lsp.positions import apply_change, offset_at
 
 
@@ -23,7 +25,7 @@ class ReplayError(ValueError):
     """A bad session line; the message names the line number."""
 
 
-def completion_json(c: Completion) -> dict[str, Any]:
+def completion_json(c: Draft) -> dict[str, Any]:
     """One completion in the JSON contract: text, score, and what the monitors said (null when off)."""
     return {"text": c.text, "score": c.score, "monitor": None if c.monitor is None else c.monitor.to_json()}
 

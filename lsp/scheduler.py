@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from superpie.completion.config import EngineConfig
-from superpie.completion.engine import CompletionRequest, CompletionResult, Engine
+from superpie.completion.engine import Engine
+from superpie.completion.request import CompletionRequest, CompletionResult
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +291,7 @@ class ModelWorker:
         self.snapshot.load_error = None
 
     def _reconfigure(self, engine: Engine, config: EngineConfig, reset_caches: bool) -> None:
-        engine.config = config
+        engine.reconfigure(config)
         if reset_caches:
             for uri in list(self._synced):
                 self._close(engine, uri)
@@ -314,17 +315,16 @@ class ModelWorker:
         snap.load_ms = engine.lm.load_ms if engine.lm is not None else 0.0
         snap.kv_bytes = engine.memory_bytes()
         snap.documents = len(self._synced)
-        jedi = getattr(engine, "jedi", None)  # where the engine runs monitors
-        jedi_stats = jedi.stats_snapshot() if hasattr(jedi, "stats_snapshot") else getattr(jedi, "stats", None)
-        if jedi_stats is not None:
-            snap.monitor_questions = getattr(jedi_stats, "questions", None)
-            snap.monitor_fallbacks = getattr(jedi_stats, "fallbacks", None)
+        jedi = engine.jedi  # None until the monitors first ran
+        if jedi is not None:
+            jedi_stats = jedi.stats_snapshot()
+            snap.monitor_questions = jedi_stats.questions
+            snap.monitor_fallbacks = jedi_stats.fallbacks
 
 
 def _shutdown(engine: Engine) -> None:
-    """Stop the engine's helper threads (jedi), where it has them."""
+    """Stop the engine's helper threads (jedi)."""
     try:
-        if hasattr(engine, "shutdown"):
-            engine.shutdown()
+        engine.shutdown()
     except Exception:
         log.exception("engine shutdown failed")

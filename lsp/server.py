@@ -27,8 +27,12 @@ from pygls.protocol import LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
 from pygls.uris import to_fs_path
 
-from superpie.analysis.watcher import WatchFilter, WorkspaceWatcher
-from superpie.completion.engine import Completion, CompletionRequest, Engine
+from superpie.analysis.watcher import WorkspaceWatcher
+from superpie.analysis.workspace_files import SourceRules
+from superpie.completion.config import LogLevel
+from superpie.completion.draft import Draft
+from superpie.completion.engine import Engine
+from superpie.completion.request import CompletionRequest
 from superpie.lsp.convert import (
     ACCEPT_COMMAND,
     lsp_apply_changes,
@@ -38,7 +42,14 @@ from superpie.lsp.convert import (
     lsp_message_type,
     lsp_offset,
 )
-from superpie.lsp.options import ParsedOptions, ServerOptions, engine_config, needs_reload, needs_resync, parse_options
+from superpie.lsp.options import (
+    ParsedOptions,
+    command_line_options,
+    engine_config,
+    needs_reload,
+    needs_resync,
+    parse_options,
+)
 from superpie.lsp.scheduler import ModelWorker, Outcome
 from superpie.lsp.stats import ServerStats
 
@@ -73,7 +84,7 @@ class Answer:
     """Drafts for one request, with what the conversion back to LSP needs."""
 
     request_id: str
-    completions: list[Completion]
+    completions: list[Draft]
     text: str
     offset: int
 
@@ -157,11 +168,10 @@ class ClientLogHandler(logging.Handler):
 class SuperpieServer(LanguageServer):
     """Request state of one session: options, documents, the model worker, the watcher, statistics."""
 
-    def __init__(self, model: str | None = None, log_level: str = "info") -> None:
+    def __init__(self, model: str | None = None, log_level: LogLevel | None = None) -> None:
         super().__init__("superpie", _version(), protocol_cls=SuperpieProtocol)
-        self.options = ServerOptions()
-        self.options.model.path = model
-        self.options.log_level = log_level
+        self.command_line = command_line_options(model, log_level)  # what an unset (null) option falls back to
+        self.options = self.command_line
         self.documents: dict[str, Document] = {}
         self.encoding = "utf-16"
         self.roots: list[Path] = []
@@ -181,7 +191,7 @@ class SuperpieServer(LanguageServer):
 
     def setup(self, params: types.InitializeParams) -> list[str]:
         """Read the client's options and workspace and give the worker its engine; return problems to report."""
-        parsed = parse_options(params.initialization_options, self.options)
+        parsed = parse_options(params.initialization_options, self.options, self.command_line)
         self.options = parsed.options
         self.encoding = lsp_encoding(self.protocol.workspace.position_encoding)
         self.roots = _roots(params)
@@ -358,7 +368,7 @@ class SuperpieServer(LanguageServer):
         opts = self.options.watcher
         if not opts.enabled or not self.roots:
             return
-        flt = WatchFilter(max_bytes=opts.max_file_kb * 1024)
+        flt = SourceRules(max_bytes=opts.max_file_kb * 1024)
         self.watcher = WorkspaceWatcher(
             self.roots, self.on_file_changed, self.on_file_removed, flt, opts.debounce_ms / 1000
         )
@@ -379,12 +389,12 @@ class SuperpieServer(LanguageServer):
         if path.as_uri() in self.documents:
             return
         self.stats.workspace_changed += 1
-        self.worker.background(lambda engine: _call_hook(engine, "workspace_file_changed", path))
+        self.worker.background(lambda engine: engine.workspace_file_changed(path))
 
     def on_file_removed(self, path: Path) -> None:
         """A workspace file was deleted or moved away: forget it."""
         self.stats.workspace_removed += 1
-        self.worker.background(lambda engine: _call_hook(engine, "workspace_file_removed", path))
+        self.worker.background(lambda engine: engine.workspace_file_removed(path))
 
     # ------------------------------------------------------------------ errors, end
 
@@ -398,17 +408,6 @@ class SuperpieServer(LanguageServer):
         """Stop the watcher and the worker (cancelling what runs)."""
         self.stop_watcher()
         self.worker.stop(timeout)
-
-
-def _call_hook(engine: Engine, name: str, path: Path) -> None:
-    """Tell the engine about a workspace file: its own hook where it has one, else its n-gram index."""
-    hook = getattr(engine, name, None)
-    if hook is not None:
-        hook(path)
-        return
-    index = getattr(engine, "ngram", None)  # built by the engine's first request that needs it
-    if index is not None:
-        (index.update_file if name == "workspace_file_changed" else index.remove_file)(path)
 
 
 def _supports_markdown(caps: types.ClientCapabilities) -> bool:
@@ -499,7 +498,7 @@ async def did_change_configuration(ls: SuperpieServer, params: types.DidChangeCo
         except Exception as exc:
             log.warning("workspace/configuration failed: %s", exc)
             return
-    ls.apply_options(parse_options(settings, ls.options))
+    ls.apply_options(parse_options(settings, ls.options, ls.command_line))
 
 
 def shutdown(ls: SuperpieServer, params: None) -> None:
@@ -551,7 +550,7 @@ FEATURES: list[tuple[str, Any, Any]] = [
 COMMANDS = {STATS_COMMAND: stats_command, ACCEPT_COMMAND: accept_command, DOCUMENT_COMMAND: document_command}
 
 
-def create_server(model: str | None = None, log_level: str = "info") -> SuperpieServer:
+def create_server(model: str | None = None, log_level: LogLevel | None = None) -> SuperpieServer:
     """A server with every feature and command registered (no module-level singleton)."""
     server = SuperpieServer(model=model, log_level=log_level)
     for name, handler, options in FEATURES:
@@ -584,7 +583,7 @@ def _private_stdout() -> Any:
     return lsp_out
 
 
-def serve(tcp: str | None, model: str | None, log_level: str) -> int:
+def serve(tcp: str | None, model: str | None, log_level: LogLevel) -> int:
     """Run the language server on stdio (or TCP) until the client says exit; 0 after a clean shutdown.
 
     After a session the process ends at once (`os._exit`): a helper thread still inside jedi or a

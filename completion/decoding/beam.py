@@ -20,7 +20,8 @@ import torch
 from superpie.cache.cursor import CursorView
 from superpie.completion.constraints.base import apply_mask
 from superpie.completion.decoding.select import Candidates, Pool, select
-from superpie.completion.decoding.task import Cancelled, DecodedDraft, DecodeTask, Partial, never_cancelled
+from superpie.completion.decoding.task import Cancelled, DecodeTask, Partial, never_cancelled
+from superpie.completion.draft import Draft
 from superpie.completion.model.loading import LoadedModel
 
 
@@ -31,7 +32,7 @@ def beam_decode(
     k: int,
     cancelled: Cancelled = never_cancelled,
     patience: float | None = None,
-) -> list[DecodedDraft]:
+) -> list[Draft]:
     """Up to k drafts by beam search (finished ones first, best mean log-prob first).
 
     `patience` (None or <= 0: wait for k ended beams): steps allowed after the first beam ended, as a

@@ -10,14 +10,8 @@ from superpie.cache.cursor import CursorView
 from superpie.completion.constraints.base import TokenConstraint, apply_mask
 from superpie.completion.decoding.lookahead import span_lookahead
 from superpie.completion.decoding.stops import StopRule
-from superpie.completion.decoding.task import (
-    Cancelled,
-    DecodedDraft,
-    DecodeTask,
-    Partial,
-    never_cancelled,
-    task_constraints,
-)
+from superpie.completion.decoding.task import Cancelled, DecodeTask, Partial, never_cancelled, task_constraints
+from superpie.completion.draft import Draft
 from superpie.completion.model.loading import LoadedModel
 
 
@@ -32,7 +26,7 @@ def greedy_decode(
     constraints: Sequence[TokenConstraint] | None = None,
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
-) -> DecodedDraft:
+) -> Draft:
     """Decode one draft token by token (argmax, or sampling when temperature > 0).
 
     `constraints` None means token healing for `typed` only; the text returned excludes `typed`.
@@ -50,7 +44,7 @@ def chain_decode(
     cancelled: Cancelled = never_cancelled,
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
-) -> DecodedDraft:
+) -> Draft:
     """One draft of a `DecodeTask`, one token per step through the view's chain.
 
     Greedy: where a constraint asks for it (a monitored identifier), the identifier is chosen whole by

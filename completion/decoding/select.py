@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from superpie.completion.decoding.task import DecodedDraft, DecodeTask, Partial
+from superpie.completion.decoding.task import DecodeTask, Partial
+from superpie.completion.draft import Draft
 from superpie.completion.model.loading import LoadedModel
 
 
@@ -40,16 +41,16 @@ class Pool:
         """Total score of the best finished draft (-inf before any)."""
         return max((d.score for d in self.finished), default=float("-inf"))
 
-    def results(self, k: int) -> list[DecodedDraft]:
+    def results(self, k: int) -> list[Draft]:
         """Up to k drafts, finished ones first, each group best mean score first."""
         done = [d.done(True) for d in sorted(self.finished, key=_mean_score, reverse=True)]
         live = sorted((d for d in self.live if d.text.strip() and d.text not in self.seen), key=_mean_score)
         return (done + [d.done(False) for d in reversed(live)])[:k]
 
-    def cancelled(self, k: int) -> list[DecodedDraft]:
+    def cancelled(self, k: int) -> list[Draft]:
         """What there is when a request is cancelled mid-decode (every draft marked cancelled)."""
         return [dataclasses.replace(d, finished=False, cancelled=True) for d in self.results(k)] or [
-            DecodedDraft((), "", 0.0, False, cancelled=True)
+            Draft("", logprob=0.0, finished=False, cancelled=True)
         ]
 
 

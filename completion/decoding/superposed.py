@@ -39,8 +39,9 @@ from superpie.completion.config import SuperposedConfig
 from superpie.completion.constraints.base import apply_mask
 from superpie.completion.decoding.lookahead import span_lookahead
 from superpie.completion.decoding.select import Candidates, Pool, select
-from superpie.completion.decoding.task import Cancelled, DecodedDraft, DecodeTask, Partial, never_cancelled
+from superpie.completion.decoding.task import Cancelled, DecodeTask, Partial, never_cancelled
 from superpie.completion.decoding.verify import Trunk, common_prefix
+from superpie.completion.draft import Draft
 from superpie.completion.model.loading import LoadedModel
 from superpie.completion.ngram.index import NgramIndex
 
@@ -49,7 +50,7 @@ from superpie.completion.ngram.index import NgramIndex
 class SuperposedDrafts:
     """The drafts of one superposed pass, and the scratch slots that hold exact KV (for `verify`)."""
 
-    drafts: list[DecodedDraft]
+    drafts: list[Draft]
     trunk: Trunk | None  # None when cancelled
 
 
@@ -181,7 +182,7 @@ def _decode_with_exact_lead(
             own_slots[len(alts[0].ids)] = used + len(vectors) - 1
     trunk = Trunk((task.first_input, *greedy_ids[: len(lead_path) - 1]), tuple(lead_path))
     every = [
-        dataclasses.replace(d, greedy=d.ids == greedy_ids) for d in pool.results(len(pool.finished) + len(pool.live))
+        dataclasses.replace(d, greedy=d.tokens == greedy_ids) for d in pool.results(len(pool.finished) + len(pool.live))
     ]
     keep = k + config.spare
     drafts = [d for d in every if d.greedy][:1]  # the greedy line always, then the best others

@@ -17,6 +17,7 @@ import torch
 from superpie.completion.constraints.base import ConstraintSet, TokenConstraint
 from superpie.completion.constraints.healing import HealingConstraint, token_texts
 from superpie.completion.decoding.stops import StopRule
+from superpie.completion.draft import Draft
 from superpie.completion.model.loading import LoadedModel
 
 Cancelled = Callable[[], bool]
@@ -37,33 +38,6 @@ class DecodeTask:
     stop: StopRule | None = None
     constraints: tuple[TokenConstraint, ...] = ()  # each draft starts from these and advances its own copy
     prefix_tail: tuple[int, ...] = ()  # last prefix tokens (first_input last): n-gram context of step one
-
-
-@dataclass(frozen=True)
-class DecodedDraft:
-    """One decoded continuation: its tokens, its text after the typed characters, its log-prob."""
-
-    ids: tuple[int, ...]
-    text: str
-    logprob: float  # sum of the per-token log-probs (exact for greedy, beam and verified drafts)
-    finished: bool  # ended by EOS or the stop rule (not by the token budget)
-    cancelled: bool = False
-    token_logprobs: tuple[float, ...] = ()
-    token_ends: tuple[int, ...] = ()  # per token, where it ends in `text` (past the end when cut)
-    constrained: tuple[bool, ...] = ()  # per token: a constraint mask was active when it was chosen
-    best_logprobs: tuple[float, ...] = ()  # per token: log-prob of the model's own top choice there
-    verified: bool = False  # log-probs re-scored exactly by `verify`
-    greedy: bool = False  # the model's own top token at every step, decoded exactly (not a sampled/superposed draft)
-
-    @property
-    def mean_logprob(self) -> float:
-        """Length-normalised log-prob, comparable across drafts of different lengths."""
-        return self.logprob / max(1, len(self.ids))
-
-    @property
-    def constraint_active(self) -> bool:
-        """Whether any constraint (healing, a monitor) restricted this draft's tokens."""
-        return any(self.constrained)
 
 
 @dataclass(frozen=True)
@@ -127,18 +101,18 @@ class Partial:
         )
         return nxt, cut is not None
 
-    def done(self, finished: bool, cancelled: bool = False) -> DecodedDraft:
+    def done(self, finished: bool, cancelled: bool = False) -> Draft:
         """The decoded draft as it stands."""
-        return DecodedDraft(
-            self.ids,
+        return Draft(
             self.text,
-            sum(self.logprobs),
-            finished,
-            cancelled,
-            self.logprobs,
-            self.ends,
-            self.constrained,
-            self.best,
+            tokens=self.ids,
+            logprob=sum(self.logprobs),
+            finished=finished,
+            cancelled=cancelled,
+            token_logprobs=self.logprobs,
+            token_ends=self.ends,
+            token_constrained=self.constrained,
+            best_logprobs=self.best,
         )
 
 

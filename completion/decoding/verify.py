@@ -28,7 +28,8 @@ import torch
 from superpie.cache.cursor import CursorView
 from superpie.completion.config import VerifyConfig
 from superpie.completion.constraints.base import apply_mask
-from superpie.completion.decoding.task import DecodedDraft, DecodeTask, Partial
+from superpie.completion.decoding.task import DecodeTask, Partial
+from superpie.completion.draft import Draft
 from superpie.completion.model.loading import LoadedModel
 
 
@@ -163,10 +164,10 @@ def verify(
     lm: LoadedModel,
     view: CursorView,
     task: DecodeTask,
-    drafts: Sequence[DecodedDraft],
+    drafts: Sequence[Draft],
     config: VerifyConfig | None = None,
     trunk: Trunk | None = None,
-) -> list[DecodedDraft]:
+) -> list[Draft]:
     """The drafts with exact per-token log-probs, each cut where the model confidently disagrees.
 
     `trunk`: scratch slots holding exact KV of a draft that decoding fed exactly (see `Trunk`); a
@@ -178,8 +179,8 @@ def verify(
     if trunk is not None and len(trunk.tokens) == 0:
         trunk = None
     # drafts decoding left unfinished get their last token fed too, so repair can continue them
-    going = [config.repair == "all" and not d.finished and 0 < len(d.ids) < task.max_tokens for d in drafts]
-    tree = DraftTree.of([d.ids for d in drafts], task.first_input if trunk is None else None, trunk, going)
+    going = [config.repair == "all" and not d.finished and 0 < len(d.tokens) < task.max_tokens for d in drafts]
+    tree = DraftTree.of([d.tokens for d in drafts], task.first_input if trunk is None else None, trunk, going)
     base = 0 if trunk is None else view.used
     logp = tree_logprobs(view, tree, trunk)
     out = []
@@ -187,10 +188,10 @@ def verify(
         exact, best = list(draft.token_logprobs[:first]), list(draft.best_logprobs[:first])
         if sources:
             rows = logp[sources]  # [n, V]: the distribution before each scored token
-            ids = torch.tensor(draft.ids[first:], dtype=torch.long)
+            ids = torch.tensor(draft.tokens[first:], dtype=torch.long)
             exact += rows.gather(1, ids[:, None])[:, 0].tolist()
             best += rows.max(dim=-1).values.tolist()
-        cut = _cut_at(exact, best, draft.constrained, config)
+        cut = _cut_at(exact, best, draft.token_constrained, config)
         out.append(_rescored(lm, task, draft, exact, best, cut))
     if config.repair != "off":
         out = _repair(lm, view, task, tree, logp, drafts, out, base, trunk, config)
@@ -203,12 +204,12 @@ def _repair(
     task: DecodeTask,
     tree: DraftTree,
     logp: torch.Tensor,
-    drafts: Sequence[DecodedDraft],
-    out: list[DecodedDraft],
+    drafts: Sequence[Draft],
+    out: list[Draft],
     base: int,
     trunk: Trunk | None,
     config: VerifyConfig,
-) -> list[DecodedDraft]:
+) -> list[Draft]:
     """Finish drafts greedily from their exact prefixes: the best one if cut ("best"), or every cut or
     unfinished one ("all"), each by at most `config.repair_tokens` tokens.
 
@@ -219,7 +220,7 @@ def _repair(
     would continue alike, so that node is continued once.
     """
     if config.repair == "best":
-        best = max(range(len(out)), key=lambda j: out[j].mean_logprob if out[j].ids else float("-inf"))
+        best = max(range(len(out)), key=lambda j: out[j].mean_logprob if out[j].tokens else float("-inf"))
         candidates = [best]
     else:
         candidates = list(range(len(out)))
@@ -227,10 +228,10 @@ def _repair(
     nodes: dict[int, int] = {}  # node continued -> the draft continuing it
     same: dict[int, int] = {}  # draft -> the draft whose continuation it shares
     for i in candidates:
-        cut, first = len(out[i].ids), tree.exact[i]
-        if cut < len(drafts[i].ids) and cut >= first and tree.sources[i]:
+        cut, first = len(out[i].tokens), tree.exact[i]
+        if cut < len(drafts[i].tokens) and cut >= first and tree.sources[i]:
             node = tree.sources[i][cut - first]  # its output is the distribution before the cut token
-        elif cut == len(drafts[i].ids) and tree.tails[i] >= 0:
+        elif cut == len(drafts[i].tokens) and tree.tails[i] >= 0:
             node = tree.tails[i]  # an unfinished draft: its output is the distribution after it
         else:
             continue
@@ -256,11 +257,11 @@ class _Row:
     path: list[int]
 
 
-def _partial_of(lm: LoadedModel, task: DecodeTask, draft: DecodedDraft) -> Partial:
+def _partial_of(lm: LoadedModel, task: DecodeTask, draft: Draft) -> Partial:
     """A `Partial` holding a decoded draft's tokens (constraints advanced through them)."""
     partial = Partial.start(task)
-    flags = draft.constrained + (False,) * len(draft.ids)
-    for j, token in enumerate(draft.ids):
+    flags = draft.token_constrained + (False,) * len(draft.tokens)
+    for j, token in enumerate(draft.tokens):
         lp, best = draft.token_logprobs[j], draft.best_logprobs[j]
         partial, _ = partial.extend(lm, task, token, lp, constrained=flags[j], best=best)
     return partial
@@ -268,10 +269,10 @@ def _partial_of(lm: LoadedModel, task: DecodeTask, draft: DecodedDraft) -> Parti
 
 def _continue_rows(
     lm: LoadedModel, view: CursorView, task: DecodeTask, rows: list[_Row], max_new: int | None = None
-) -> list[tuple[int, DecodedDraft]]:
+) -> list[tuple[int, Draft]]:
     """Greedy tokens after each row's draft until EOS, the stop rule, the budget or `max_new` new tokens;
     one forward per step."""
-    done: list[tuple[int, DecodedDraft]] = []
+    done: list[tuple[int, Draft]] = []
     limit = {row.draft: len(row.partial.ids) + (max_new if max_new is not None else task.max_tokens) for row in rows}
     while rows:
         going = []
@@ -318,22 +319,22 @@ def _cut_at(exact: list[float], best: list[float], constrained: Sequence[bool], 
 
 
 def _rescored(
-    lm: LoadedModel, task: DecodeTask, draft: DecodedDraft, exact: list[float], best: list[float], cut: int | None
-) -> DecodedDraft:
+    lm: LoadedModel, task: DecodeTask, draft: Draft, exact: list[float], best: list[float], cut: int | None
+) -> Draft:
     if cut is None:
         return dataclasses.replace(
             draft, logprob=sum(exact), token_logprobs=tuple(exact), best_logprobs=tuple(best), verified=True
         )
-    full = lm.decode(list(draft.ids[:cut]))
-    return DecodedDraft(
-        draft.ids[:cut],
+    full = lm.decode(list(draft.tokens[:cut]))
+    return Draft(
         full[len(task.typed) :] if full.startswith(task.typed) else full,
-        sum(exact[:cut]),
-        False,
-        draft.cancelled,
-        tuple(exact[:cut]),
-        draft.token_ends[:cut],
-        draft.constrained[:cut],
-        tuple(best[:cut]),
+        tokens=draft.tokens[:cut],
+        logprob=sum(exact[:cut]),
+        finished=False,
+        cancelled=draft.cancelled,
+        token_logprobs=tuple(exact[:cut]),
+        token_ends=draft.token_ends[:cut],
+        token_constrained=draft.token_constrained[:cut],
+        best_logprobs=tuple(best[:cut]),
         verified=True,
     )

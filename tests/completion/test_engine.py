@@ -9,7 +9,8 @@ from tiny import tiny_model
 
 from superpie.cache.cursor import CursorView
 from superpie.completion.config import DecodingConfig, EngineConfig
-from superpie.completion.engine import CompletionRequest, Engine
+from superpie.completion.engine import Engine
+from superpie.completion.request import CompletionRequest
 
 CURSOR = SOURCE.index("    with open(path) as f:\n        return")
 
@@ -108,15 +109,14 @@ def test_a_constraint_factory_steers_every_draft_and_is_reported():
 
 
 def test_an_unfinished_draft_that_another_draft_continues_is_dropped():
-    from superpie.completion.decoding.task import DecodedDraft
     from superpie.completion.draft import Draft
-    from superpie.completion.engine import _drop_unfinished_prefixes
+    from superpie.completion.finish import _drop_unfinished_prefixes
 
     decoded = [
-        DecodedDraft((1,), "x = foo(", 0.0, False),  # cut by verification
-        DecodedDraft((1, 2), "x = foo(1)", 0.0, True),
-        DecodedDraft((3,), "x = bar", 0.0, False),  # out of tokens, but nothing continues it
-        DecodedDraft((4,), "x", 0.0, True),  # finished: kept even though it is a prefix
+        Draft("x = foo(", tokens=(1,), logprob=0.0, finished=False),  # cut by verification
+        Draft("x = foo(1)", tokens=(1, 2), logprob=0.0, finished=True),
+        Draft("x = bar", tokens=(3,), logprob=0.0, finished=False),  # out of tokens, but nothing continues it
+        Draft("x", tokens=(4,), logprob=0.0, finished=True),  # finished: kept even though it is a prefix
     ]
     ranked = [Draft(d.text, id=i) for i, d in enumerate(decoded)]
     assert [d.text for d in _drop_unfinished_prefixes(ranked, decoded)] == ["x = foo(1)", "x = bar", "x"]

@@ -10,9 +10,11 @@ import pytest
 from lsprotocol import types as t
 
 from superpie.cache.document import NO_SYNC, SyncStats
-from superpie.completion.engine import Completion, CompletionRequest, CompletionResult
+from superpie.completion.config import EngineConfig as ServerOptions
+from superpie.completion.draft import Draft
+from superpie.completion.request import CompletionRequest, CompletionResult
 from superpie.lsp.convert import lsp_apply_changes, lsp_encoding, lsp_inline_list, lsp_menu_list
-from superpie.lsp.options import ServerOptions, camel_case, engine_config, needs_reload, parse_options, snake_case
+from superpie.lsp.options import camel_case, engine_config, needs_reload, parse_options, snake_case
 from superpie.lsp.scheduler import ModelWorker
 
 # ----------------------------------------------------------------------------- options
@@ -69,7 +71,7 @@ def test_apply_changes_in_utf16_and_utf8() -> None:
 
 
 def test_inline_and_menu_items() -> None:
-    drafts = [Completion("th.join(a, b)\n    x", -0.5), Completion("th", -1.25)]
+    drafts = [Draft("th.join(a, b)\n    x", score=-0.5), Draft("th", score=-1.25)]
     text = "import os\nos.pa"
     inline = lsp_inline_list(drafts, t.Position(1, 5), "r7")
     assert [i.insert_text for i in inline.items] == ["th.join(a, b)\n    x", "th"]
@@ -97,6 +99,10 @@ class FakeEngine:
     loaded: bool = True
     lm: object = None
     config: object = None
+    jedi: object = None  # no monitors
+
+    def shutdown(self) -> None:
+        """Nothing to stop: the fake runs no jedi thread."""
 
     def ensure_loaded(self) -> float:
         return 0.0
@@ -111,7 +117,7 @@ class FakeEngine:
             if cancelled():
                 return CompletionResult([], {"total": 0.0}, NO_SYNC, cancelled=True)
             time.sleep(self.step_s)
-        return CompletionResult([Completion("x", 0.0)], {"total": 0.0}, NO_SYNC)
+        return CompletionResult([Draft("x", score=0.0)], {"total": 0.0}, NO_SYNC)
 
     def close(self, uri: str) -> None:
         self.calls.append(("close", uri))

@@ -73,10 +73,10 @@ def test_every_strategy_honours_a_constraint_per_draft_and_reports_it():
     for name, drafts in decode_all(task).items():
         assert drafts, name
         for d in drafts:
-            assert set(d.ids[:2]) <= forced, name
-            assert d.constrained[:2] == (True, True), name
-            assert not any(d.constrained[2:]), name
-            assert d.constraint_active
+            assert set(d.tokens[:2]) <= forced, name
+            assert d.token_constrained[:2] == (True, True), name
+            assert not any(d.token_constrained[2:]), name
+            assert d.constrained
 
 
 def test_constraint_state_advances_separately_for_each_draft():
@@ -86,7 +86,7 @@ def test_constraint_state_advances_separately_for_each_draft():
     texts = token_texts(tiny_model("llama").tokenizer)
     for name, drafts in decode_all(task).items():
         for d in drafts:
-            steps = [texts[t] for t in d.ids]
+            steps = [texts[t] for t in d.tokens]
             assert all(a != b for a, b in zip(steps, steps[1:])), (name, steps)
 
 
@@ -113,9 +113,9 @@ def test_healing_is_a_constraint_that_spells_the_typed_characters_first():
     assert healing.advance(split.typed + "x") is None
     view = CursorView(doc, split.prefix_len - 1, reserve=16)
     draft = greedy_decode(lm, view, doc.ids[split.prefix_len - 1], 6, typed=split.typed)
-    full = lm.decode(list(draft.ids))
+    full = lm.decode(list(draft.tokens))
     assert full.startswith(split.typed) or split.typed.startswith(full)
-    assert draft.constrained[0]
+    assert draft.token_constrained[0]
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
@@ -125,8 +125,8 @@ def test_chain_decode_records_per_token_facts(temperature):
     task, context = task_at(doc, CURSORS[2], max_tokens=6)
     gen = torch.Generator().manual_seed(1)
     d = chain_decode(lm, CursorView(doc, context, reserve=8), task, temperature=temperature, generator=gen)
-    assert len(d.token_logprobs) == len(d.best_logprobs) == len(d.token_ends) == len(d.ids)
+    assert len(d.token_logprobs) == len(d.best_logprobs) == len(d.token_ends) == len(d.tokens)
     assert all(b >= lp - 1e-6 for b, lp in zip(d.best_logprobs, d.token_logprobs, strict=True))
     if temperature == 0.0:  # greedy: the chosen token is the best one wherever nothing constrained it
-        free = [i for i, c in enumerate(d.constrained) if not c]
+        free = [i for i, c in enumerate(d.token_constrained) if not c]
         assert [d.best_logprobs[i] for i in free] == pytest.approx([d.token_logprobs[i] for i in free])

@@ -6,7 +6,8 @@ import pytest
 from test_mgd import ACCOUNT, CURSOR, MAIN, MAIN_URI, PROJECT, SOURCE, attribute_after, biased_model
 
 from superpie.completion.config import DecodingConfig, EngineConfig, MonitorConfig
-from superpie.completion.engine import CompletionRequest, Engine
+from superpie.completion.engine import Engine
+from superpie.completion.request import CompletionRequest
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +46,13 @@ def test_a_request_can_turn_monitors_off(engine):
 
 def test_the_verdict_ranks_an_invented_attribute_below_a_real_one(engine):
     from superpie.completion.draft import Draft
+    from superpie.completion.finish import monitor_hook
+    from superpie.completion.plan import plan_request
     from superpie.completion.postprocess.pipeline import DraftContext
 
-    plan = engine._plan(_request(2, "beam", True), engine._docs[MAIN_URI].cache)
-    hook = engine._monitor_hook(plan)
+    doc = engine.documents.get(MAIN_URI)
+    plan = plan_request(_request(2, "beam", True), doc.cache, engine.lm, engine.config, engine.monitor_runtime())
+    hook = monitor_hook(plan)
     context = DraftContext.at(SOURCE, CURSOR, False)
     assert hook(Draft("deposit(1)"), context) == 1.0
     assert hook(Draft("depart(1)"), context) == 0.0

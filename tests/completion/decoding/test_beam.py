@@ -20,7 +20,7 @@ def test_beam_of_one_is_greedy(offset):
     task, context = task_at(doc, offset, max_tokens=8, stop=line_end_stop)
     greedy = chain_decode(lm, CursorView(doc, context, reserve=16), task)
     beam = beam_decode(lm, CursorView(doc, context, reserve=16), task, 1)
-    assert [d.ids for d in beam] == [greedy.ids]
+    assert [d.tokens for d in beam] == [greedy.tokens]
     assert beam[0].token_logprobs == pytest.approx(greedy.token_logprobs, abs=1e-5)
 
 
@@ -34,9 +34,9 @@ def test_beam_drafts_are_distinct_and_their_logprobs_exact(kind):
     task = DecodeTask(doc.ids[n - 1], 7)
     drafts = beam_decode(lm, CursorView(doc, n - 1, reserve=8), task, 4)
     assert len(drafts) == 4
-    assert len({d.ids for d in drafts}) == 4
+    assert len({d.tokens for d in drafts}) == 4
     for d in drafts:
-        want = full_logprobs(kind, doc.ids[:n], list(d.ids))
+        want = full_logprobs(kind, doc.ids[:n], list(d.tokens))
         assert list(d.token_logprobs) == pytest.approx(want, abs=1e-4)
 
 
@@ -70,8 +70,8 @@ def test_patience_bounds_the_steps_after_the_first_beam_ends():
         return drafts
 
     slow, fast = run(None), run(0.25)
-    first_end = min(len(d.ids) for d in slow if d.finished)
+    first_end = min(len(d.tokens) for d in slow if d.finished)
     assert steps["0.25"] <= first_end + max(2, -(-first_end // 4)) + 1  # the root step, then one per token
     assert steps["0.25"] < steps["None"]
-    ended = {d.ids for d in slow if d.finished}
-    assert all(d.ids in ended for d in fast if d.finished)  # the same search, stopped earlier
+    ended = {d.tokens for d in slow if d.finished}
+    assert all(d.tokens in ended for d in fast if d.finished)  # the same search, stopped earlier

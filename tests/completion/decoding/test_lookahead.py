@@ -102,9 +102,9 @@ def test_the_lookahead_spells_the_most_likely_identifier_even_where_greedy_start
     for names in itertools.combinations(NAMES[:8], 3):
         best_score, best = max(spellings(names))
         (draft, task), (greedy, _) = decode(names, 16), decode(names, 0)
-        assert draft.ids[: len(best)] == best, names
+        assert draft.tokens[: len(best)] == best, names
         assert sum(draft.token_logprobs[: len(best)]) == pytest.approx(best_score, abs=1e-3)
-        assert all(draft.constrained[: len(best)])
+        assert all(draft.token_constrained[: len(best)])
         assert identifier(task.typed, draft.text) in names
         assert identifier(task.typed, greedy.text) in names
         differed += identifier(task.typed, draft.text) != identifier(task.typed, greedy.text)
@@ -125,14 +125,14 @@ def test_the_draft_after_the_lookahead_matches_decoding_those_tokens_one_by_one(
     # re-score the whole draft with full forwards: the chain after the lookahead saw the right KV
     context = list(doc.ids[:n])
     with torch.no_grad():
-        logits = lm.model(input_ids=torch.tensor([context + list(draft.ids)])).logits[0].float()
+        logits = lm.model(input_ids=torch.tensor([context + list(draft.tokens)])).logits[0].float()
     logp = torch.log_softmax(logits, dim=-1)
-    exact = [float(logp[n - 1 + i, t]) for i, t in enumerate(draft.ids)]
+    exact = [float(logp[n - 1 + i, t]) for i, t in enumerate(draft.tokens)]
     assert draft.token_logprobs == pytest.approx(exact, abs=1e-3)
     # after the span the draft is greedy (no constraint is left): each token is the argmax
-    span = next(i for i, c in enumerate(draft.constrained) if not c)
-    for i in range(span, len(draft.ids)):
-        assert int(logp[n - 1 + i].argmax()) == draft.ids[i]
+    span = next(i for i, c in enumerate(draft.token_constrained) if not c)
+    for i in range(span, len(draft.tokens)):
+        assert int(logp[n - 1 + i].argmax()) == draft.tokens[i]
 
 
 def test_advance_in_span_keeps_the_typed_dot_and_ends_at_a_non_identifier_char():
@@ -157,9 +157,9 @@ def test_the_lookahead_asks_the_monitors_nothing_while_it_searches():
     c = constraint(SOURCE[: CURSOR - len(split.typed)], split.typed, NAMES[:3], 16, monitors=monitors)
     task = DecodeTask(task.first_input, 8, split.typed, None, task_constraints(lm, split.typed, (c,)))
     draft = chain_decode(lm, CursorView(doc, n - 1, reserve=64), task)
-    spelled = draft.constrained.index(False)  # the span's tokens, its exit token last
+    spelled = draft.token_constrained.index(False)  # the span's tokens, its exit token last
     # only the kept draft asks: once at its exit token, then at every later token (no state left)
-    assert monitors.asked == len(draft.ids) - spelled + 1
+    assert monitors.asked == len(draft.tokens) - spelled + 1
 
 
 def test_a_prior_for_names_the_document_dereferenced_moves_the_choice():
@@ -182,11 +182,11 @@ def test_superposed_decodings_exact_lead_spells_the_identifier_as_greedy_decodin
     for names in itertools.combinations(NAMES[:8], 3):
         lm, doc, n, task = setup(names, 16)
         greedy = chain_decode(lm, CursorView(doc, n - 1, reserve=64), task)
-        differed += greedy.ids != decode(names, 0)[0].ids  # token by token, it would spell another name
+        differed += greedy.tokens != decode(names, 0)[0].tokens  # token by token, it would spell another name
         out = superposed_decode(lm, CursorView(doc, n - 1, reserve=128), task, 4, SuperposedConfig(patience=1.0))
         lead = [d for d in out.drafts if d.greedy]
-        assert len(lead) == 1 and lead[0].ids == greedy.ids, names
+        assert len(lead) == 1 and lead[0].tokens == greedy.tokens, names
         assert lead[0].token_logprobs == pytest.approx(greedy.token_logprobs, abs=1e-4)
-        assert out.trunk.tokens[1:] == greedy.ids[: len(out.trunk.tokens) - 1]
+        assert out.trunk.tokens[1:] == greedy.tokens[: len(out.trunk.tokens) - 1]
         assert all(identifier(task.typed, d.text) in names for d in out.drafts)
     assert differed, "the lookahead changed nothing here: the test shows nothing"

@@ -81,11 +81,11 @@ def test_superposed_with_one_draft_is_greedy(offset, stop):
     out = superposed_decode(lm, CursorView(doc, context, reserve=16), task, 1, ngram=ngram_for(SOURCE))
     assert len(out.drafts) == 1
     draft = out.drafts[0]
-    assert draft.ids == greedy.ids
+    assert draft.tokens == greedy.tokens
     assert draft.text == greedy.text
     assert draft.finished == greedy.finished
     assert draft.token_logprobs == pytest.approx(greedy.token_logprobs, abs=1e-5)
-    assert len(out.trunk.tokens) == len(draft.ids) or draft.finished  # all fed but the last: all exact
+    assert len(out.trunk.tokens) == len(draft.tokens) or draft.finished  # all fed but the last: all exact
 
 
 @pytest.mark.parametrize("exact_lead", [True, False])
@@ -103,7 +103,7 @@ def test_superposed_drafts_are_distinct_and_verify_keeps_the_exact_trunk(exact_l
     kept = verify(lm, view, task, out.drafts, no_cut, trunk=out.trunk)
     fresh = verify(lm, view, task, out.drafts, no_cut)
     for a, b in zip(kept, fresh, strict=True):
-        assert a.ids == b.ids
+        assert a.tokens == b.tokens
         assert a.token_logprobs == pytest.approx(b.token_logprobs, abs=1e-4)
         assert a.best_logprobs == pytest.approx(b.best_logprobs, abs=1e-4)
 
@@ -118,10 +118,10 @@ def test_the_exact_lead_is_the_greedy_draft(offset, history):
     cfg = SuperposedConfig(branch_ratio=0.01, alt_history=history, patience=1.0)
     out = superposed_decode(lm, CursorView(doc, context, reserve=64), task, 4, cfg, ngram_for(SOURCE))
     assert len(out.drafts) > 1
-    lead = next(d for d in out.drafts if d.ids == greedy.ids)
+    lead = next(d for d in out.drafts if d.tokens == greedy.tokens)
     assert [d.greedy for d in out.drafts].count(True) == 1 and lead.greedy
     assert lead.token_logprobs == pytest.approx(greedy.token_logprobs, abs=1e-5)
-    assert out.trunk.tokens[1:] == greedy.ids[: len(out.trunk.tokens) - 1]
+    assert out.trunk.tokens[1:] == greedy.tokens[: len(out.trunk.tokens) - 1]
 
 
 def test_vote_history_follows_the_drafts_holding_most_weight():

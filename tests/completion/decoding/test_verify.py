@@ -13,8 +13,9 @@ from tiny import KINDS, tiny_model
 from superpie.cache.cursor import CursorView
 from superpie.completion.config import VerifyConfig
 from superpie.completion.decoding.greedy import chain_decode
-from superpie.completion.decoding.task import DecodedDraft, DecodeTask
+from superpie.completion.decoding.task import DecodeTask
 from superpie.completion.decoding.verify import DraftTree, Trunk, verify
+from superpie.completion.draft import Draft
 
 NO_CUT = VerifyConfig(cut_confidence=1.0, cut_margin=float("inf"), repair="off")
 
@@ -50,10 +51,10 @@ def test_tree_verification_equals_separate_full_forwards(kind, where):
     drafts = random_drafts(random.Random(7), lm.vocab_size)
     task = DecodeTask(doc.ids[n - 1], 16)
     view = CursorView(doc, n - 1, reserve=8)
-    decoded = [DecodedDraft(tuple(d), "", 0.0, False) for d in drafts]
+    decoded = [Draft("", tokens=tuple(d), logprob=0.0, finished=False) for d in drafts]
     out = verify(lm, view, task, decoded, NO_CUT)
     for draft, got in zip(drafts, out, strict=True):
-        assert got.ids == tuple(draft)
+        assert got.tokens == tuple(draft)
         want = full_logprobs(kind, doc.ids[:n], draft)
         assert list(got.token_logprobs) == pytest.approx(want, abs=1e-4)
         assert got.logprob == pytest.approx(sum(want), abs=1e-3)
@@ -104,18 +105,19 @@ def test_a_draft_is_cut_where_the_model_confidently_disagrees():
         worst_first = int(logits.argmin()) if worst_first is None else worst_first
     worst = int(logits.argmin())
     ids[2] = worst
-    draft = DecodedDraft(tuple(ids + [5, 6]), "", 0.0, False)
+    draft = Draft("", tokens=tuple(ids + [5, 6]), logprob=0.0, finished=False)
     cut_only = VerifyConfig(cut_confidence=0.0, cut_margin=5.0, repair="off")
     cut = verify(lm, view, task, [draft], cut_only)[0]
-    assert cut.ids == tuple(ids[:2])
+    assert cut.tokens == tuple(ids[:2])
     assert not cut.finished
     kept = verify(lm, view, task, [draft], NO_CUT)[0]
-    assert kept.ids == draft.ids
+    assert kept.tokens == draft.tokens
     # A token a constraint chose is never cut.
-    forced = DecodedDraft(draft.ids, "", 0.0, False, constrained=(False, False, True, False, False))
-    assert len(verify(lm, view, task, [forced], cut_only)[0].ids) >= 3
+    flags = (False, False, True, False, False)
+    forced = Draft("", tokens=draft.tokens, logprob=0.0, finished=False, token_constrained=flags)
+    assert len(verify(lm, view, task, [forced], cut_only)[0].tokens) >= 3
     # Repair: the best draft, cut, is finished greedily from its exact prefix = greedy decoding here.
-    other = DecodedDraft((worst_first, 7), "", 0.0, False)  # cut at its first token: never the best
+    other = Draft("", tokens=(worst_first, 7), logprob=0.0, finished=False)  # cut at its first token: never the best
     repaired = verify(
         lm,
         view,
@@ -124,16 +126,17 @@ def test_a_draft_is_cut_where_the_model_confidently_disagrees():
         VerifyConfig(cut_confidence=0.0, cut_margin=5.0, repair="best", repair_tokens=16),
     )
     greedy = chain_decode(lm, CursorView(doc, n - 1, reserve=20), task)
-    assert repaired[0].ids == ()
-    assert repaired[1].ids == greedy.ids
+    assert repaired[0].tokens == ()
+    assert repaired[1].tokens == greedy.tokens
     assert list(repaired[1].token_logprobs) == pytest.approx(list(greedy.token_logprobs), abs=1e-4)
     # "all": every cut draft, and every unfinished one, goes on greedily by at most repair_tokens tokens.
     every = VerifyConfig(cut_confidence=0.0, cut_margin=5.0, repair="all", repair_tokens=3)
-    start = DecodedDraft(greedy.ids[:2], "", 0.0, False)  # unfinished, uncut: continued from its end
+    # unfinished, uncut: continued from its end
+    start = Draft("", tokens=greedy.tokens[:2], logprob=0.0, finished=False)
     both = verify(lm, view, task, [other, draft, start], every)
-    assert both[0].ids == greedy.ids[:3]  # cut at its first token, then 3 greedy tokens
-    assert both[1].ids == greedy.ids[:5]  # cut after 2 tokens, then 3
-    assert both[2].ids == greedy.ids[:5]
+    assert both[0].tokens == greedy.tokens[:3]  # cut at its first token, then 3 greedy tokens
+    assert both[1].tokens == greedy.tokens[:5]  # cut after 2 tokens, then 3
+    assert both[2].tokens == greedy.tokens[:5]
     assert list(both[2].token_logprobs) == pytest.approx(list(greedy.token_logprobs[:5]), abs=1e-4)
     finished = dataclasses.replace(start, finished=True)  # a finished draft is left alone
-    assert verify(lm, view, task, [finished], every)[0].ids == start.ids
+    assert verify(lm, view, task, [finished], every)[0].tokens == start.tokens

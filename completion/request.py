@@ -1,0 +1,44 @@
+"""What a front door asks the engine for, and what it gets back (plain values, no LSP types).
+
+Positions are Python string offsets; the front doors (LSP, CLI, replay) convert their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from superpie.cache.document import SyncStats
+from superpie.completion.draft import Draft
+
+if TYPE_CHECKING:
+    from superpie.completion.constraints.monitor import MonitorTrace
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    """A completion at `offset` (a Python str index) of `text`, the document's current text.
+
+    Every None field means "the configuration's value" (`config.decoding`, `config.monitors`).
+    """
+
+    uri: str
+    text: str
+    offset: int
+    max_tokens: int | None = None
+    drafts: int | None = None
+    strategy: str | None = None
+    multiline: bool | None = None
+    monitors: bool | None = None
+
+
+@dataclass
+class CompletionResult:
+    """Ranked drafts (best first) plus what they cost."""
+
+    completions: list[Draft]
+    timings_ms: dict[str, float]
+    cache: SyncStats
+    cancelled: bool = False
+    strategy: str = "greedy"
+    monitors: MonitorTrace | None = None  # what the monitors did (firings, jedi and mask times); None: off
