@@ -5,24 +5,33 @@ a cursor right after `"abc` is inside a string. This scanner follows Python's ow
 (string prefixes, triple quotes, escapes, f-string replacement fields and format specs, comments,
 brackets, backslash continuations) from the start of the text, so its answer at a position depends
 only on the text before it. f-strings follow PEP 701 (3.12+): a replacement field may hold strings
-with the same quote. It answers two questions: the region ("code" | "string" | "comment") at a
-position, and where the logical lines start (used for block ends).
+with the same quote. It answers: the region ("code" | "string" | "comment") at a position, where
+the logical lines start (used for block ends), and which brackets are code (post-processing balances
+them).
+
+The public API is `LexState` (where the lexer stands after a text, so a scan can resume there),
+`lex_state`, `region_at`, `logical_line_starts`, `code_brackets` and `open_brackets`. The frames inside
+a `LexState` are this module's business: callers resume from a state, they never read it.
 """
 
 from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 _CODE = re.compile(r"[#'\"]")
 _CODE_LINES = re.compile(r"[#'\"()\[\]{}\n\\]")
 _FIELD = re.compile(r"[#'\"()\[\]{}:]")
 _PREFIXES = frozenset({"r", "u", "f", "b", "t", "br", "rb", "fr", "rf", "tr", "rt"})
+_BRACKET = re.compile(r"[()\[\]{}]")
 _OPEN = "([{"
 _CLOSE = ")]}"
 
 # A frame is a tuple: ("code", depth) | ("field", depth) | ("str", quote, raw, fmt) | ("spec", quote).
-Frame = tuple
+# Tuples, not objects: the scan rewrites the top frame at every bracket, and it runs per keystroke.
+Frame = tuple[str, int] | tuple[str, str, bool, bool] | tuple[str, str]
 _MEMO_SLOTS = 4
 _memo = threading.local()
 
@@ -131,7 +140,7 @@ def _step_spec(m: re.Match[str], stack: list[Frame]) -> int:
     return m.end()
 
 
-def scan(text: str, pos: int, end: int, stack: list[Frame], lines: list[int] | None = None) -> bool:
+def _scan(text: str, pos: int, end: int, stack: list[Frame], lines: list[int] | None = None) -> bool:
     """Advance the frame stack over text[pos:end]; True when `end` lies inside a comment."""
     checkpoint = -1
     while True:
@@ -185,7 +194,7 @@ def region_at(text: str, offset: int) -> str:
         if start < ckpt < offset and text.startswith(prefix):
             start = ckpt
     stack: list[Frame] = [("code", 0)]
-    in_comment = scan(text, start, offset, stack)
+    in_comment = _scan(text, start, offset, stack)
     ckpt = _memo.last_checkpoint
     if ckpt > start:
         slots.insert(0, (text[:ckpt], ckpt))
@@ -193,8 +202,103 @@ def region_at(text: str, offset: int) -> str:
     return _region_of(stack, in_comment)
 
 
-def logical_line_starts(text: str) -> list[int]:
-    """Offsets where logical lines start (not inside brackets, strings or after a backslash)."""
-    lines = [0]
-    scan(text, 0, len(text), [("code", 0)], lines)
+@dataclass(frozen=True)
+class LexState:
+    """Where the lexer stands after some text: a scan of a longer text that begins with it resumes here.
+
+    Post-processing scans the document's prefix once per request and each draft from there, instead
+    of the whole document per draft (and per decoding step, for the block stop). The state takes the
+    text to end where it ends: a quote or a backslash continued after it (`"` then `""`) reads as the
+    scan of the whole text would not. Code bracket depth is counted only by `logical_line_starts`.
+    """
+
+    frames: tuple[Frame, ...] = (("code", 0),)  # open strings, fields and bracket depths (this module's)
+    in_comment: bool = False  # a comment runs to the end of the line
+
+    @property
+    def region(self) -> str:
+        """"code", "string" or "comment" at this point."""
+        return _region_of(list(self.frames), self.in_comment)
+
+
+CODE = LexState()  # the start of a file, or of any logical line
+
+
+def _resume(text: str, start: int, end: int, state: LexState) -> tuple[int, list[Frame]] | None:
+    """Where scanning text[start:end] from `state` goes on, and a stack to advance; None: it all lies
+    in the comment the state is in."""
+    if state.in_comment:
+        nl = text.find("\n", start, end)
+        if nl < 0:
+            return None
+        start = nl  # the newline itself is scanned: it may start a logical line
+    return start, list(state.frames)
+
+
+def lex_state(text: str, start: int = 0, end: int | None = None, state: LexState = CODE) -> LexState:
+    """The lexer's state at `end` (default: the end of text), scanning from `start` in `state`."""
+    end = len(text) if end is None else end
+    resumed = _resume(text, start, end, state)
+    if resumed is None:
+        return state
+    pos, stack = resumed
+    in_comment = _scan(text, pos, end, stack)
+    return LexState(tuple(stack), in_comment)
+
+
+def logical_line_starts(text: str, start: int = 0, state: LexState | None = None) -> list[int]:
+    """Offsets where logical lines start (not inside brackets, strings or after a backslash).
+
+    From the start of a text (the default): [0, ...]. With a `state`, the starts after `start`
+    only, scanning text[start:] from that state; `start` at a logical line start with no state
+    is the same as scanning text[start:] as a file of its own.
+    """
+    if state is None:
+        lines = [start]
+        _scan(text, start, len(text), [("code", 0)], lines)
+        return lines
+    lines = []
+    resumed = _resume(text, start, len(text), state)
+    if resumed is not None:
+        _scan(text, resumed[0], len(text), resumed[1], lines)
     return lines
+
+
+def code_brackets(
+    text: str, start: int = 0, end: int | None = None, state: LexState = CODE
+) -> Iterator[tuple[int, str]]:
+    """(offset, bracket) for each bracket of text[start:end] that is code, not in a string or comment.
+
+    A "}" that ends an f-string replacement field is not one (it closes no bracket of the code).
+    """
+    end = len(text) if end is None else end
+    resumed = _resume(text, start, end, state)
+    if resumed is None:
+        return
+    pos, stack = resumed
+    for m in _BRACKET.finditer(text, pos, end):
+        at = m.start()
+        if at < pos:  # inside a comment skipped below
+            continue
+        if _scan(text, pos, at, stack):
+            nl = text.find("\n", at, end)
+            if nl < 0:
+                return
+            pos = nl
+            continue
+        pos = at  # the next scan steps over this bracket itself
+        top, ch = stack[-1], text[at]
+        if top[0] == "code" or (top[0] == "field" and not (ch == "}" and top[1] == 0)):
+            yield at, ch
+
+
+def open_brackets(text: str) -> tuple[str, ...]:
+    """Brackets open in code at the end of text, outermost first."""
+    last = logical_line_starts(text)[-1]  # every bracket still open was opened after the last line start
+    stack: list[str] = []
+    for _, ch in code_brackets(text, last):
+        if ch in _OPEN:
+            stack.append(ch)
+        elif stack:
+            stack.pop()
+    return tuple(stack)

@@ -118,8 +118,13 @@ def _content_end(text: str, start: int, stop: int) -> int:
     return -1
 
 
-def block_end(text: str, offset: int) -> int:
-    """Str offset where the indented block holding the position ends (len(text) at module level)."""
+def block_extent(text: str, offset: int) -> tuple[int, bool]:
+    """Where the indented block holding the position ends, and whether a dedented line ends it there.
+
+    The end is the end of the block's last line of code (len(text) at module level); `closed` is
+    False when the text runs out first, so more text could still extend the block (a draft being
+    decoded).
+    """
     starts = lexical.logical_line_starts(text)
     i = bisect.bisect_right(starts, offset) - 1
     line_start = text.rfind("\n", 0, offset) + 1
@@ -130,7 +135,7 @@ def block_end(text: str, offset: int) -> int:
     else:
         width = _width(_INDENT.match(text, starts[i]).group())
     if width == 0:
-        return len(text)
+        return len(text), False
     last = max(offset, _content_end(text, starts[i], starts[i + 1] if i + 1 < len(starts) else len(text)))
     for k in range(i + 1, len(starts)):
         stop = starts[k + 1] if k + 1 < len(starts) else len(text)
@@ -138,9 +143,14 @@ def block_end(text: str, offset: int) -> int:
         if not stripped or stripped.startswith("#"):
             continue
         if _width(_INDENT.match(text, starts[k]).group()) < width:
-            break
+            return last, True
         last = max(last, _content_end(text, starts[k], stop))
-    return last
+    return last, False
+
+
+def block_end(text: str, offset: int) -> int:
+    """Str offset where the indented block holding the position ends (len(text) at module level)."""
+    return block_extent(text, offset)[0]
 
 
 def facts_at(text: str, offset: int) -> SyntaxFacts:

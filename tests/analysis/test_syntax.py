@@ -59,10 +59,7 @@ def test_region_inside_text():
 
 def test_region_incremental_memo_matches_fresh_scan():
     source = (DATA / "lexical_sample.py").read_text()
-    fresh = []
-    for i in range(len(source) + 1):
-        stack = [("code", 0)]
-        fresh.append(lexical._region_of(stack, lexical.scan(source, 0, i, stack)))
+    fresh = [lexical.lex_state(source, 0, i).region for i in range(len(source) + 1)]
     rng = random.Random(0)
     offsets = list(range(len(source) + 1))  # growing prefixes, like a draft being decoded
     offsets += [rng.randrange(len(source) + 1) for _ in range(300)]
@@ -189,3 +186,40 @@ def test_parse_is_cached_and_thread_safe():
         t.join()
     assert results == [True] * 4
     assert syntax._TREE_CACHE_SIZE >= 1
+
+
+def test_lex_state_resumes_a_scan() -> None:
+    text = 'x = f"{a[\'k\']:>{w}}" + (1,  # (\n 2)\ns = """doc\n'
+    for cut in [i for i in range(len(text) + 1) if text[i - 1 : i] in ("", " ", "\n")]:  # no token split
+        resumed = lexical.lex_state(text, cut, state=lexical.lex_state(text, 0, cut))
+        assert resumed == lexical.lex_state(text), cut
+    assert lexical.lex_state("x = 1  # c").in_comment and lexical.lex_state("x = 1  # c").region == "comment"
+    assert lexical.lex_state('x = "a').region == "string" and lexical.lex_state("x = (").region == "code"
+
+
+def test_logical_line_starts_from_a_state() -> None:
+    text = "a = (1,\n2)\nb = 1  # c (\nc = [\n]\nd"
+    full = lexical.logical_line_starts(text)
+    assert [text[s] for s in full] == ["a", "b", "c", "d"]
+    cut = text.index("# c") + 2  # inside the comment: the scan resumes at its newline
+    assert lexical.logical_line_starts(text, cut, lexical.lex_state(text, 0, cut)) == [s for s in full if s > cut]
+    tail = full[1]  # a logical line start: the rest scans as a file of its own
+    assert lexical.logical_line_starts(text, tail) == full[1:]
+
+
+def test_code_brackets_and_open_brackets() -> None:
+    text = "f(a, '(', [b  # ]\n, {c: f'{d}'}"
+    assert "".join(ch for _, ch in lexical.code_brackets(text)) == "([{}"
+    assert all(text[at] == ch for at, ch in lexical.code_brackets(text))
+    assert lexical.open_brackets(text) == ("(", "[")
+    assert lexical.open_brackets("x = 1\ny = (2,\n") == ("(",)
+    start = text.index("]")  # in the comment: the scan resumes at its newline
+    assert [ch for _, ch in lexical.code_brackets(text, start, state=lexical.lex_state(text, 0, start))] == ["{", "}"]
+
+
+def test_block_extent_says_whether_a_dedent_closed_the_block() -> None:
+    text = "def f():\n    x = 1\n    # c\n"
+    assert syntax.block_extent(text, text.index("x")) == (text.index("1") + 1, False)
+    closed = text + "y = 2\n"
+    assert syntax.block_extent(closed, text.index("x")) == (text.index("1") + 1, True)
+    assert syntax.block_extent(closed + "z", 0) == (len(closed) + 1, False)  # module level: never closed
