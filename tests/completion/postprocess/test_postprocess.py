@@ -13,23 +13,16 @@ from superpie.completion.config import (
     SuffixConfig,
 )
 from superpie.completion.draft import Draft
-from superpie.completion.postprocess.pipeline import (
-    DraftContext,
-    build_filters,
-    detect_indent_unit,
-    drop_blank,
-    limit_lines,
-    merge_duplicates,
-    normalize_indentation,
-    normalize_whole_line,
-    postprocess,
-    rank,
-    trim_leading_blank_lines,
-    trim_repeated_suffix,
-    trim_to_block,
-    trim_to_line,
-    trim_unbalanced_brackets,
-)
+from superpie.completion.postprocess.blank import drop_blank, trim_leading_blank_lines
+from superpie.completion.postprocess.block import limit_lines, trim_to_block
+from superpie.completion.postprocess.brackets import trim_unbalanced_brackets
+from superpie.completion.postprocess.context import DraftContext, detect_indent_unit
+from superpie.completion.postprocess.indentation import normalize_indentation
+from superpie.completion.postprocess.line import trim_to_line
+from superpie.completion.postprocess.pipeline import build_filters, postprocess
+from superpie.completion.postprocess.rank import merge_duplicates, rank
+from superpie.completion.postprocess.suffix import trim_repeated_suffix
+from superpie.completion.postprocess.whole_line import normalize_whole_line
 
 CURSOR = "<|>"
 GOLDEN = paths.DATA / "golden"
