@@ -11,11 +11,11 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from superpie.cache.document import MODES
-from superpie.completion.config import STRATEGIES
-from superpie.completion.model.precision import DTYPES
+from superpie.completion.config import DecodingConfig, EngineConfig
+from superpie.completion.config.fields import bare_type, check, choices, get_path, leaf_hints, replaced
 
 EXIT_USAGE = 2
 
@@ -56,26 +56,90 @@ def read_source(path: Path) -> str:
         raise UserError(f"'{path}' is not valid UTF-8 (bad byte at offset {exc.start})") from None
 
 
+@dataclass(frozen=True)
+class TreeFlag:
+    """A flag that sets one field of the configuration tree: its type, choices and default are the field's."""
+
+    flag: str  # "--max-tokens"
+    path: str  # "decoding.max_tokens"
+    help: str
+    none_means: str = ""  # what the field's None default stands for, for the help
+    metavar: str | None = None
+    switch: bool = False  # a bool given as a bare flag (`--multiline`) rather than `--monitors on|off`
+
+    @property
+    def dest(self) -> str:
+        """The argparse attribute the flag fills."""
+        return self.flag.lstrip("-").replace("-", "_")
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        """Add the flag to a command's parser."""
+        hint, default = _HINTS[self.path], get_path(_DEFAULTS, self.path)
+        kind = bare_type(hint)
+        if self.switch:
+            assert kind is bool and default is False, self.path  # a bare flag can only turn a field on
+            parser.add_argument(self.flag, action="store_true", help=self.help)
+            return
+        kw: dict = {"dest": self.dest, "metavar": self.metavar}
+        if kind is bool:
+            kw["choices"], kw["default"] = ["on", "off"], "on" if default else "off"
+        else:
+            kw["choices"], kw["default"] = choices(hint), default
+            kw["type"] = kind if kind in (int, float) else str
+        shown = self.none_means if default is None else kw["default"]
+        parser.add_argument(self.flag, help=f"{self.help} (default: {shown})", **kw)
+
+    def value(self, args: argparse.Namespace) -> object:
+        """The flag's value as the field holds it ("on" -> True)."""
+        given = getattr(args, self.dest)
+        return given == "on" if bare_type(_HINTS[self.path]) is bool and not self.switch else given
+
+
+_HINTS, _DEFAULTS = leaf_hints(EngineConfig), EngineConfig()
+MODEL_FLAG = TreeFlag("--model", "model.path", "local Hugging Face model directory", "the embedded SmolLM2", "PATH")
+ENGINE_FLAGS = (
+    MODEL_FLAG,
+    TreeFlag("--dtype", "model.dtype", "weight precision; auto = bf16 prefill, the GGUF's own 4-bit weights to decode"),
+    TreeFlag("--threads", "model.threads", "CPU threads", "the cores allowed, minus one"),
+    TreeFlag("--max-tokens", "decoding.max_tokens", "new tokens per draft"),
+    TreeFlag("--multiline", "decoding.multiline", "complete a block, not just the line", switch=True),
+    TreeFlag("--drafts", "completion.drafts", "drafts per completion", metavar="K"),
+    TreeFlag(
+        "--strategy",
+        "completion.strategy",
+        "how k drafts are decoded",
+        f"greedy for one draft, {DecodingConfig().multi_strategy} for more",
+    ),
+    TreeFlag(
+        "--monitors",
+        "monitors.enabled",
+        "monitor-guided decoding: jedi keeps identifiers after `obj.` and in imports valid",
+    ),
+)
+MODE_FLAG = TreeFlag("--mode", "cache.mode", "how the cache follows edits")
+LOG_LEVEL_FLAG = TreeFlag("--log-level", "log_level", "the least severe messages logged")
+FLAGS = (*ENGINE_FLAGS, MODE_FLAG, LOG_LEVEL_FLAG)
+
+
+def config_from_flags(args: argparse.Namespace) -> EngineConfig:
+    """The configuration tree with the flags given on the command line; UserError for an invalid value."""
+    config = EngineConfig()
+    for flag in FLAGS:
+        if flag.dest not in vars(args):  # not a flag of this command
+            continue
+        value = flag.value(args)
+        try:
+            check(_HINTS[flag.path], value)
+        except ValueError as exc:
+            raise UserError(f"{flag.flag} {exc}") from None
+        config = replaced(config, flag.path, value)
+    return config
+
+
 def _engine(args: argparse.Namespace, workspace: Path):
-    from superpie.completion.config import EngineConfig
     from superpie.completion.engine import Engine
 
-    config = EngineConfig(workspace=str(workspace))
-    config.model.path = args.model
-    if args.dtype is not None:
-        config.model.dtype = args.dtype
-    config.model.threads = args.threads
-    if getattr(args, "mode", None):
-        config.cache.mode = args.mode
-    if args.max_tokens is not None:
-        config.decoding.max_tokens = args.max_tokens
-    config.decoding.multiline = args.multiline
-    if args.drafts is not None:
-        config.decoding.drafts = args.drafts
-    if args.strategy is not None:
-        config.decoding.strategy = args.strategy
-    config.monitors.enabled = args.monitors == "on"
-    return Engine(config)
+    return Engine(replaced(config_from_flags(args), "workspace", str(workspace)))
 
 
 def _load(engine) -> float:
@@ -177,34 +241,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the language server until the client says exit."""
     from superpie.lsp.server import serve
 
-    return serve(tcp=args.tcp, model=args.model, log_level=args.log_level)
+    config = config_from_flags(args)
+    return serve(tcp=args.tcp, model=config.model.path, log_level=config.log_level)
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", metavar="PATH", help="local Hugging Face model directory (default: embedded SmolLM2)")
-    p.add_argument(
-        "--dtype",
-        default=None,
-        choices=DTYPES,
-        help="weight precision (default auto: bf16 prefill and the GGUF's own 4-bit weights for decoding)",
-    )
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the cores allowed, minus one)")
+    for flag in ENGINE_FLAGS:
+        flag.add_to(p)
     p.add_argument("--workspace", metavar="DIR", help="project root (default: the file's git root, else its dir)")
-    p.add_argument("--max-tokens", type=int, default=None, help="new tokens per draft (default 32)")
-    p.add_argument("--multiline", action="store_true", help="complete a block, not just the line")
-    p.add_argument("--drafts", type=int, default=None, metavar="K", help="drafts per completion (default 1)")
-    p.add_argument(
-        "--strategy",
-        choices=STRATEGIES,
-        default=None,
-        help="how k drafts are decoded (default: greedy for one draft, beam for more)",
-    )
-    p.add_argument(
-        "--monitors",
-        choices=["on", "off"],
-        default="on",
-        help="monitor-guided decoding: jedi keeps identifiers after `obj.` and in imports valid (default on)",
-    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -223,14 +267,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("replay", help="replay an editing session (JSON lines)")
     p.add_argument("session")
-    p.add_argument("--mode", choices=MODES, default="pie", help="how the cache follows edits")
+    MODE_FLAG.add_to(p)
     _add_model_options(p)
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("serve", help="run the language server (stdio, or --tcp HOST:PORT)")
-    p.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio")
-    p.add_argument("--model", metavar="PATH", help="local Hugging Face model directory (default: embedded SmolLM2)")
-    p.add_argument("--log-level", default="info", choices=["error", "warning", "info", "debug"])
+    transport = p.add_mutually_exclusive_group()
+    transport.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio")
+    # language clients that start the server themselves ask for stdio by name (vscode-languageclient)
+    transport.add_argument("--stdio", action="store_true", help="talk LSP over stdin and stdout (the default)")
+    MODEL_FLAG.add_to(p)
+    LOG_LEVEL_FLAG.add_to(p)
     p.set_defaults(func=cmd_serve)
     return parser
 
@@ -238,13 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `superpie` console script."""
     args = build_parser().parse_args(argv)
-    if getattr(args, "max_tokens", None) is not None and args.max_tokens <= 0:
-        print("superpie: error: --max-tokens must be positive", file=sys.stderr)
-        return EXIT_USAGE
-    if getattr(args, "drafts", None) is not None and args.drafts <= 0:
-        print("superpie: error: --drafts must be positive", file=sys.stderr)
-        return EXIT_USAGE
     try:
+        config_from_flags(args)  # an invalid value fails here, before a model loads
         return args.func(args)
     except UserError as exc:
         print(f"superpie: error: {exc}", file=sys.stderr)

@@ -1,103 +1,36 @@
-"""Server options: nested dataclasses with defaults, parsed once from camelCase JSON.
+"""The language server's options: camelCase JSON read into the one configuration tree (`completion.config`).
 
 Options come from `initializationOptions` and `workspace/didChangeConfiguration` (either the object
-itself or `{"superpie": {...}}`). Unknown keys and invalid values never fail: they are collected as
-warnings for the user and the previous value stays.
+itself or `{"superpie": {...}}`). Their layout is the tree's, in camelCase ("cache.memoryBudgetMb" is
+`cache.memory_budget_mb`), less the settings the server decides itself (`SERVER_DECIDES`). Unknown
+keys and invalid values never fail: they are collected as warnings for the user and the previous value
+stays. `null` means "not set": the value `superpie serve` was started with (`--model DIR`), else the
+default; an unset option never overrides the command line.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import re
-import types
-import typing
 from dataclasses import dataclass, field
-from typing import Any
 
-from superpie.cache.document import MODES
-from superpie.completion.config import STRATEGIES, EngineConfig
+from superpie.completion.config import EngineConfig, LogLevel
+from superpie.completion.config.fields import check, get_path, leaf_hints, replaced
 
-LOG_LEVELS = ("error", "warning", "info", "debug")
-
-
-@dataclass
-class ModelOptions:
-    """Which model to serve."""
-
-    path: str | None = None  # None: the embedded default model
-    dtype: str | None = None  # weight precision; None: the engine's default
-    threads: int | None = None
-
-
-@dataclass
-class CacheOptions:
-    """How document caches follow edits, and how much memory they may hold together."""
-
-    mode: str = "pie"
-    memory_budget_mb: int = 2048
-    context_tokens: int = 4096
-    stale_threshold: int = 16384
-    idle_refresh_ms: int = 1500  # re-encode stale tokens exactly after this long without work
-
-
-@dataclass
-class CompletionOptions:
-    """How drafts are requested for ghost text (inline) and for the menu."""
-
-    drafts: int = 1
-    strategy: str | None = None  # None: the engine picks (greedy for one draft)
-    max_tokens_inline: int = 16
-    max_tokens_menu: int = 48
-    inline_multiline: bool = False
-    menu_multiline: bool = True
-    ready_timeout_ms: int = 2000  # how long a request waits for the model to load before answering empty
-
-
-@dataclass
-class MonitorOptions:
-    """Monitor-guided decoding (jedi)."""
-
-    enabled: bool = True
-    jedi_budget_ms: int = 150
-
-
-@dataclass
-class WatcherOptions:
-    """The workspace watcher that keeps the n-gram index current."""
-
-    enabled: bool = True
-    max_file_kb: int = 1000
-    debounce_ms: int = 200
-
-
-@dataclass
-class ServerOptions:
-    """Every option of the language server."""
-
-    model: ModelOptions = field(default_factory=ModelOptions)
-    cache: CacheOptions = field(default_factory=CacheOptions)
-    completion: CompletionOptions = field(default_factory=CompletionOptions)
-    monitors: MonitorOptions = field(default_factory=MonitorOptions)
-    watcher: WatcherOptions = field(default_factory=WatcherOptions)
-    log_level: str = "info"
-
-
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "cache.mode": tuple(MODES),
-    "completion.strategy": STRATEGIES,
-    "log_level": LOG_LEVELS,
-}
-_NON_NEGATIVE = {"cache.idle_refresh_ms", "completion.ready_timeout_ms", "monitors.jedi_budget_ms"}
-
-
-@dataclass
-class ParsedOptions:
-    """The options after a parse, plus what was wrong with the input (dotted camelCase keys)."""
-
-    options: ServerOptions
-    unknown: list[str] = field(default_factory=list)
-    invalid: list[str] = field(default_factory=list)
+# tree paths that are not options: the workspace is the client's first folder, and every request names
+# its own token budget and whether it spans lines (completion.maxTokensInline, ...)
+SERVER_DECIDES = frozenset({"workspace", "decoding.max_tokens", "decoding.multiline"})
+# The options the editors' settings and the README list, in their order (the others are advanced);
+# tests/lsp/test_config_surfaces.py holds package.json, the Neovim help and the README to the tree.
+DOCUMENTED = (
+    "model.path", "model.dtype", "model.threads",
+    "cache.mode", "cache.memoryBudgetMb", "cache.contextTokens", "cache.staleThreshold", "cache.idleRefreshMs",
+    "completion.drafts", "completion.strategy", "completion.maxTokensInline", "completion.maxTokensMenu",
+    "completion.inlineMultiline", "completion.menuMultiline", "completion.readyTimeoutMs",
+    "monitors.enabled", "monitors.jediBudgetMs",
+    "watcher.enabled", "watcher.maxFileKb", "watcher.debounceMs",
+    "logLevel",
+)  # fmt: skip
 
 
 def snake_case(name: str) -> str:
@@ -111,10 +44,45 @@ def camel_case(name: str) -> str:
     return head + "".join(p.title() for p in rest)
 
 
-def parse_options(raw: object, base: ServerOptions | None = None) -> ParsedOptions:
-    """Options = `base` (or defaults) overridden by the valid keys of `raw`."""
-    options = copy.deepcopy(base) if base is not None else ServerOptions()
-    parsed = ParsedOptions(options)
+OPTIONS: dict[str, str] = {  # every option the server takes -> its path in the tree
+    ".".join(camel_case(part) for part in path.split(".")): path
+    for path in leaf_hints(EngineConfig)
+    if path not in SERVER_DECIDES
+}
+_HINTS = leaf_hints(EngineConfig)
+_SECTIONS = {".".join(o.split(".")[:depth]) for o in OPTIONS for depth in range(1, o.count(".") + 1)}
+
+
+def option_default(option: str) -> object:
+    """The default value of an option (from the tree)."""
+    return get_path(EngineConfig(), OPTIONS[option])
+
+
+@dataclass
+class ParsedOptions:
+    """The options after a parse, plus what was wrong with the input (dotted camelCase keys)."""
+
+    options: EngineConfig
+    unknown: list[str] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)
+
+
+def command_line_options(model: str | None = None, log_level: LogLevel | None = None) -> EngineConfig:
+    """The options `superpie serve` was started with (None: not given): what an unset option falls back to."""
+    options = EngineConfig()
+    for path, value in (("model.path", model), ("log_level", log_level)):
+        if value is not None:
+            options = replaced(options, path, value)
+    return options
+
+
+def parse_options(raw: object, base: EngineConfig | None = None, unset: EngineConfig | None = None) -> ParsedOptions:
+    """Options = `base` (or the defaults) overridden by the valid keys of `raw`.
+
+    A key that is null is not set: it takes its value from `unset` (the command line's options; by
+    default the defaults), so clearing a setting in the editor returns to it.
+    """
+    parsed = ParsedOptions(copy.deepcopy(base) if base is not None else EngineConfig())
     if raw is None:
         return parsed
     if isinstance(raw, dict) and isinstance(raw.get("superpie"), dict):
@@ -122,88 +90,50 @@ def parse_options(raw: object, base: ServerOptions | None = None) -> ParsedOptio
     if not isinstance(raw, dict):
         parsed.invalid.append(f"options must be an object, got {type(raw).__name__}")
         return parsed
-    _merge(options, raw, "", parsed)
+    fallback = unset if unset is not None else EngineConfig()
+    for option, value in _leaves(raw, "", parsed):
+        path = OPTIONS[option]
+        current = get_path(parsed.options, path)
+        try:
+            value = check(_HINTS[path], get_path(fallback, path) if value is None else value)
+        except ValueError as exc:
+            parsed.invalid.append(f"{option}: {exc} (kept {current!r})")
+            continue
+        parsed.options = replaced(parsed.options, path, value)
     return parsed
 
 
-def _merge(target: Any, raw: dict, prefix: str, parsed: ParsedOptions) -> None:
-    hints = typing.get_type_hints(type(target))
-    names = {f.name for f in dataclasses.fields(target)}
+def _leaves(raw: dict, prefix: str, parsed: ParsedOptions) -> list[tuple[str, object]]:
+    """(option, value) for every known option in `raw`; unknown keys and non-object sections go to `parsed`."""
+    out: list[tuple[str, object]] = []
     for key, value in raw.items():
-        name = snake_case(str(key))
-        dotted = f"{prefix}{name}"
-        shown = ".".join(camel_case(p) for p in dotted.split("."))
-        if name not in names:
-            parsed.unknown.append(shown)
-            continue
-        current = getattr(target, name)
-        if dataclasses.is_dataclass(current):
+        name = f"{prefix}{camel_case(snake_case(str(key)))}"  # camelCase, or snake_case as in the tree
+        if name in OPTIONS:
+            out.append((name, value))
+        elif name in _SECTIONS:
             if isinstance(value, dict):
-                _merge(current, value, dotted + ".", parsed)
-            else:
-                parsed.invalid.append(f"{shown}: expected an object")
-            continue
-        problem = _check(dotted, hints[name], value)
-        if problem:
-            parsed.invalid.append(f"{shown}: {problem} (kept {current!r})")
+                out.extend(_leaves(value, name + ".", parsed))
+            elif value is not None:  # a null section sets nothing
+                parsed.invalid.append(f"{name}: expected an object")
         else:
-            setattr(target, name, value)
+            parsed.unknown.append(name)
+    return out
 
 
-def _check(dotted: str, hint: Any, value: object) -> str | None:
-    """Why `value` does not fit the field, or None."""
-    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if value is None:
-        return None if type(None) in allowed else "must not be null"
-    base = next((t for t in allowed if t is not type(None)), str)
-    if base is bool and not isinstance(value, bool):
-        return "expected true or false"
-    if base is int and (isinstance(value, bool) or not isinstance(value, int)):
-        return "expected an integer"
-    if base is str and not isinstance(value, str):
-        return "expected a string"
-    if base is int and value < (0 if dotted in _NON_NEGATIVE else 1):
-        return "out of range"
-    choices = _CHOICES.get(dotted)
-    if choices and value not in choices:
-        return f"expected one of {', '.join(choices)}"
-    return None
+def engine_config(options: EngineConfig, workspace: str | None) -> EngineConfig:
+    """The tree the engine gets: the options, rooted at the workspace. Every server request names its token
+    budget, so the engine's default one is the longer kind's (it sizes the reserve of a document's window)."""
+    config = replaced(copy.deepcopy(options), "workspace", workspace)
+    longest = max(options.completion.max_tokens_inline, options.completion.max_tokens_menu)
+    return replaced(config, "decoding.max_tokens", longest)
 
 
-def engine_config(options: ServerOptions, workspace: str | None) -> EngineConfig:
-    """The engine's configuration tree for these options."""
-    config = EngineConfig(workspace=workspace)
-    config.model.path = options.model.path
-    if options.model.dtype is not None:
-        config.model.dtype = options.model.dtype
-    config.model.threads = options.model.threads
-    config.cache.mode = options.cache.mode
-    config.cache.memory_budget_mb = options.cache.memory_budget_mb
-    config.cache.context_tokens = options.cache.context_tokens
-    config.cache.stale_threshold = options.cache.stale_threshold
-    config.decoding.drafts = options.completion.drafts
-    if options.completion.strategy is not None:
-        config.decoding.strategy = options.completion.strategy
-    config.decoding.max_tokens = max(options.completion.max_tokens_inline, options.completion.max_tokens_menu)
-    monitors = getattr(config, "monitors", None)  # the monitor slice, where the engine has one
-    if monitors is not None:
-        _set_known(monitors, enabled=options.monitors.enabled, jedi_budget_ms=options.monitors.jedi_budget_ms)
-        _set_known(monitors, jedi_budget_s=options.monitors.jedi_budget_ms / 1000)
-    return config
-
-
-def _set_known(obj: object, **values: object) -> None:
-    for name, value in values.items():
-        if hasattr(obj, name):
-            setattr(obj, name, value)
-
-
-def needs_reload(old: ServerOptions, new: ServerOptions) -> bool:
+def needs_reload(old: EngineConfig, new: EngineConfig) -> bool:
     """Whether a change of options needs a new model."""
     return old.model != new.model
 
 
-def needs_resync(old: ServerOptions, new: ServerOptions) -> bool:
+def needs_resync(old: EngineConfig, new: EngineConfig) -> bool:
     """Whether a change of options invalidates the document caches (not the model)."""
-    built_with = ("mode", "context_tokens", "stale_threshold")  # fixed when a document's cache is made
+    built_with = ("mode", "context_tokens", "stale_threshold", "window_step")  # fixed when a document's cache is made
     return any(getattr(old.cache, k) != getattr(new.cache, k) for k in built_with)
