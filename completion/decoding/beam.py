@@ -7,8 +7,7 @@ So a step is one forward of k tokens, and the prefix KV is shared, not copied pe
 exact. Beams that end (EOS, stop rule) are set aside until k have ended, or until `patience` runs
 out: once the first beam has ended after s steps, the others get at most max(2, patience * s) more.
 A beam still going long after the best line ended is rarely the line the user wants, and waiting for
-it made k=4 beam search cost 1.86x a greedy line; with patience 1.0, 1.29x on the same 80 cursors, same
-best-of-4 exact match (benchmarks/multidraft.py, config.DecodingConfig).
+it cost far more than it found (benchmarks/RESULTS.md, multidraft: patience).
 """
 
 from __future__ import annotations

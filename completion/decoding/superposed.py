@@ -16,10 +16,9 @@ The log-probs recorded are the superposed model's, approximate: `verify` re-scor
 
 That is the paper's algorithm (`exact_lead` False). On the 135M default model it loses to plain
 greedy decoding: superposing the drafts' inputs degrades every draft, the best one included
-(benchmarks/multidraft.py, 200 stdlib cursors: top draft 7.0% next-line exact match vs greedy 9.5%,
-best of 4 8.0%). So by default (`exact_lead`) the greedy draft is fed exactly beside ONE superposed
-input that carries the other k - 1 drafts: each step is a forward of two tokens (about 1.15x one on
-this CPU, not k), the first draft is the greedy line itself, and the others branch off it at its
+(benchmarks/RESULTS.md, multidraft). So by default (`exact_lead`) the greedy draft is fed exactly
+beside ONE superposed input that carries the other k - 1 drafts: each step is a forward of two
+tokens (not k), the first draft is the greedy line itself, and the others branch off it at its
 exact distributions wherever the model hesitates; only they share the superposed input. Decoding
 ends with the greedy line (`patience` 0); `verify` then scores the others exactly, cuts them where
 the model confidently disagrees and finishes the cut or unfinished ones by a greedy token or more
@@ -109,14 +108,11 @@ def _decode_with_exact_lead(
     Each step is one forward of two tokens: the lead's own last token (a chain through its exact
     path, so the lead is exactly the greedy draft: where a monitor constrains an identifier, the lead
     spells it whole by the same lookahead, over its own path) and the weighted sum of the other
-    drafts' last tokens. What the superposed token sees at each earlier depth (`alt_history`, see `_alt_history`):
-    by default ("vote") the lead's token where the drafts holding most of its weight still followed
-    the lead there, else the superposed token fed there. Measured (benchmarks/multidraft.py, 200
-    cursors per seed, seeds 0-3, repair_tokens 2): best-of-4 exact match 15.0 / 9.5 / 16.0 / 14.0%
-    with "vote", 15.0 / 9.0 / 15.0 / 13.0% with "branch" (the lead's path up to the first branch, then
-    the superposed chain); "lead" and "own" (plain superposed decoding) found at most 12.0% on seed 0
-    while "branch" found 13.5% there. The lead's non-greedy tokens are candidates too, scored
-    exactly, so drafts branch off the greedy line wherever the model hesitates. With `patience`, once
+    drafts' last tokens. What the superposed token sees at each earlier depth (`alt_history`, see
+    `_alt_history`): by default ("vote") the lead's token where the drafts holding most of its weight
+    still followed the lead there, else the superposed token fed there ("vote" found the most lines on
+    the multidraft benchmark: benchmarks/RESULTS.md). The lead's non-greedy tokens are candidates
+    too, scored exactly, so drafts branch off the greedy line wherever the model hesitates. With `patience`, once
     the greedy line has ended after s tokens the others get at most ceil(patience * s) more steps,
     however far behind they are (as beam search's patience); without it, they stop once they fall
     `branch_ratio` behind it.
