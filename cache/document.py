@@ -7,8 +7,8 @@ three modes:
   its new index and rotate its key by its position delta; then encode each hunk's new tokens at their
   new positions, attending to everything before them. Cost ~ edited tokens, not document length.
   The first `exact_after` (16) tokens behind each hunk are re-encoded too: they are the ones the edit
-  disturbs most, and re-encoding them lifted top-1 agreement with a full recompute from 99.1% to
-  99.7% on 16 stdlib edits at 1k tokens, for 16 tokens more per hunk.
+  disturbs most, and re-encoding them brings top-1 agreement with a full recompute measurably closer
+  for a few tokens more per hunk (benchmarks/RESULTS.md).
 - `exact`: keep the KV before the first hunk and re-encode everything after it.
 - `full`: re-encode everything (the reference the other two are measured against).
 
@@ -34,8 +34,8 @@ import torch
 from tokenizers import Tokenizer
 
 from superpie.cache.diff import Hunk, diff_ids
-from superpie.cache.forward import encode_span
-from superpie.cache.kv import BufferCache, KVStore
+from superpie.cache.forward import HFRunner, Runner, encode_span
+from superpie.cache.kv import KVStore
 from superpie.cache.rope import RopeSpec, Rotation
 
 MODES = ("pie", "exact", "full")
@@ -91,10 +91,13 @@ class DocumentCache:
         window_step: int = 256,
         chunk: int = 512,
         exact_after: int = 16,
+        runner: Runner | None = None,
     ) -> None:
+        """`runner` runs the model (the loader's fast runner); None runs `model`'s own HF forward."""
         if mode not in MODES:
             raise ValueError(f"unknown cache mode '{mode}' (expected one of {', '.join(MODES)})")
         self.model = model
+        self.runner: Runner = runner if runner is not None else HFRunner(model)
         self.tokenizer = tokenizer
         self.rope = rope
         self.mode = mode
@@ -103,9 +106,8 @@ class DocumentCache:
         self.window_step = window_step
         self.chunk = chunk
         self.exact_after = exact_after  # pie: tokens behind each hunk re-encoded exactly
-        self.dtype = next(model.parameters()).dtype
+        self.dtype = self.runner.kv_dtype  # of the KV and of the masks
         self.store = KVStore(model.config.num_hidden_layers)
-        self.hf_cache = BufferCache(self.store)
         self.text = ""
         self.ids: list[int] = []  # cached ids (the window)
         self.offsets: list[tuple[int, int]] = []  # char spans of the cached ids in `text`
@@ -134,7 +136,7 @@ class DocumentCache:
         """An independent copy (ids, KV, staleness): lets benchmarks apply one edit several ways."""
         twin = DocumentCache(
             self.model, self.tokenizer, self.rope, self.mode, self.stale_threshold,
-            self.max_tokens, self.window_step, self.chunk, self.exact_after,
+            self.max_tokens, self.window_step, self.chunk, self.exact_after, self.runner,
         )
         twin.text, twin.ids, twin.offsets = self.text, list(self.ids), list(self.offsets)
         twin.window_start, twin.stale, twin.stale_load = self.window_start, list(self.stale), self.stale_load
@@ -245,7 +247,7 @@ class DocumentCache:
     def _encode_from(self, start: int, new_ids: list[int]) -> None:
         """Re-encode new_ids[start:] exactly, keeping the KV before `start`."""
         self.store.ensure_capacity(len(new_ids))
-        encode_span(self.model, self.store, self.hf_cache, start, new_ids[start:], self.dtype, self.chunk)
+        encode_span(self.runner, self.store, start, new_ids[start:], self.chunk)
         self.ids = list(new_ids)
         self.stale = self.stale[:start] + [False] * (len(new_ids) - start)
 
@@ -266,7 +268,7 @@ class DocumentCache:
             end = min(h.new_end + self.exact_after, limit)
             piece = new_ids[h.new_start : end]
             if piece:
-                encode_span(self.model, self.store, self.hf_cache, h.new_start, piece, self.dtype, self.chunk)
+                encode_span(self.runner, self.store, h.new_start, piece, self.chunk)
                 encoded += len(piece)
                 new_stale[h.new_end : end] = [False] * (end - h.new_end)
         self.ids = list(new_ids)
