@@ -111,7 +111,8 @@ class NgramCounts:
 
     def as_dict(self) -> dict[tuple[int, ...], int]:
         """Every n-gram (orders 1..N) with its count."""
-        out = {(int(i),): int(self._uni[i]) for i in torch.nonzero(self._uni).flatten().tolist()}
+        seen = torch.nonzero(self._uni).flatten().tolist()
+        out: dict[tuple[int, ...], int] = {(int(i),): int(self._uni[i]) for i in seen}
         for ctx, nxt in self._next.items():
             out.update({ctx + (w,): c for w, c in nxt.items()})
         return out

@@ -21,6 +21,7 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import platformdirs
@@ -94,7 +95,8 @@ def write(path: Path, arrays: Mapping[str, np.ndarray]) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), _FILE_MODE)  # whatever the umask
-            np.savez(f, **arrays)
+            payload: dict[str, Any] = dict(arrays)  # (typed loosely: numpy's stub reads a key as its own flag)
+            np.savez(f, **payload)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
