@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bench clean extensions-check
+.PHONY: setup demo test lint typecheck bench clean extensions-check
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,16 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 
-test: lint extensions-check
+# mypy over the packages. They are the top-level folders (mapped to superpie.<dir> by pyproject's
+# package-dir), so mypy reads them through a tree of links named `superpie` in build/typecheck.
+TYPECHECK := build/typecheck/superpie
+typecheck: setup
+	rm -rf build/typecheck && mkdir -p $(TYPECHECK)
+	echo '"""superpie (links for the type checker)."""' > $(TYPECHECK)/__init__.py
+	for d in cache completion analysis lsp; do ln -s ../../../$$d $(TYPECHECK)/$$d; done
+	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p superpie
+
+test: lint typecheck extensions-check
 	@rc=0; $(BIN)/pytest -q $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then \
 		if [ -n "$(PYTEST_ARGS)" ]; then echo "no tests matched PYTEST_ARGS='$(PYTEST_ARGS)'"; exit 0; fi; \
