@@ -43,11 +43,12 @@ def beam_decode(
     pool = Pool([Partial.start(task)])
     ancestors: list[list[int]] = [[root]]  # per live beam, the scratch slots it may see
     last_step = task.max_tokens - 1
-    waiting = patience is not None and patience > 0  # for the first beam to end, to set the last step
+    share = patience or 0.0
+    waiting = share > 0  # for the first beam to end, to set the last step
     for step in range(task.max_tokens):
         pool = _advance(lm, task, pool, torch.log_softmax(logits.float(), dim=-1), k)
         if waiting and pool.finished:
-            last_step, waiting = min(last_step, step + max(2, math.ceil(patience * (step + 1)))), False
+            last_step, waiting = min(last_step, step + max(2, math.ceil(share * (step + 1)))), False
         if len(pool.finished) >= k or not pool.live or step >= last_step:
             break
         if cancelled():

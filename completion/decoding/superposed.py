@@ -146,7 +146,7 @@ def _decode_with_exact_lead(
         others = [d for d in chosen.live if nxt_lead is None or d.text != nxt_lead.text]
         pool = Pool(([nxt_lead] if nxt_lead is not None else []) + others, [], chosen.finished, chosen.seen)
         if lead is not None and nxt_lead is None and patient:  # the greedy line ended after step + 1 tokens
-            last_step = min(last_step, step + math.ceil(config.patience * (step + 1)))
+            last_step = min(last_step, step + math.ceil((config.patience or 0.0) * (step + 1)))
         lead = nxt_lead
         if lead is not None and len(pool.finished) >= k - 1:
             pool.live = [lead]  # the other slots are filled: only the greedy line goes on, alone
