@@ -20,6 +20,7 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 _CODE = re.compile(r"[#'\"]")
 _CODE_LINES = re.compile(r"[#'\"()\[\]{}\n\\]")
@@ -31,7 +32,8 @@ _CLOSE = ")]}"
 
 # A frame is a tuple: ("code", depth) | ("field", depth) | ("str", quote, raw, fmt) | ("spec", quote).
 # Tuples, not objects: the scan rewrites the top frame at every bracket, and it runs per keystroke.
-Frame = tuple[str, int] | tuple[str, str, bool, bool] | tuple[str, str]
+# Only this module reads them (callers hold a `LexState`).
+Frame = tuple[Any, ...]
 _MEMO_SLOTS = 4
 _memo = threading.local()
 

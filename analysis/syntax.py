@@ -107,6 +107,11 @@ def _enclosing(text: str, offset: int) -> tuple[str, ...]:
     return tuple(kinds)
 
 
+def _indent_at(text: str, pos: int) -> str:
+    m = _INDENT.match(text, pos)
+    return m.group() if m else ""
+
+
 def _content_end(text: str, start: int, stop: int) -> int:
     """End of the last non-blank, non-comment-only physical line in text[start:stop], or -1."""
     chunk = text[start:stop].rstrip()
@@ -133,7 +138,7 @@ def block_extent(text: str, offset: int) -> tuple[int, bool]:
     if starts[i] == line_start and not line.strip():  # a blank line: the cursor column is the indent
         width = _width(text[line_start:offset])
     else:
-        width = _width(_INDENT.match(text, starts[i]).group())
+        width = _width(_indent_at(text, starts[i]))
     if width == 0:
         return len(text), False
     last = max(offset, _content_end(text, starts[i], starts[i + 1] if i + 1 < len(starts) else len(text)))
@@ -142,7 +147,7 @@ def block_extent(text: str, offset: int) -> tuple[int, bool]:
         stripped = text[starts[k] : stop].strip()
         if not stripped or stripped.startswith("#"):
             continue
-        if _width(_INDENT.match(text, starts[k]).group()) < width:
+        if _width(_indent_at(text, starts[k])) < width:
             return last, True
         last = max(last, _content_end(text, starts[k], stop))
     return last, False
