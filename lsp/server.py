@@ -15,16 +15,13 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
-from pygls.protocol import LanguageServerProtocol
-from pygls.protocol.language_server import lsp_method
 from pygls.uris import to_fs_path
 
 from superpie.analysis.watcher import WorkspaceWatcher
@@ -50,14 +47,15 @@ from superpie.lsp.options import (
     needs_resync,
     parse_options,
 )
+from superpie.lsp.protocol import SuperpieProtocol
 from superpie.lsp.scheduler import ModelWorker, Outcome
 from superpie.lsp.stats import ServerStats
+from superpie.lsp.transport import serve_stdio
 
 log = logging.getLogger("superpie.lsp")
 
 STATS_COMMAND = "superpie.stats"
 DOCUMENT_COMMAND = "superpie.document"
-_PARSE_ERROR, _INVALID_REQUEST = -32700, -32600
 _LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG}
 
 
@@ -87,65 +85,6 @@ class Answer:
     completions: list[Draft]
     text: str
     offset: int
-
-
-class _Answered:
-    """Stands in for a message whose error response was already sent."""
-
-    jsonrpc = "answered"
-
-
-class SuperpieProtocol(LanguageServerProtocol):
-    """pygls' protocol, answering malformed messages instead of dropping them, with its own documents."""
-
-    def structure_message(self, data: dict[str, Any]) -> Any:
-        """Structure a message; a request whose params do not parse gets an InvalidParams answer."""
-        try:
-            return super().structure_message(data)
-        except JsonRpcException as exc:
-            if "method" not in data or not isinstance(data.get("id"), (int, str)):
-                raise
-            self._send_response(data["id"], error=JsonRpcInvalidParams(f"bad params: {exc}").to_response_error())
-            return _Answered()
-
-    def handle_message(self, message: Any) -> None:
-        """Dispatch a message; answer anything that is not JSON-RPC 2.0 with InvalidRequest."""
-        if isinstance(message, _Answered):
-            return
-        if getattr(message, "jsonrpc", None) != self.VERSION:
-            msg_id = message.get("id") if isinstance(message, dict) else None
-            log.warning("not a JSON-RPC 2.0 message: %.200r", message)
-            self.send_raw_error(msg_id if isinstance(msg_id, (int, str)) else None, _INVALID_REQUEST, "Invalid Request")
-            return
-        super().handle_message(message)
-
-    def send_raw_error(self, msg_id: int | str | None, code: int, message: str) -> None:
-        """An error response written as plain JSON (so that a null id stays in the message)."""
-        self._send_data({"jsonrpc": self.VERSION, "id": msg_id, "error": {"code": code, "message": message}})
-
-    @lsp_method(types.INITIALIZE)
-    def lsp_initialize(self, params: types.InitializeParams) -> Generator[Any, Any, types.InitializeResult]:
-        """Initialize, preferring UTF-8 positions whenever the client offers them."""
-        general = params.capabilities.general
-        offered = list(general.position_encodings or []) if general else []
-        if types.PositionEncodingKind.Utf8 in offered:
-            general.position_encodings = [types.PositionEncodingKind.Utf8]
-        return (yield from super().lsp_initialize(params))
-
-    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
-    def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams) -> Generator[Any, Any, None]:
-        """Hand the document to the server's own store."""
-        yield self.fm.features[types.TEXT_DOCUMENT_DID_OPEN], (params,), None
-
-    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
-    def lsp_text_document__did_change(self, params: types.DidChangeTextDocumentParams) -> Generator[Any, Any, None]:
-        """Hand the changes to the server's own store."""
-        yield self.fm.features[types.TEXT_DOCUMENT_DID_CHANGE], (params,), None
-
-    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
-    def lsp_text_document__did_close(self, params: types.DidCloseTextDocumentParams) -> Generator[Any, Any, None]:
-        """Hand the close to the server's own store."""
-        yield self.fm.features[types.TEXT_DOCUMENT_DID_CLOSE], (params,), None
 
 
 class ClientLogHandler(logging.Handler):
@@ -399,9 +338,7 @@ class SuperpieServer(LanguageServer):
     # ------------------------------------------------------------------ errors, end
 
     def report_server_error(self, error: Exception, source: Any) -> None:
-        """Log protocol errors (never a pop-up); answer unparsable JSON with a Parse error."""
-        if source is JsonRpcException and isinstance(error, ValueError) and not isinstance(error, JsonRpcException):
-            self.protocol.send_raw_error(None, _PARSE_ERROR, "Parse error")
+        """Log protocol errors (never a pop-up; the transport answers what it could not read)."""
         log.warning("protocol error (%s): %s", getattr(source, "__name__", source), error)
 
     def close(self, timeout: float = 0.0) -> None:
@@ -586,11 +523,13 @@ def _private_stdout() -> Any:
 def serve(tcp: str | None, model: str | None, log_level: LogLevel) -> int:
     """Run the language server on stdio (or TCP) until the client says exit; 0 after a clean shutdown.
 
-    After a session the process ends at once (`os._exit`): a helper thread still inside jedi or a
-    reader blocked on stdin must not keep an editor waiting, and tearing down torch takes seconds.
+    SIGINT or SIGTERM ends a stdio server with 128 + the signal's number. After a session the process
+    ends at once (`os._exit`): a helper thread still inside jedi or a reader blocked on stdin must not
+    keep an editor waiting, and tearing down torch takes seconds.
     """
     _configure_logging(log_level)
     server = create_server(model=model, log_level=log_level)
+    signalled = None
     try:
         if tcp:
             host, port = _parse_tcp(tcp)
@@ -598,7 +537,7 @@ def serve(tcp: str | None, model: str | None, log_level: LogLevel) -> int:
                 log.warning("listening on %s: anyone who can reach it can read your code", host)
             server.start_tcp(host, port)
         else:
-            server.start_io(sys.stdin.buffer, _private_stdout())
+            signalled = serve_stdio(server, sys.stdin.fileno(), _private_stdout())
     except ValueError as exc:
         print(f"superpie: error: {exc}", file=sys.stderr)
         return 2
@@ -606,7 +545,7 @@ def serve(tcp: str | None, model: str | None, log_level: LogLevel) -> int:
         pass
     finally:
         server.close(timeout=2.0)
-    code = 0 if server.protocol._shutdown else 1
+    code = 128 + signalled if signalled else 0 if server.protocol._shutdown else 1
     logging.shutdown()
     sys.stderr.flush()
     os._exit(code)

@@ -46,6 +46,7 @@ class ServerStats:
     workspace_changed: int = 0
     workspace_removed: int = 0
     bad_changes: int = 0
+    framing_problems: int = 0  # malformed frames, unreadable or oversized input (`framing`)
 
     def record(self, kind: str, ms: float, outcome: Outcome) -> None:
         """Count one answered request."""
@@ -84,6 +85,7 @@ class ServerStats:
                 "removed": self.workspace_removed,
                 "applied": snap.workspace_events,
             },
+            "protocol": {"framing_problems": self.framing_problems},
             "documents": {"open": open_documents, "cached": snap.documents, "bad_changes": self.bad_changes},
             "model": {
                 "name": snap.model,
