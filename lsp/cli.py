@@ -242,7 +242,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from superpie.lsp.server import serve
 
     config = config_from_flags(args)
-    return serve(tcp=args.tcp, model=config.model.path, log_level=config.log_level)
+    return serve(tcp=args.tcp, model=config.model.path, log_level=config.log_level, allow_remote=args.allow_remote)
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -276,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     transport.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio")
     # language clients that start the server themselves ask for stdio by name (vscode-languageclient)
     transport.add_argument("--stdio", action="store_true", help="talk LSP over stdin and stdout (the default)")
+    p.add_argument("--allow-remote", action="store_true", help="let --tcp listen on an address that is not loopback")
     MODEL_FLAG.add_to(p)
     LOG_LEVEL_FLAG.add_to(p)
     p.set_defaults(func=cmd_serve)

@@ -30,6 +30,7 @@ from superpie.completion.config import LogLevel
 from superpie.completion.draft import Draft
 from superpie.completion.engine import Engine
 from superpie.completion.request import CompletionRequest
+from superpie.lsp.auth import check_host, session_token, split_token
 from superpie.lsp.convert import (
     ACCEPT_COMMAND,
     lsp_apply_changes,
@@ -50,7 +51,7 @@ from superpie.lsp.options import (
 from superpie.lsp.protocol import SuperpieProtocol
 from superpie.lsp.scheduler import ModelWorker, Outcome
 from superpie.lsp.stats import ServerStats
-from superpie.lsp.transport import serve_stdio
+from superpie.lsp.transport import serve_stdio, serve_tcp
 
 log = logging.getLogger("superpie.lsp")
 
@@ -130,7 +131,8 @@ class SuperpieServer(LanguageServer):
 
     def setup(self, params: types.InitializeParams) -> list[str]:
         """Read the client's options and workspace and give the worker its engine; return problems to report."""
-        parsed = parse_options(params.initialization_options, self.options, self.command_line)
+        _, raw = split_token(params.initialization_options)  # checked by the TCP transport, never an option
+        parsed = parse_options(raw, self.options, self.command_line)
         self.options = parsed.options
         self.encoding = lsp_encoding(self.protocol.workspace.position_encoding)
         self.roots = _roots(params)
@@ -508,7 +510,7 @@ def _configure_logging(level: str) -> None:
 
 def _parse_tcp(tcp: str) -> tuple[str, int]:
     host, sep, port = tcp.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port (printed)
         raise ValueError(f"--tcp expects HOST:PORT, got '{tcp}'")
     return host.strip("[]") or "127.0.0.1", int(port)
 
@@ -520,28 +522,39 @@ def _private_stdout() -> Any:
     return lsp_out
 
 
-def serve(tcp: str | None, model: str | None, log_level: LogLevel) -> int:
+def serve(tcp: str | None, model: str | None, log_level: LogLevel, allow_remote: bool = False) -> int:
     """Run the language server on stdio (or TCP) until the client says exit; 0 after a clean shutdown.
 
-    SIGINT or SIGTERM ends a stdio server with 128 + the signal's number. After a session the process
-    ends at once (`os._exit`): a helper thread still inside jedi or a reader blocked on stdin must not
-    keep an editor waiting, and tearing down torch takes seconds.
+    TCP listens on loopback only (unless `allow_remote`) and serves one client holding the session's
+    token (`superpie.lsp.auth`). SIGINT or SIGTERM ends the server with 128 + the signal's number.
+    After a session the process ends at once (`os._exit`): a helper thread still inside jedi or a
+    reader blocked on stdin must not keep an editor waiting, and tearing down torch takes seconds.
     """
     _configure_logging(log_level)
+    try:
+        if tcp:
+            host, port = _parse_tcp(tcp)
+            check_host(host, allow_remote)
+            token, generated = session_token()
+    except ValueError as exc:
+        print(f"superpie: error: {exc}", file=sys.stderr)
+        return 2
     server = create_server(model=model, log_level=log_level)
     signalled = None
     try:
         if tcp:
-            host, port = _parse_tcp(tcp)
-            if host not in ("127.0.0.1", "localhost", "::1"):
-                log.warning("listening on %s: anyone who can reach it can read your code", host)
-            server.start_tcp(host, port)
+            shown = token if generated else "$SUPERPIE_TOKEN"
+
+            def announce(bound: int) -> None:
+                print(f"superpie: listening on {host}:{bound} (token: {shown})", file=sys.stderr, flush=True)
+
+            signalled = serve_tcp(server, host, port, token, announce)
         else:
             signalled = serve_stdio(server, sys.stdin.fileno(), _private_stdout())
-    except ValueError as exc:
+    except OSError as exc:
         print(f"superpie: error: {exc}", file=sys.stderr)
-        return 2
-    except SystemExit:  # `exit` from the client (TCP: raised out of the event loop)
+        signalled = None
+    except SystemExit:  # `exit` from the client
         pass
     finally:
         server.close(timeout=2.0)

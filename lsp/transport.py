@@ -1,13 +1,15 @@
-"""Running a session: bytes from stdio, through `framing`, to the protocol.
+"""Running a session: bytes from stdio or one authenticated TCP connection, through `framing`, to the protocol.
 
-pygls' own loop is not used for stdio: it trusted the framing (see `framing`) and blocked SIGINT
-behind a thread reading stdin. Here the reader answers what it cannot read, and SIGINT or SIGTERM
-ends a server at any time, idle or not.
+pygls' own loops are not used: they trusted the framing (see `framing`), gave every TCP connection
+the session's writer (a second client read the first one's answers), and blocked SIGINT behind a
+thread reading stdin. Here the reader answers what it cannot read, TCP takes one client with the
+session's token (`auth`), and SIGINT or SIGTERM ends a server at any time, idle or not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pygls.exceptions import JsonRpcException
 from pygls.io_ import StdoutWriter
 
+from superpie.lsp.auth import authorizes
 from superpie.lsp.framing import FrameReader, Message, Unreadable
 
 if TYPE_CHECKING:
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("superpie.lsp")
 
 _CHUNK = 1 << 16
+AUTH_TIMEOUT_S = 10.0  # a TCP client must send its initialize this soon
 _PARSE_ERROR, _INVALID_REQUEST = -32700, -32600
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -104,3 +108,59 @@ def serve_stdio(server: SuperpieServer, stdin_fd: int, stdout: Any) -> int | Non
         await run_session(server, frames)
 
     return asyncio.run(until_signalled(main()))
+
+
+def serve_tcp(
+    server: SuperpieServer, host: str, port: int, token: str, announce: Callable[[int], None]
+) -> int | None:
+    """Serve one authenticated TCP client until `exit`, its disconnection or a signal (returned).
+
+    `announce(port)` runs once the port listens (the port the system chose, for port 0).
+    """
+
+    async def main() -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        claimed = False
+
+        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal claimed
+            peer = writer.get_extra_info("peername")
+            frames = FrameReader(lambda: reader.read(_CHUNK))
+            first = None
+            if not claimed:
+                try:
+                    first = await asyncio.wait_for(frames.next(), AUTH_TIMEOUT_S)
+                except asyncio.TimeoutError:
+                    pass
+            if claimed or not isinstance(first, Message) or not authorizes(first.value, token):
+                why = "the server has its client" if claimed else "no initialize with the session's token"
+                log.warning("refused a connection from %s: %s", peer, why)
+                _refuse(writer, first)
+                return
+            claimed = True
+            listener.close()  # one client per server: nobody else may connect now
+            log.info("client connected from %s", peer)
+            server.protocol.set_writer(writer)
+            try:
+                await run_session(server, frames, first)
+            finally:
+                if not done.done():
+                    done.set_result(None)
+
+        listener = await asyncio.start_server(connection, host, port)
+        announce(listener.sockets[0].getsockname()[1])
+        await done
+
+    return asyncio.run(until_signalled(main()))
+
+
+def _refuse(writer: asyncio.StreamWriter, first: object) -> None:
+    """Answer a refused connection's initialize (so a client says why) and hang up."""
+    value = first.value if isinstance(first, Message) else None
+    msg_id = value.get("id") if isinstance(value, dict) else None
+    if isinstance(msg_id, int | str) and not isinstance(msg_id, bool):
+        body = json.dumps(
+            {"jsonrpc": "2.0", "id": msg_id, "error": {"code": _INVALID_REQUEST, "message": "not authorized"}}
+        ).encode()
+        writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    writer.close()

@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import hashlib
 import json
+import os
 import random
 import socket
 import sys
@@ -546,8 +547,11 @@ def free_port() -> int:
 async def test_tcp_with_utf8_positions_and_exit(tiny_dir: Path, tmp_path: Path) -> None:
     from pytest_lsp.client import make_test_lsp_client
 
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(*SERVE, "--tcp", f"127.0.0.1:{port}", "--model", str(tiny_dir))
+    port, token = free_port(), "a-token-the-editor-made-0123"
+    env = {**os.environ, "SUPERPIE_TOKEN": token}  # TCP needs the session's token (issue 18)
+    proc = await asyncio.create_subprocess_exec(
+        *SERVE, "--tcp", f"127.0.0.1:{port}", "--model", str(tiny_dir), env=env
+    )
     client = make_test_lsp_client()
     try:
         deadline = time.monotonic() + 30
@@ -562,7 +566,7 @@ async def test_tcp_with_utf8_positions_and_exit(tiny_dir: Path, tmp_path: Path) 
             t.InitializeParams(
                 capabilities=capabilities(["utf-16", "utf-8"]),
                 root_uri=tmp_path.as_uri(),
-                initialization_options={**TINY, "completion": {"readyTimeoutMs": 0}},
+                initialization_options={**TINY, "completion": {"readyTimeoutMs": 0}, "token": token},
             )
         )
         assert result.capabilities.position_encoding == t.PositionEncodingKind.Utf8
