@@ -30,8 +30,8 @@ def _line_content_end(text: str, starts: list[int], line: int) -> int:
 def _units(ch: str, encoding: str) -> int:
     if encoding == "utf-16":
         return 2 if ord(ch) > 0xFFFF else 1
-    if encoding == "utf-8":
-        return len(ch.encode("utf-8"))
+    if encoding == "utf-8":  # a lone surrogate counts as the U+FFFD it stands for (3 bytes)
+        return 3 if "\ud800" <= ch <= "\udfff" else len(ch.encode("utf-8"))
     return 1
 
 

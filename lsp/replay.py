@@ -18,6 +18,7 @@ from superpie.completion.config import STRATEGIES
 from superpie.completion.draft import Draft
 from superpie.completion.engine import Engine
 from superpie.completion.request import CompletionRequest, CompletionResult
+from superpie.lsp.documents import engine_text
 from superpie.lsp.positions import apply_change, offset_at
 
 
@@ -112,7 +113,7 @@ class Replayer:
         uri = resolve_uri(_field(event, "uri", str, number), self.workspace)
         if op == "open":
             self.texts[uri] = _field(event, "text", str, number)
-            self.engine.sync(uri, self.texts[uri])
+            self.engine.sync(uri, engine_text(self.texts[uri]))
             return None
         if uri not in self.texts:
             raise ReplayError(f"line {number}: document '{uri}' was never opened")
@@ -124,7 +125,7 @@ class Replayer:
                 except ValueError as exc:
                     raise ReplayError(f"line {number}: {exc}") from None
             self.texts[uri] = text
-            self.engine.sync(uri, text)
+            self.engine.sync(uri, engine_text(text))
             return None
         if op == "complete":
             return self._complete(number, event, uri)
@@ -151,7 +152,7 @@ class Replayer:
             raise ReplayError(f"line {number}: 'monitors' must be true or false")
         req = CompletionRequest(
             uri=uri,
-            text=text,
+            text=engine_text(text),  # a lone surrogate (legal in JSON) becomes U+FFFD, offsets unchanged
             offset=offset,
             max_tokens=max_tokens,
             drafts=drafts,

@@ -40,6 +40,7 @@ from superpie.lsp.convert import (
     lsp_message_type,
     lsp_offset,
 )
+from superpie.lsp.documents import Document
 from superpie.lsp.options import (
     ParsedOptions,
     command_line_options,
@@ -67,15 +68,6 @@ def _version() -> str:
         return version("superpie")
     except PackageNotFoundError:
         return "unknown"
-
-
-@dataclass
-class Document:
-    """An open document as the client sees it."""
-
-    uri: str
-    text: str
-    version: int | None = None
 
 
 @dataclass
@@ -142,9 +134,9 @@ class SuperpieServer(LanguageServer):
         return self._problems(parsed)
 
     def text_of(self, uri: str) -> str | None:
-        """The open document's current text (the worker reads it when it syncs)."""
+        """The open document's current engine text (the worker reads it when it syncs)."""
         doc = self.documents.get(uri)
-        return doc.text if doc is not None else None
+        return doc.engine_text() if doc is not None else None
 
     def workspace(self) -> str | None:
         """The first workspace folder (the engine's project root)."""
@@ -250,7 +242,7 @@ class SuperpieServer(LanguageServer):
         if doc is None:
             log.warning("%s completion for %s, which is not open", kind, uri)
             return None
-        text = doc.text  # the text the position refers to, even if an edit lands while the model loads
+        text, engine_text = doc.text, doc.engine_text()  # what the position refers to, even if an edit lands now
         try:
             offset = lsp_offset(text, position, self.encoding)
         except ValueError as exc:
@@ -258,7 +250,7 @@ class SuperpieServer(LanguageServer):
         if not await self.model_ready():
             self.stats.requests["not_ready"] += 1
             return None
-        token, future = self.worker.complete(self.request_for(uri, text, offset, kind), kind)
+        token, future = self.worker.complete(self.request_for(uri, engine_text, offset, kind), kind)
         try:
             outcome = await asyncio.wrap_future(future)
         except asyncio.CancelledError:
@@ -471,7 +463,7 @@ def document_command(ls: SuperpieServer, *args: Any) -> dict[str, object] | None
         "version": doc.version,
         "length": len(doc.text),
         "sha256": hashlib.sha256(doc.text.encode("utf-8", "surrogatepass")).hexdigest(),
-        "cache_current": ls.worker.is_current(doc.uri, doc.text),
+        "cache_current": ls.worker.is_current(doc.uri, doc.engine_text()),
     }
 
 
