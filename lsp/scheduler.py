@@ -94,7 +94,7 @@ class _CompletionJob:
 class ModelWorker:
     """Runs every engine call on one thread, in priority order."""
 
-    def __init__(self, engine: Engine, texts: Callable[[str], str | None], idle_refresh_s: float = 1.5) -> None:
+    def __init__(self, engine: Engine, texts: Callable[[str], str | None], idle_refresh_s: float) -> None:
         self.engine = engine
         self.idle_refresh_s = idle_refresh_s
         self.snapshot = Snapshot()
