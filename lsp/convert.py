@@ -28,8 +28,8 @@ def lsp_encoding(kind: types.PositionEncodingKind | str | None) -> str:
 
 
 def lsp_offset(text: str, position: types.Position, encoding: str) -> int:
-    """Str offset of an LSP position; ValueError when it lies outside the text."""
-    return offset_at(text, position.line, position.character, encoding)
+    """Str offset of an LSP position (a character past its line: the line's end); ValueError past the last line."""
+    return offset_at(text, position.line, position.character, encoding, clamp=True)
 
 
 def lsp_position(text: str, offset: int, encoding: str) -> types.Position:
@@ -39,15 +39,18 @@ def lsp_position(text: str, offset: int, encoding: str) -> types.Position:
 
 
 def lsp_apply_changes(text: str, changes: Sequence[object], encoding: str) -> str:
-    """The text after a didChange's content changes, applied in order; ValueError on a bad range."""
+    """The text after a didChange's content changes, applied in order; ValueError on a bad range.
+
+    A character past the end of its line is that line's end (LSP); a line past the document's end is an error.
+    """
     for change in changes:
         rng = getattr(change, "range", None)
         if rng is None:
             text = change.text
             continue
         starts = line_starts(text)
-        start = offset_at(text, rng.start.line, rng.start.character, encoding, starts)
-        end = offset_at(text, rng.end.line, rng.end.character, encoding, starts)
+        start = offset_at(text, rng.start.line, rng.start.character, encoding, starts, clamp=True)
+        end = offset_at(text, rng.end.line, rng.end.character, encoding, starts, clamp=True)
         if end < start:
             raise ValueError(f"range end {rng.end.line}:{rng.end.character} is before its start")
         text = text[:start] + change.text + text[end:]

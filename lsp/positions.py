@@ -1,8 +1,10 @@
 """LSP positions (0-based line, UTF-16 code units, or UTF-8/UTF-32 when negotiated) <-> str offsets.
 
 The index rules live here and nowhere else. LSP lines end at \\n, \\r\\n or \\r (not at the other
-separators Python's `str.splitlines` knows). A position past the end of its line or of the document is
-an error here: the headless CLI must say so rather than silently clamp.
+separators Python's `str.splitlines` knows). A character past the end of its line is clamped to the
+line's end where the caller asks for it (`clamp`: the language server, as LSP says) and an error
+otherwise (the headless CLI must say so rather than silently clamp). A line past the end of the
+document, and a position inside a surrogate pair, are errors either way.
 """
 
 from __future__ import annotations
@@ -35,8 +37,16 @@ def _units(ch: str, encoding: str) -> int:
     return 1
 
 
-def offset_at(text: str, line: int, character: int, encoding: str = "utf-16", starts: list[int] | None = None) -> int:
-    """Str offset of an LSP position; ValueError if it lies past the end of its line or the document.
+def offset_at(
+    text: str,
+    line: int,
+    character: int,
+    encoding: str = "utf-16",
+    starts: list[int] | None = None,
+    clamp: bool = False,
+) -> int:
+    """Str offset of an LSP position; ValueError if it lies past the end of the document, or of its line
+    unless `clamp` (then it is the line's end).
 
     `starts` (the text's `line_starts`) saves a scan of the text when several positions are converted.
     """
@@ -51,7 +61,7 @@ def offset_at(text: str, line: int, character: int, encoding: str = "utf-16", st
     while i < end and units < character:
         units += _units(text[i], encoding)
         i += 1
-    if units < character:
+    if units < character and not clamp:
         raise ValueError(f"character {character} is past the end of line {line} ({units} {encoding} units)")
     if units > character:
         raise ValueError(f"position {line}:{character} falls inside a character")

@@ -49,7 +49,7 @@ from superpie.lsp.options import (
     needs_resync,
     parse_options,
 )
-from superpie.lsp.protocol import SuperpieProtocol
+from superpie.lsp.protocol import NULL_VERSION, SuperpieProtocol
 from superpie.lsp.scheduler import ModelWorker, Outcome
 from superpie.lsp.stats import ServerStats
 from superpie.lsp.transport import serve_stdio, serve_tcp
@@ -182,6 +182,7 @@ class SuperpieServer(LanguageServer):
             self.work_done_progress.begin(
                 token, types.WorkDoneProgressBegin(title="superpie", message=f"loading {name}", cancellable=False)
             )
+        self.stats.load_error = None
         try:
             ms = await asyncio.wrap_future(loading)
             message, ok = f"model ready ({ms / 1000:.1f} s)", True
@@ -190,6 +191,7 @@ class SuperpieServer(LanguageServer):
             message, ok = f"cannot load the model: {exc}", False
             log.error("%s", message)
             self.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=message))
+            self.stats.load_error = str(exc)
         if shown:
             self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
         return ok
@@ -378,21 +380,31 @@ def did_open(ls: SuperpieServer, params: types.DidOpenTextDocumentParams) -> Non
 
 
 def did_change(ls: SuperpieServer, params: types.DidChangeTextDocumentParams) -> None:
-    """Apply the edits and sync the cache in the background (coalesced with later edits)."""
-    uri = params.text_document.uri
+    """Apply the batch of edits whole, or none of it (saying which change did not fit); sync in the background."""
+    uri, version = params.text_document.uri, params.text_document.version
     doc = ls.documents.get(uri)
     if doc is None:
         log.warning("didChange for %s, which is not open: ignored", uri)
         ls.stats.bad_changes += 1
         return
-    for change in params.content_changes:
+    if version == NULL_VERSION:  # `"version": null`: applied all the same (the texts must not diverge)
+        version = None
+        ls.stats.unversioned_changes += 1
+        log.warning("didChange for %s without a version: applied", uri)
+    text, changes = doc.text, params.content_changes
+    for number, change in enumerate(changes, start=1):
         try:
-            doc.text = lsp_apply_changes(doc.text, [change], ls.encoding)
+            text = lsp_apply_changes(text, [change], ls.encoding)
         except ValueError as exc:
-            log.error("didChange for %s v%s does not fit the text: %s", uri, params.text_document.version, exc)
+            log.error(
+                "didChange for %s v%s: change %d of %d does not fit the text (%s); none of the %d changes was applied",
+                uri, version, number, len(changes), exc, len(changes),
+            )  # fmt: skip
             ls.stats.bad_changes += 1
             break
-    doc.version = params.text_document.version
+    else:
+        doc.text = text
+    doc.version = version
     ls.worker.sync_soon(uri)
 
 
@@ -439,6 +451,7 @@ def shutdown(ls: SuperpieServer, params: None) -> None:
 
 def stats_command(ls: SuperpieServer, *args: Any) -> dict[str, object]:
     """`superpie.stats`: latency p50/p95, cache reuse, monitor fallbacks, memory, accepts."""
+    ls.stats.dropped_notifications = ls.protocol.dropped_notifications
     return ls.stats.to_json(ls.worker.snapshot, ls.options.cache.memory_budget_mb, len(ls.documents))
 
 

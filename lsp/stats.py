@@ -47,6 +47,9 @@ class ServerStats:
     workspace_removed: int = 0
     bad_changes: int = 0
     framing_problems: int = 0  # malformed frames, unreadable or oversized input (`framing`)
+    dropped_notifications: int = 0  # notifications whose params could not be read (the protocol's count)
+    unversioned_changes: int = 0  # didChange with `"version": null` (applied)
+    load_error: str | None = None  # set once the user was told (so the stats never say it first)
 
     def record(self, kind: str, ms: float, outcome: Outcome) -> None:
         """Count one answered request."""
@@ -85,13 +88,21 @@ class ServerStats:
                 "removed": self.workspace_removed,
                 "applied": snap.workspace_events,
             },
-            "protocol": {"framing_problems": self.framing_problems},
-            "documents": {"open": open_documents, "cached": snap.documents, "bad_changes": self.bad_changes},
+            "protocol": {
+                "framing_problems": self.framing_problems,
+                "dropped_notifications": self.dropped_notifications,
+            },
+            "documents": {
+                "open": open_documents,
+                "cached": snap.documents,
+                "bad_changes": self.bad_changes,
+                "unversioned_changes": self.unversioned_changes,
+            },
             "model": {
                 "name": snap.model,
                 "loaded": snap.loaded,
                 "load_ms": round(snap.load_ms),
-                "error": snap.load_error,
+                "error": self.load_error,
             },
         }
 
