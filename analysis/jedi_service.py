@@ -4,11 +4,16 @@ jedi is not thread-safe and can be slow (first use of a module, a big inference)
 cannot wait: each question gets a budget, and a question that misses it is answered "fell back"
 (decoding goes on unconstrained) while jedi keeps working; its late answer is cached for the next time
 the same question comes. One long-lived jedi.Project per workspace keeps jedi's module caches warm.
+
+An infinite budget (the headless front doors' deterministic mode) waits for every answer, and a full
+queue of prefetched questions then makes a question wait too instead of falling back: nothing that
+decides a draft depends on how fast jedi was.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict, deque
@@ -139,14 +144,16 @@ class JediService:
                 self._cache.move_to_end(key)
                 self.stats.cache_hits += 1
                 return JediAnswer(hit)
+            budget = self.budget_s if budget_s is None else budget_s
+            timeout = None if math.isinf(budget) else budget
             future = self._pending.get(key)
             if future is None:
-                if len(self._pending) >= self._max_pending:
+                if len(self._pending) >= self._max_pending and timeout is not None:
                     self.stats.fallbacks += 1
                     return JediAnswer((), fell_back=True)
                 future = self._pending[key] = self._executor.submit(self._compute, key, path, code, offset)
         try:
-            names = future.result(timeout=self.budget_s if budget_s is None else budget_s)
+            names = future.result(timeout=timeout)
         except FutureTimeout:
             with self._lock:
                 self.stats.fallbacks += 1

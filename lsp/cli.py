@@ -138,8 +138,10 @@ def config_from_flags(args: argparse.Namespace) -> EngineConfig:
 
 def _engine(args: argparse.Namespace, workspace: Path):
     from superpie.completion.engine import Engine
+    from superpie.lsp.replay import deterministic_config
 
-    return Engine(replaced(config_from_flags(args), "workspace", str(workspace)))
+    config = replaced(config_from_flags(args), "workspace", str(workspace))
+    return Engine(deterministic_config(config) if args.deterministic == "on" else config)
 
 
 def _load(engine) -> float:
@@ -173,14 +175,11 @@ def cmd_complete(args: argparse.Namespace) -> int:
     total = (time.perf_counter() - t0) * 1000 + load_ms
     engine.shutdown()
     if args.json:
+        times = {"load": load_ms, "sync": result.timings_ms["sync"], "decode": result.timings_ms["decode"]}
+        times["total"] = total
         out = {
             "completions": [completion_json(c) for c in result.completions],
-            "timings_ms": {
-                "load": round(load_ms, 3),
-                "sync": round(result.timings_ms["sync"], 3),
-                "decode": round(result.timings_ms["decode"], 3),
-                "total": round(total, 3),
-            },
+            "timings_ms": {k: round(v, 3) if args.deterministic == "off" else None for k, v in times.items()},
         }
         print(json.dumps(out, ensure_ascii=False))
         return 0
@@ -218,7 +217,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     _load(engine)
     try:
         for out in Replayer(engine, workspace).run(session):
-            obj = out.to_json()
+            obj = out.to_json(timings=args.deterministic == "off")
             if args.json:
                 print(json.dumps(obj, ensure_ascii=False), flush=True)
             else:
@@ -227,7 +226,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 print(
                     f"{out.uri}:{out.position['line']}:{out.position['character']}  "
                     f"[{c['mode']} reused {c['reused']} encoded {c['encoded']} rotated {c['rotated']}]  "
-                    f"sync {t['sync']:.1f} ms decode {t['decode']:.1f} ms  -> {top!r}",
+                    + (f"sync {t['sync']:.1f} ms decode {t['decode']:.1f} ms  " if t["sync"] is not None else "")
+                    + f"-> {top!r}",
                     flush=True,
                 )
     except ReplayError as exc:
@@ -250,6 +250,13 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         flag.add_to(p)
     p.add_argument("--workspace", metavar="DIR", help="project root (default: the file's git root, else its dir)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--deterministic",
+        choices=["on", "off"],
+        default="on",
+        help="the same output for the same input: jedi without a time budget, a fixed thread count, "
+        "times left out (default: on)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

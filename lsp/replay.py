@@ -4,22 +4,45 @@ Events mirror what an editor sends: `open`, `change` (LSP TextDocumentContentCha
 UTF-16 positions) and `complete` (optional `max_tokens`, `drafts`: K, `strategy`: greedy | superposed |
 beam, `monitors`: true | false). Each change is synced to the cache right away, as the language
 server does in the background; a `complete` reports the sync work done since the previous one.
+
+The headless front doors run deterministically by default (`deterministic_config`): the same session
+gives byte-for-byte the same output, so scripted tests can compare it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from superpie.completion.config import STRATEGIES
+from superpie.completion.config import STRATEGIES, EngineConfig
+from superpie.completion.config.fields import replaced
 from superpie.completion.draft import Draft
 from superpie.completion.engine import Engine
 from superpie.completion.request import CompletionRequest, CompletionResult
 from superpie.lsp.documents import engine_text
 from superpie.lsp.positions import apply_change, offset_at
+
+
+def deterministic_config(config: EngineConfig) -> EngineConfig:
+    """The tree with nothing left to timing: what the language server must decide within a deadline, the
+    headless front doors wait for.
+
+    - jedi has no budget (`monitors.jedi_budget_ms` = inf): whether a draft is constrained never depends
+      on how fast jedi answered (a live server's answers that did are counted in its stats);
+    - the n-gram index counts an open document's text on every request, not at most every
+      `decoding.ngram_debounce_s` seconds;
+    - the thread count is fixed before the model loads (the flag's, else the cores allowed minus one).
+    Measured times are the one thing left that varies; deterministic output leaves them null.
+    """
+    from superpie.completion.model.loading import default_threads
+
+    config = replaced(config, "monitors.jedi_budget_ms", math.inf)
+    config = replaced(config, "decoding.ngram_debounce_s", 0.0)
+    return replaced(config, "model.threads", config.model.threads or default_threads())
 
 
 class ReplayError(ValueError):
@@ -39,14 +62,14 @@ class ReplayOutput:
     position: dict[str, int]
     result: CompletionResult
 
-    def to_json(self) -> dict[str, Any]:
-        """The documented output object of one complete event."""
+    def to_json(self, timings: bool = True) -> dict[str, Any]:
+        """The documented output object of one complete event (`timings` False: the times are null)."""
         r = self.result
         return {
             "uri": self.uri,
             "position": self.position,
             "completions": [completion_json(c) for c in r.completions],
-            "timings_ms": {k: round(r.timings_ms[k], 3) for k in ("sync", "decode", "total")},
+            "timings_ms": {k: round(r.timings_ms[k], 3) if timings else None for k in ("sync", "decode", "total")},
             "cache": {
                 "mode": r.cache.mode,
                 "reused": r.cache.reused,

@@ -6,6 +6,7 @@ import os
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+from superpie.completion.request import CompletionResult
 from superpie.lsp.scheduler import Outcome, Snapshot
 
 _SAMPLES = 2048  # latencies kept per kind (a sliding window)
@@ -20,6 +21,12 @@ def percentile(values: list[float], q: float) -> float | None:
     lo = int(pos)
     hi = min(lo + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def depended_on_a_timeout(result: CompletionResult) -> bool:
+    """Whether a monitor question of this answer missed jedi's budget (its draft went on unconstrained)."""
+    trace = result.monitors
+    return trace is not None and any(state.fell_back for state in trace.fired.values())
 
 
 def rss_bytes() -> int | None:
@@ -49,6 +56,7 @@ class ServerStats:
     framing_problems: int = 0  # malformed frames, unreadable or oversized input (`framing`)
     dropped_notifications: int = 0  # notifications whose params could not be read (the protocol's count)
     unversioned_changes: int = 0  # didChange with `"version": null` (applied)
+    after_jedi_timeout: int = 0  # answers in which a monitor's jedi question missed its budget
     load_error: str | None = None  # set once the user was told (so the stats never say it first)
 
     def record(self, kind: str, ms: float, outcome: Outcome) -> None:
@@ -61,6 +69,7 @@ class ServerStats:
         if outcome.result is not None:
             self.reused_tokens += outcome.result.cache.reused
             self.encoded_tokens += outcome.result.cache.encoded
+            self.after_jedi_timeout += depended_on_a_timeout(outcome.result)
 
     def to_json(self, snap: Snapshot, budget_mb: int, open_documents: int) -> dict[str, object]:
         """The `superpie.stats` answer."""
@@ -81,6 +90,12 @@ class ServerStats:
                 "refreshed_tokens": snap.refreshed_tokens,
             },
             "monitors": {"questions": snap.monitor_questions, "fallbacks": snap.monitor_fallbacks},
+            # answers a faster (or slower) machine could have given differently: the headless front doors
+            # wait instead (their deterministic mode)
+            "timing": {
+                "answers_after_jedi_timeout": self.after_jedi_timeout,
+                "empty_while_loading": self.requests["not_ready"],
+            },
             "memory": {"kv_bytes": snap.kv_bytes, "budget_mb": budget_mb, "rss_bytes": rss_bytes()},
             "accepts": dict(self.accepts),
             "workspace": {
