@@ -67,9 +67,8 @@ class CursorView:
             self._grow_row(2 * (self.used + n))
         mask = self._mask(n, scratch_visible)
         logits = run_forward(
-            self.doc.model,
+            self.doc.runner,
             self.doc.store,
-            self.doc.hf_cache,
             write_at,
             positions,
             mask,

@@ -3,17 +3,76 @@
 All cache writes go through `run_forward`: the store's write index says where the new keys land,
 the position ids say which rotary positions they get (the two differ for a decode that sits in the
 scratch area behind the document), and the 4D mask says what each new token may attend to.
+
+The forward itself is a `Runner`, handed to the caches by whoever loaded the model: the fast runner
+(completion/model/fast_llama.py) for Llama-family models, else `HFRunner`, the Hugging Face module's
+own forward writing through a `BufferCache`.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import torch
 
 from superpie.cache.kv import BufferCache, KVStore
 
-# A model carrying a runner under this attribute (see completion/fast_llama.py) is run by it instead
-# of its HF forward: same arguments, same logits, KV written straight into the store.
-RUNNER_ATTR = "superpie_runner"
+
+class Runner(Protocol):
+    """A forward pass over new tokens that writes their K/V into a store and returns their logits."""
+
+    @property
+    def kv_dtype(self) -> torch.dtype:
+        """Dtype of the K/V it writes (and of the masks it reads)."""
+        ...
+
+    def __call__(
+        self,
+        store: KVStore,
+        write_at: int,
+        positions: torch.Tensor,
+        mask: torch.Tensor | None,
+        input_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        logits_for: int | torch.Tensor = 1,
+    ) -> torch.Tensor:
+        """Write the new tokens' K/V at `write_at` (`store.write_at` is set); return logits [n_kept, V]."""
+        ...
+
+
+class HFRunner:
+    """The Hugging Face module's own forward: any causal LM with RoPE, K/V written through `BufferCache`."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    @property
+    def kv_dtype(self) -> torch.dtype:
+        """The weights' dtype, in which the HF attention computes its keys and values."""
+        return next(self.model.parameters()).dtype
+
+    def __call__(
+        self,
+        store: KVStore,
+        write_at: int,
+        positions: torch.Tensor,
+        mask: torch.Tensor | None,
+        input_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        logits_for: int | torch.Tensor = 1,
+    ) -> torch.Tensor:
+        """Logits [n_kept, V] in the weights' dtype (HF `logits_to_keep` semantics for `logits_for`)."""
+        n = positions.numel()
+        out = self.model(
+            input_ids=None if input_ids is None else input_ids.view(1, n),
+            inputs_embeds=None if inputs_embeds is None else inputs_embeds.view(1, n, -1),
+            position_ids=positions.view(1, n),
+            attention_mask=mask,
+            past_key_values=BufferCache(store),
+            use_cache=True,
+            logits_to_keep=logits_for,
+        )
+        return out.logits[0]
 
 
 def neg_inf(dtype: torch.dtype) -> float:
@@ -30,9 +89,8 @@ def causal_mask(start: int, n: int, dtype: torch.dtype) -> torch.Tensor:
 
 @torch.inference_mode()
 def run_forward(
-    model: torch.nn.Module,
+    runner: Runner,
     store: KVStore,
-    cache: BufferCache,
     write_at: int,
     positions: torch.Tensor,
     mask: torch.Tensor | None,
@@ -41,41 +99,18 @@ def run_forward(
     logits_for: int | torch.Tensor = 1,
 ) -> torch.Tensor:
     """Write the new tokens' KV at `write_at` and return logits [n_kept, V] (last `logits_for` rows)."""
-    n = positions.numel()
-    store.ensure_capacity(write_at + n)
+    store.ensure_capacity(write_at + positions.numel())
     store.write_at = write_at
-    runner = getattr(model, RUNNER_ATTR, None)
-    if runner is not None:
-        return runner(store, write_at, positions, mask, input_ids, inputs_embeds, logits_for)
-    out = model(
-        input_ids=None if input_ids is None else input_ids.view(1, n),
-        inputs_embeds=None if inputs_embeds is None else inputs_embeds.view(1, n, -1),
-        position_ids=positions.view(1, n),
-        attention_mask=mask,
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=logits_for,
-    )
-    return out.logits[0]
+    return runner(store, write_at, positions, mask, input_ids, inputs_embeds, logits_for)
 
 
-def encode_span(
-    model: torch.nn.Module,
-    store: KVStore,
-    cache: BufferCache,
-    start: int,
-    ids: list[int],
-    dtype: torch.dtype,
-    chunk: int = 512,
-) -> torch.Tensor | None:
+def encode_span(runner: Runner, store: KVStore, start: int, ids: list[int], chunk: int = 512) -> torch.Tensor | None:
     """Encode `ids` at positions start.. (KV index = position), in chunks; return the last logits."""
     logits = None
     for off in range(0, len(ids), chunk):
         piece = ids[off : off + chunk]
         at = start + off
         positions = torch.arange(at, at + len(piece))
-        mask = causal_mask(at, len(piece), dtype)
-        logits = run_forward(
-            model, store, cache, at, positions, mask, input_ids=torch.tensor(piece, dtype=torch.long)
-        )
+        mask = causal_mask(at, len(piece), runner.kv_dtype)
+        logits = run_forward(runner, store, at, positions, mask, input_ids=torch.tensor(piece, dtype=torch.long))
     return logits

@@ -1,20 +1,21 @@
 """Attention of the fast runner over the KV store's buffers, with the kernel picked by query rows.
 
-SDPA's CPU kernel is tiled for long query blocks. Measured on AVX-512 (1 thread, 30 layers, bf16 KV):
-- one query row (a decode step): SDPA ~90 ms at 2k context, two matmuls ~12 ms;
+SDPA's CPU kernel is tiled for long query blocks; on a CPU with bf16 matrix instructions, for a few
+query rows in bf16 it costs several times two plain matmuls. So, in bf16 there:
+- one query row (a decode step): two matmuls, keys first (the orientation oneDNN runs fast);
 - 2-128 rows (a PIE hunk, a draft tree, beam steps): matmuls per KV head with the scores kept
-  contiguous (so the mask add and softmax run at full speed). Measured for a whole forward of n new
-  tokens behind 4k cached ones, SDPA vs matmuls: 24 rows 123 vs 59 ms, 64 rows 282 vs 120 ms, 128
-  rows 556 vs 448 ms (behind 1.5k: 24 rows 62 vs 40 ms, 128 rows 257 vs 130 ms);
+  contiguous (so the mask add and softmax run at full speed);
 - longer blocks (prefill chunks): SDPA, which never materialises the scores.
-fp32 (the reference precision) always takes SDPA, which there is as fast as the matmuls.
+Where bf16 is emulated (AVX2), bf16 matmuls are far slower than SDPA's kernel beyond one row: only a
+decode step takes them. fp32 always takes SDPA, as fast as the matmuls or faster at every row count.
+The timings behind these rules: benchmarks/RESULTS.md.
 
 Grouped KV heads are never repeated: the query heads of a group become rows of one matmul against
 that group's keys.
 
 The matmul kernels read the keys up to a length rounded up to `BUCKET` (the extra slots are masked
-out): oneDNN compiles a kernel for every new matrix shape (~1.5 ms each), and a decode step would
-otherwise bring a new key length, hence new kernels, every token.
+out): oneDNN compiles a kernel for every new matrix shape, and a decode step would otherwise bring a
+new key length, hence new kernels, every token.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-FEW_ROWS = 128  # up to this many query rows, matmul attention beats SDPA in bf16 (measured above)
+from superpie.completion.model.precision import native_bf16
+
+FEW_ROWS = 128  # up to this many query rows, matmul attention beats SDPA in bf16 (with bf16 units)
+_NATIVE_BF16 = native_bf16()
 BUCKET = 64  # key lengths of the matmul kernels are multiples of this (or the buffer's capacity)
 
 
@@ -49,7 +53,17 @@ class Mask:
         `capacity` 0 means not allocated yet: the store then allocates a multiple of 256 >= start + n.
         """
         if not uses_matmul(n, dtype):  # SDPA takes the mask as given
-            return cls(mask, None, True, start)
+            return cls.for_sdpa(mask, start)
+        return cls.for_matmul(mask, start, n, capacity, dtype)
+
+    @classmethod
+    def for_sdpa(cls, mask: torch.Tensor | None, start: int) -> Mask:
+        """`mask` as SDPA takes it."""
+        return cls(mask, None, True, start)
+
+    @classmethod
+    def for_matmul(cls, mask: torch.Tensor | None, start: int, n: int, capacity: int, dtype: torch.dtype) -> Mask:
+        """`mask` padded to a bucketed key length, for the matmul kernels (see `of`)."""
         end = start + n
         length = -(-end // BUCKET) * BUCKET
         length = min(length, capacity) if capacity else length
@@ -61,9 +75,12 @@ class Mask:
         return cls(mask, padded, not bool(padded[:, :start].any()), start)
 
 
-def uses_matmul(n: int, dtype: torch.dtype) -> bool:
-    """Whether `n` query rows in `dtype` take the matmul kernels rather than SDPA."""
-    return n == 1 or (dtype != torch.float32 and n <= FEW_ROWS)
+def uses_matmul(n: int, dtype: torch.dtype, native: bool = _NATIVE_BF16) -> bool:
+    """Whether `n` query rows in `dtype` take the matmul kernels rather than SDPA (`native`: the CPU has
+    bf16 matrix instructions)."""
+    if dtype == torch.float32:
+        return False
+    return n == 1 or (native and n <= FEW_ROWS)
 
 
 def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: Mask, scale: float) -> torch.Tensor:
@@ -93,7 +110,7 @@ def _few_rows(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: M
     """A few query rows: per KV head q @ keys^T, so the scores come out contiguous for mask and softmax.
 
     One matmul per KV head reads that head's keys in place; a batched matmul would first copy all of
-    them (the buffers' head stride is the capacity, not the length): ~30% slower for 16 rows at 4k.
+    them (the buffers' head stride is the capacity, not the length), which made it slower.
     """
     heads, n, d = q.shape[1], q.shape[2], q.shape[3]
     hkv, s = keys.shape[1], keys.shape[2]

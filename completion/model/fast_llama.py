@@ -4,14 +4,15 @@ The Hugging Face forward costs far more than its arithmetic when decoding one to
 layer it builds Cache objects, mask helpers and kwargs dicts, and calls three projections where
 one would do. This runner does per layer only what the math needs: one fused QKV projection, one
 RoPE pass over queries and keys together, two in-place K/V writes into the store's buffers, one
-attention over the grouped KV heads as they are (completion/attention.py), one output projection,
+attention over the grouped KV heads as they are (completion/model/attention.py), one output projection,
 one fused gate/up projection, one down projection, two RMSNorms.
 
 It runs on the Hugging Face module's own weights, converted once to the configured precision
-(completion/precision.py) and fused per layer. In fp32 the HF modules' weights become views of the
-fused ones; in the reduced precisions the HF linear modules become slices of the fused projections
-(which hold packed bf16 for many rows plus, for int8/q4, the compact form for a few). Either way the
-HF forward still runs, on the runner's weights.
+(completion/model/precision.py) and fused per layer. Where the many-row form is the fp32 weight, the
+HF modules' weights become views of the fused ones; otherwise the HF linear modules become slices of
+the fused projections (which hold bf16 or fp16 for many rows plus, for int8/q4, the compact form for
+a few). Either way the HF forward still runs, on the runner's weights. The loader hands the runner to
+the caches (`LoadedModel.runner`); it satisfies `superpie.cache.forward.Runner`.
 
 The residual stream stays fp32 in every precision; only the projections and attention run in the
 compute dtype.
@@ -25,22 +26,23 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from superpie.cache.forward import RUNNER_ATTR, causal_mask
+from superpie.cache.forward import causal_mask
 from superpie.cache.kv import KVStore
 from superpie.completion.model.attention import Mask, attend
 from superpie.completion.model.precision import PRECISIONS, Precision, Projection, ProjectionSlice, cast_keeping_rotary
 
 FAST_MODEL_TYPES = frozenset({"llama", "qwen2", "mistral"})
-# Reduced-precision logits are bf16 (spacing 0.125 at 16-32): near-ties would flip the top token about
-# 2% of the time. The top candidates' logits are recomputed in fp32 from their weight rows instead.
+# Reduced-precision logits are bf16 (spacing 0.125 at 16-32), so near-ties at the top would flip. The
+# top candidates' logits are recomputed in fp32 from their weight rows instead.
 REFINE_TOP = 8
 
 
 def fuse(parent: torch.nn.Module, names: list[str], precision: Precision) -> Projection:
     """One projection over the outputs of `parent.<names>` (nn.Linear), stacked in that order.
 
-    fp32: the modules' weights become views of the fused weight (one copy in memory). Reduced
-    precisions: the modules are replaced by slices of the projection, so the fp32 weights are freed.
+    Reference precisions (fp32 many-row form): the modules' weights become views of the fused weight
+    (one copy in memory). Others: the modules are replaced by slices of the projection, so the fp32
+    weights are freed.
     """
     mods = [getattr(parent, name) for name in names]
     assert all(isinstance(m, torch.nn.Linear) for m in mods), f"cannot fuse {[type(m).__name__ for m in mods]}"
@@ -107,15 +109,15 @@ class FastLlama:
         self.layers = [self._layer(block, precision) for block in inner.layers]
         head = model.lm_head
         tied = head.weight is inner.embed_tokens.weight
-        if precision.reference and tied:
-            self.lm_head = Projection(head.weight.detach(), None, precision)  # the embedding itself
+        if precision.head.reference and tied:
+            self.lm_head = Projection(head.weight.detach(), None, precision.head)  # the embedding itself
         else:
             self.lm_head = fuse(model, ["lm_head"], precision.head)
         if precision.compute != torch.float32:
             cast_keeping_rotary(model, precision.compute)
         self.embed = inner.embed_tokens.weight  # [V, C], compute dtype
         self._head_rows = None  # [V, C] rows for the fp32 re-scoring of the top logits
-        if self.head_dtype != torch.float32:
+        if self.head_dtype != torch.float32 or self.lm_head.compact is not None:
             self._head_rows = self.embed if tied else head.weight.detach().to(precision.compute)
         half = self.head_dim // 2
         # rotate_half(x) = roll(x, D/2) * [-1]*D/2 ++ [1]*D/2: one roll + one fused multiply-add.
@@ -209,8 +211,6 @@ class FastLlama:
         q = qk[:, :h].transpose(0, 1)[None]  # [1, H, n, D]
         k = qk[:, h:].transpose(0, 1)[None]  # [1, Hkv, n, D]
         v = qkv[:, (h + hkv) * d :].view(n, hkv, d).transpose(0, 1)[None]
-        if self.kv_dtype != self.dtype:  # fp16w: fp32 projections, bf16 KV and attention
-            q, k, v = q.to(self.kv_dtype), k.to(self.kv_dtype), v.to(self.kv_dtype)
         store.write(i, k, v)
         out = attend(q, store.keys[i], store.values[i], mask, self.scale)  # [1, H, n, D]
         x.add_(layer.o(out[0].transpose(0, 1).reshape(n, h * d).to(self.dtype)))
@@ -228,16 +228,3 @@ class FastLlama:
             return x[logits_for]
         return x if logits_for == 0 else x[-logits_for:]
 
-
-def attach_fast_runner(model: torch.nn.Module, precision: Precision = PRECISIONS["float32"]) -> bool:
-    """Give `model` a `FastLlama` (converting its weights to `precision`) for `run_forward`; False if unsupported."""
-    if not supports(model):
-        return False
-    setattr(model, RUNNER_ATTR, FastLlama(model, precision))
-    return True
-
-
-def detach_fast_runner(model: torch.nn.Module) -> None:
-    """Send `run_forward` back to the HF forward (tests compare the two)."""
-    if hasattr(model, RUNNER_ATTR):
-        delattr(model, RUNNER_ATTR)

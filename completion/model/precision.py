@@ -1,27 +1,39 @@
 """Weight precision: float32 (reference), fp16w, bf16, int8, q4 and auto, chosen by name at load time.
 
 Decoding one token reads every weight once, so on a CPU its time is about the weights' bytes over
-the memory bandwidth; prefill is a GEMM and wants the fastest matrix unit. A `Projection` therefore
-holds a weight in up to two forms and picks by the number of rows:
+the memory bandwidth; prefill is a GEMM and wants the fastest matrix unit the CPU has. A `Projection`
+therefore holds a weight in up to two forms and picks by the number of rows:
 
-- many rows (prefill, hunk encode): bf16 in oneDNN's packed layout (AVX-512 BF16: ~4x an fp32 GEMM);
+- many rows (prefill, hunk encode): the weight in the compute dtype (bf16 packed once in oneDNN's
+  layout where oneDNN can pack it; float32 as loaded), or fp16 for fp16w;
 - a few rows (decode, small trees): a compact form read by a dedicated kernel, when configured:
   `int8` = one int8 per weight, one scale per output channel (`torch._weight_int8pack_mm`);
   `q4` = 4-bit groups of 32 along the input with a scale and an offset each
   (`torch._weight_int4pack_mm_for_cpu`): the layout of GGUF Q4_1, so a model that was Q4_1 (the
   default model is) is held without further loss (up to bf16 scales and offsets).
-Both forms stay in memory (the compact one adds 1/2 or 1/4 of the bf16 bytes): prefill at bf16
-speed, decode at the compact form's bandwidth.
+  Both kernels take and return bf16 (their float32 paths are scalar fallbacks, far slower than a
+  float32 GEMM), so a float32 projection casts its few rows to bf16 and back around them.
+Both forms stay in memory: prefill at the many-row form's speed, decode at the compact form's bandwidth.
 
-`auto` (the default) is bf16 plus q4 for every weight that q4 holds without loss: the whole of a
-model that was Q4_1 (the default model), nothing of one that was not (it then runs as bf16).
-`fp16w` stores fp16 weights read by FBGEMM with fp32 activations (and fp32 KV): the accurate one.
+`fp16w` stores fp16 weights read by FBGEMM with fp32 activations (and fp32 KV) at every row count:
+the accurate compact form.
+
+`auto` (the default) depends on the CPU (`native_bf16`):
+- with bf16 matrix instructions (AVX-512 BF16, AMX): bf16, packed, plus q4 for every weight that q4
+  holds without loss: the whole of a model that was Q4_1 (the default model), nothing of one that was
+  not (it then runs as bf16);
+- without them (AVX2, or AVX-512 without BF16) bf16 arithmetic is emulated, slower than float32
+  (measured on AVX2 at every row count), and the int8/int4 kernels want bf16 activations: `auto` is
+  fp16w there. Its prefill runs about as fast as float32 (FBGEMM widens the fp16 weights inside the
+  GEMM), its decode reads half of float32's bytes and measured as fast as q4 on AVX2 (whose int4
+  kernel is compute-bound there), and its fp32 activations agree with float32's top-1 token far
+  more often than bf16 activations do.
 
 Accuracy is set by the activations, not the weights: the int4/int8/bf16 kernels take and return
 bf16, and those roundings (about 2^-9 at each of ~8 points per layer) move the top logits by a few
-hundredths, which flips near-ties (~1% of positions on real code for auto and bf16). fp16w keeps
-activations fp32 and flips ~0.1%, at ~1.5x auto's decode time. The residual stream stays fp32 in
-every precision (fast_llama.py). Measured figures: benchmarks/cpu_inference.py.
+hundredths, which flips near-ties at a small share of positions on real code. fp16w keeps activations
+fp32 and flips fewer. The residual stream stays fp32 in every precision (fast_llama.py). Speed and
+top-1 agreement with float32 for each precision: benchmarks/RESULTS.md (benchmarks/cpu_inference.py).
 """
 
 from __future__ import annotations
@@ -32,11 +44,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-# Rows up to which the compact kernels beat the packed bf16 GEMM (measured on AVX-512: 1 row int8/q4
-# ~2x faster; at 64 rows 2-3x slower).
+# Rows up to which the compact kernels beat the many-row GEMM (their cost grows with rows, a GEMM's
+# far less); benchmarks/RESULTS.md has the kernel timings.
 COMPACT_MAX_ROWS = 4
 Q4_GROUP = 32
 _ROWS = 256  # rows per block when quantizing at load time
+_KERNEL_DTYPE = torch.bfloat16  # activations the int8 / int4 kernels run fast on
 
 
 @dataclass(frozen=True)
@@ -44,30 +57,48 @@ class Precision:
     """How weights are stored and in which dtype activations (and the KV cache) are computed."""
 
     name: str  # canonical: auto | float32 | fp16w | bf16 | int8 | q4
-    compute: torch.dtype  # activations into and out of the projections
+    compute: torch.dtype  # activations into and out of the projections; the KV cache and attention
     compact: str | None = None  # weight form: None (as `compute`) | "fp16" (all rows) | "int8" | "q4" (few rows)
     lossless_only: bool = False  # use the compact form only where it reproduces the weight
-    kv: torch.dtype | None = None  # KV cache and attention; None: as `compute`
 
     @property
     def kv_dtype(self) -> torch.dtype:
-        """Dtype of the KV cache (and of the attention math)."""
-        return self.kv or self.compute
+        """Dtype of the KV cache (and of the attention math): the compute dtype, so keys and values are
+        written as the projections give them and attention runs on the same arithmetic."""
+        return self.compute
 
     @property
     def head(self) -> Precision:
-        """The LM head's precision: compact models read an int8 head (q4 would lose the embedding's
-        GGUF Q8_0 values; its bf16 logits are re-scored in fp32 at the top, see fast_llama.py)."""
-        return PRECISIONS["int8"] if self.compact in ("q4", "fp16") else self
+        """The LM head's precision: compact models read an int8 head for a few rows (q4 would lose the
+        embedding's GGUF Q8_0 values; its bf16 logits are re-scored in fp32 at the top, see fast_llama.py)."""
+        if self.compact in ("q4", "fp16"):
+            return Precision(f"{self.name} head", self.compute, "int8")
+        return self
 
     @property
     def reference(self) -> bool:
-        """Weights kept as loaded (fp32), so the HF modules can share them."""
-        return self.name == "float32"
+        """The many-row form is the fp32 weight as loaded, so the HF modules can share it."""
+        return self.compute == torch.float32 and self.compact != "fp16"
+
+
+def native_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (AVX-512 BF16 or AMX), where bf16 beats float32.
+
+    Elsewhere oneDNN and ATen convert bf16 to float32 around every multiply, which costs more than
+    the float32 arithmetic it stands in for.
+    """
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def auto_precision(bf16: bool) -> Precision:
+    """`auto` for a CPU with (`bf16`) or without bf16 matrix instructions: see the module docstring."""
+    if bf16:
+        return Precision("auto", torch.bfloat16, "q4", lossless_only=True)
+    return Precision("auto", torch.float32, "fp16")
 
 
 PRECISIONS = {
-    "auto": Precision("auto", torch.bfloat16, "q4", lossless_only=True),
+    "auto": auto_precision(native_bf16()),
     "float32": Precision("float32", torch.float32),
     "fp16w": Precision("fp16w", torch.float32, "fp16"),
     "bf16": Precision("bf16", torch.bfloat16),
@@ -114,7 +145,7 @@ def quantize_q4(w: torch.Tensor, group: int = Q4_GROUP) -> tuple[torch.Tensor, t
     low = torch.empty((n, k // group))
     error = 0.0
     # Row blocks keep the temporaries in cache: whole-matrix passes each fault in fresh pages, which
-    # made loading ~5x slower.
+    # made loading several times slower.
     for r in range(0, n, _ROWS):
         g = w[r : r + _ROWS].detach().to(torch.float32).reshape(-1, k // group, group)
         lo, hi = torch.aminmax(g, dim=-1)
@@ -152,8 +183,8 @@ def bf16_packing_supported() -> bool:
 def _bf16_op(w: torch.Tensor, bias: torch.Tensor | None) -> Op:
     wb = w.to(torch.bfloat16)
     if bf16_packing_supported():
-        # oneDNN re-packs a plain bf16 weight on every call (a second pass over it: ~2x slower for one
-        # row); packed once, it is read as is.
+        # oneDNN re-packs a plain bf16 weight on every call (a second pass over it); packed once, it
+        # is read as is.
         packed = torch.ops.mkldnn._reorder_linear_weight(wb)
         return lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
     return lambda x: F.linear(x, wb, bias)
@@ -164,20 +195,29 @@ def _fp16_op(w: torch.Tensor, bias: torch.Tensor | None) -> Op:
     return lambda x: torch.ops.quantized.linear_dynamic_fp16(x, packed)
 
 
-def _int8_op(w: torch.Tensor, bias: torch.Tensor | None) -> Op:
+def _in_kernel_dtype(kernel: Op, dtype: torch.dtype, bias: torch.Tensor | None) -> Op:
+    """`kernel` (bf16 in and out) for activations in `dtype`, plus the bias (already in `dtype`)."""
+    if dtype == _KERNEL_DTYPE:
+        return kernel if bias is None else lambda x: kernel(x).add_(bias)
+    if bias is None:
+        return lambda x: kernel(x.to(_KERNEL_DTYPE)).to(dtype)
+    return lambda x: kernel(x.to(_KERNEL_DTYPE)).to(dtype).add_(bias)
+
+
+def _int8_op(w: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> Op:
     q, scale = quantize_int8(w)
-    scale = scale.to(torch.bfloat16)
-    if bias is None:
-        return lambda x: torch._weight_int8pack_mm(x, q, scale)
-    return lambda x: torch._weight_int8pack_mm(x, q, scale).add_(bias)
+    scale = scale.to(_KERNEL_DTYPE)
+    return _in_kernel_dtype(lambda x: torch._weight_int8pack_mm(x, q, scale), dtype, bias)
 
 
-def _q4_op(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bias: torch.Tensor | None) -> Op:
+def _q4_op(
+    q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype
+) -> Op:
     packed = torch._convert_weight_to_int4pack_for_cpu(q, 1)  # [N, K/2] uint8
-    scales_zeros = torch.stack([scale.t(), zero.t()], dim=-1).to(torch.bfloat16).contiguous()  # [K/g, N, 2]
-    if bias is None:
-        return lambda x: torch._weight_int4pack_mm_for_cpu(x, packed, Q4_GROUP, scales_zeros)
-    return lambda x: torch._weight_int4pack_mm_for_cpu(x, packed, Q4_GROUP, scales_zeros).add_(bias)
+    scales_zeros = torch.stack([scale.t(), zero.t()], dim=-1).to(_KERNEL_DTYPE).contiguous()  # [K/g, N, 2]
+    return _in_kernel_dtype(
+        lambda x: torch._weight_int4pack_mm_for_cpu(x, packed, Q4_GROUP, scales_zeros), dtype, bias
+    )
 
 
 class Projection:
@@ -188,19 +228,22 @@ class Projection:
         dtype = precision.compute
         b = None if bias is None else bias.detach().to(dtype)
         if precision.compact == "fp16":
+            assert dtype == torch.float32, "FBGEMM's fp16 weights take fp32 activations"
             self._many = _fp16_op(w, b)
         elif dtype == torch.float32:
             self._many: Op = lambda x: F.linear(x, w, b)  # the reference, as loaded
         else:
             self._many = _bf16_op(w, b)
         self._few: Op | None = None
-        self.compact: str | None = None  # the few-row form actually used
-        if precision.compact == "int8":
-            self._few, self.compact = _int8_op(w, b), "int8"
+        self.compact: str | None = None  # the compact form actually used ("fp16": for every row count)
+        if precision.compact == "fp16":
+            self.compact = "fp16"
+        elif precision.compact == "int8":
+            self._few, self.compact = _int8_op(w, b, dtype), "int8"
         elif precision.compact == "q4" and q4_supported(self.in_features):
             q, scale, zero, error = quantize_q4(w)
             if not precision.lossless_only or q4_lossless(error):
-                self._few, self.compact = _q4_op(q, scale, zero, b), "q4"
+                self._few, self.compact = _q4_op(q, scale, zero, b, dtype), "q4"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """[M, K] -> [M, N]."""

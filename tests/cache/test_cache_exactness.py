@@ -52,7 +52,7 @@ def random_edit(text: str, rng: random.Random) -> str:
 
 def new_cache(kind: str, mode: str, **kw) -> DocumentCache:
     lm = tiny_model(kind)
-    return DocumentCache(lm.model, lm.tokenizer, lm.rope, mode=mode, **kw)
+    return DocumentCache(lm.model, lm.tokenizer, lm.rope, mode=mode, runner=lm.runner, **kw)
 
 
 @torch.inference_mode()
@@ -138,11 +138,11 @@ def test_pie_keeps_prefix_values_and_rotates_keys(kind):
     tail = len(old_ids) - (first + 1)  # tokens behind the hunk (at least)
     new_kv = kv(pie)
     # The old text encoded at positions shifted by delta: the reference for moved keys.
-    shifted = DocumentCache(lm.model, lm.tokenizer, lm.rope, mode="full")
+    shifted = DocumentCache(lm.model, lm.tokenizer, lm.rope, mode="full", runner=lm.runner)
     shifted.store.ensure_capacity(len(old_ids) + abs(delta))
     from superpie.cache.forward import encode_span
 
-    encode_span(lm.model, shifted.store, shifted.hf_cache, 0, old_ids, shifted.dtype)
+    encode_span(lm.runner, shifted.store, 0, old_ids)
     ref = [(k.clone(), v.clone()) for k, v in shifted.store.truncate_view(len(old_ids))]
     ref_keys_shifted = [rotate_keys(k, delta, lm.rope) for k, _ in ref]
     n_tail = min(tail, 40)
@@ -157,13 +157,12 @@ def test_pie_keeps_prefix_values_and_rotates_keys(kind):
     if delta > 0:
         from superpie.cache.forward import causal_mask, run_forward
 
-        alt = DocumentCache(lm.model, lm.tokenizer, lm.rope, mode="full")
+        alt = DocumentCache(lm.model, lm.tokenizer, lm.rope, mode="full", runner=lm.runner)
         alt.store.ensure_capacity(len(old_ids))
         pos = torch.arange(delta, delta + len(old_ids))
         run_forward(
-            lm.model,
+            lm.runner,
             alt.store,
-            alt.hf_cache,
             0,
             pos,
             causal_mask(0, len(old_ids), alt.dtype),

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import pytest
 import torch
 from test_cache_exactness import TEXT
@@ -12,33 +9,19 @@ from tiny import tiny_model
 
 from superpie.cache.cursor import CursorView
 from superpie.cache.document import DocumentCache
-from superpie.cache.forward import RUNNER_ATTR, causal_mask, run_forward
-from superpie.cache.kv import BufferCache, KVStore
+from superpie.cache.forward import HFRunner, Runner, causal_mask, run_forward
+from superpie.cache.kv import KVStore
 from superpie.completion.model.fast_llama import FastLlama, supports
 
 ATOL = 1e-4
 FAST_KINDS = ("llama", "qwen2")
 
 
-@contextlib.contextmanager
-def hf_path(model: torch.nn.Module) -> Iterator[None]:
-    """Run `run_forward` through the HF forward for the duration (the runner is put back after)."""
-    runner = getattr(model, RUNNER_ATTR)
-    delattr(model, RUNNER_ATTR)
-    try:
-        yield
-    finally:
-        setattr(model, RUNNER_ATTR, runner)
-
-
 def both(kind: str, fn):
-    """fn(lm) run on the fast path, then on the HF path: (fast result, HF result)."""
+    """fn(lm, runner) run with the fast runner, then with the HF forward: (fast result, HF result)."""
     lm = tiny_model(kind)
-    assert isinstance(getattr(lm.model, RUNNER_ATTR), FastLlama)
-    fast = fn(lm)
-    with hf_path(lm.model):
-        ref = fn(lm)
-    return fast, ref
+    assert isinstance(lm.runner, FastLlama)
+    return fn(lm, lm.runner), fn(lm, HFRunner(lm.model))
 
 
 def close(a, b) -> None:
@@ -52,8 +35,8 @@ def close(a, b) -> None:
         close(x, y)
 
 
-def doc_of(lm, chunk: int = 512) -> DocumentCache:
-    return DocumentCache(lm.model, lm.tokenizer, lm.rope, mode="pie", chunk=chunk)
+def doc_of(lm, runner: Runner, chunk: int = 512) -> DocumentCache:
+    return DocumentCache(lm.model, lm.tokenizer, lm.rope, mode="pie", chunk=chunk, runner=runner)
 
 
 def cached_kv(doc: DocumentCache) -> list[torch.Tensor]:
@@ -65,12 +48,39 @@ def test_tiny_models_get_a_fast_runner(kind):
     assert tiny_model(kind).fast
     assert not supports(tiny_model("phi").model)  # partial rotary: stays on the HF forward
     assert not tiny_model("phi").fast
+    assert isinstance(tiny_model("phi").runner, HFRunner)
+
+
+class CountingRunner:
+    """Forwards to another runner and records the write index of every call."""
+
+    def __init__(self, inner: Runner) -> None:
+        self.inner, self.calls = inner, []
+        self.kv_dtype = inner.kv_dtype
+
+    def __call__(self, store, write_at, *args) -> torch.Tensor:
+        self.calls.append(write_at)
+        return self.inner(store, write_at, *args)
+
+
+def test_caches_run_the_runner_they_are_handed():
+    lm = tiny_model("llama")
+    runner = CountingRunner(lm.runner)
+    doc = DocumentCache(lm.model, lm.tokenizer, lm.rope, chunk=32, runner=runner)
+    doc.sync(TEXT)
+    assert runner.calls == list(range(0, doc.length, 32))  # the prefill, chunk by chunk
+    twin = doc.clone()
+    assert twin.runner is runner
+    CursorView(twin, 10).step(input_ids=torch.tensor([doc.ids[10]]))
+    assert runner.calls[-1] == doc.length  # the scratch slot behind the document
+    bare = DocumentCache(lm.model, lm.tokenizer, lm.rope)  # no runner: the module's own HF forward
+    assert isinstance(bare.runner, HFRunner) and bare.dtype == torch.float32
 
 
 @pytest.mark.parametrize("kind", FAST_KINDS)
 def test_chunked_prefill_matches_hf_kv_and_full_forward(kind):
-    def encode(lm):
-        doc = doc_of(lm, chunk=16)  # many chunks: each attends to the cached ones before it
+    def encode(lm, runner):
+        doc = doc_of(lm, runner, chunk=16)  # many chunks: each attends to the cached ones before it
         doc.sync(TEXT)
         return cached_kv(doc), CursorView(doc, doc.length - 1).step(input_ids=torch.tensor([doc.ids[-1]]))
 
@@ -85,8 +95,8 @@ def test_chunked_prefill_matches_hf_kv_and_full_forward(kind):
 
 @pytest.mark.parametrize("kind", FAST_KINDS)
 def test_decode_steps_behind_a_hidden_suffix(kind):
-    def decode(lm):
-        doc = doc_of(lm)
+    def decode(lm, runner):
+        doc = doc_of(lm, runner)
         doc.sync(TEXT)
         view = CursorView(doc, 40)  # the suffix after token 40 is masked out by the row view
         out, tok = [], torch.tensor([doc.ids[40]])
@@ -101,8 +111,8 @@ def test_decode_steps_behind_a_hidden_suffix(kind):
 
 @pytest.mark.parametrize("kind", FAST_KINDS)
 def test_inputs_embeds_and_tree_masks(kind):
-    def superposed_then_tree(lm):
-        doc = doc_of(lm)
+    def superposed_then_tree(lm, runner):
+        doc = doc_of(lm, runner)
         doc.sync(TEXT)
         view = CursorView(doc, 60)
         emb = lm.model.get_input_embeddings().weight
@@ -131,14 +141,13 @@ def test_inputs_embeds_and_tree_masks(kind):
 
 @pytest.mark.parametrize("kind", FAST_KINDS)
 def test_logits_for_indices_and_no_mask_means_causal(kind):
-    def forward(lm):
+    def forward(lm, runner):
         store = KVStore(lm.model.config.num_hidden_layers)
         ids = torch.tensor(lm.tokenizer.encode(TEXT).ids[:24])
-        cache = BufferCache(store)
-        a = run_forward(lm.model, store, cache, 0, torch.arange(16), None, input_ids=ids[:16], logits_for=0)
-        mask = causal_mask(16, 8, lm.model.dtype)
+        a = run_forward(runner, store, 0, torch.arange(16), None, input_ids=ids[:16], logits_for=0)
+        mask = causal_mask(16, 8, runner.kv_dtype)
         b = run_forward(
-            lm.model, store, cache, 16, torch.arange(16, 24), mask, input_ids=ids[16:], logits_for=torch.tensor([1, 5])
+            runner, store, 16, torch.arange(16, 24), mask, input_ids=ids[16:], logits_for=torch.tensor([1, 5])
         )
         return a, b
 
@@ -151,8 +160,8 @@ def test_logits_for_indices_and_no_mask_means_causal(kind):
 
 @pytest.mark.parametrize("kind", FAST_KINDS)
 def test_pie_edits_match_the_hf_path(kind):
-    def edit(lm):
-        doc = doc_of(lm, chunk=32)
+    def edit(lm, runner):
+        doc = doc_of(lm, runner, chunk=32)
         doc.sync(TEXT)
         doc.sync(TEXT.replace("hello ", "hello, dear ").replace("loud=False", "loud=True"))
         return cached_kv(doc)
@@ -163,7 +172,7 @@ def test_pie_edits_match_the_hf_path(kind):
 def test_fast_logits_are_fp32():
     lm = tiny_model("llama")
     store = KVStore(lm.model.config.num_hidden_layers)
-    out = run_forward(lm.model, store, BufferCache(store), 0, torch.arange(3), None, input_ids=torch.tensor([1, 2, 3]))
+    out = run_forward(lm.runner, store, 0, torch.arange(3), None, input_ids=torch.tensor([1, 2, 3]))
     assert out.dtype == torch.float32 and out.shape == (1, lm.vocab_size)
 
 
@@ -179,9 +188,20 @@ def _masks(n: int, start: int) -> dict[str, torch.Tensor | None]:
     return {"causal": causal, "hidden_suffix": hidden, "tree": tree, "none": None if n == 1 else causal}
 
 
+def test_attention_kernel_by_rows_dtype_and_cpu():
+    from superpie.completion.model.attention import FEW_ROWS, uses_matmul
+
+    for native in (True, False):
+        assert not any(uses_matmul(n, torch.float32, native) for n in (1, 16, 1000))  # fp32: SDPA
+        assert uses_matmul(1, torch.bfloat16, native)  # a bf16 decode step: the matmuls
+        assert not uses_matmul(FEW_ROWS + 1, torch.bfloat16, native)
+    assert uses_matmul(FEW_ROWS, torch.bfloat16, native=True)
+    assert not uses_matmul(2, torch.bfloat16, native=False)  # emulated bf16: SDPA beyond one row
+
+
 @pytest.mark.parametrize("n", [1, 3, 16, 20, 140])
 def test_bf16_attention_kernels_match_sdpa_in_fp32(n):
-    from superpie.completion.model.attention import Mask, attend
+    from superpie.completion.model.attention import FEW_ROWS, Mask, attend
 
     torch.manual_seed(n)
     start, heads, kv_heads, d = 100, 9, 3, 64
@@ -193,7 +213,11 @@ def test_bf16_attention_kernels_match_sdpa_in_fp32(n):
         ref = torch.nn.functional.scaled_dot_product_attention(
             q, keys, values, attn_mask=None if mask is None else mask.float(), scale=0.125, enable_gqa=True
         )
-        prepared = Mask.of(mask, start, n, buf_k.shape[2], torch.bfloat16)
+        if n <= FEW_ROWS:  # the matmul kernels, whichever kernel this CPU would pick
+            prepared = Mask.for_matmul(mask, start, n, buf_k.shape[2], torch.bfloat16)
+            assert prepared.padded is not None
+        else:
+            prepared = Mask.of(mask, start, n, buf_k.shape[2], torch.bfloat16)
         got = attend(q.bfloat16(), buf_k.bfloat16(), buf_v.bfloat16(), prepared, 0.125)
         assert got.shape == ref.shape, name
         torch.testing.assert_close(got.float(), ref, atol=0.05, rtol=0.05, msg=name)

@@ -11,26 +11,36 @@ from tiny import tiny_model
 
 from superpie.cache.cursor import CursorView
 from superpie.cache.document import DocumentCache
-from superpie.cache.forward import RUNNER_ATTR
-from superpie.completion.model.fast_llama import attach_fast_runner
+from superpie.cache.forward import Runner
+from superpie.completion.model.fast_llama import FastLlama
 from superpie.completion.model.loading import ModelLoadError, configure_threads, default_threads, load_model
 from superpie.completion.model.precision import (
     COMPACT_MAX_ROWS,
     PRECISIONS,
+    Precision,
     Projection,
     ProjectionSlice,
+    auto_precision,
     cast_keeping_rotary,
     dequantize_q4,
+    native_bf16,
     quantize_int8,
     quantize_q4,
     resolve_precision,
 )
 
+# `auto` on a CPU with bf16 matrix instructions and on one without (PRECISIONS["auto"] is this machine's).
+AUTO = {"auto_bf16": auto_precision(True), "auto_fp32": auto_precision(False)}
+
+
+def precision(name: str) -> Precision:
+    """A named precision, or one of the two `auto` variants."""
+    return AUTO.get(name) or PRECISIONS[name]
+
 
 def fresh(kind: str = "llama", q4_grid: bool = False) -> torch.nn.Module:
-    """An fp32 copy of a tiny HF model without a runner (optionally with weights put on a q4 grid)."""
+    """An fp32 copy of a tiny HF model, its weights as loaded (optionally put on a q4 grid)."""
     model = copy.deepcopy(tiny_model(kind).model)
-    delattr(model, RUNNER_ATTR)
     if q4_grid:
         with torch.no_grad():
             for m in model.model.layers.modules():
@@ -40,10 +50,10 @@ def fresh(kind: str = "llama", q4_grid: bool = False) -> torch.nn.Module:
     return model
 
 
-def encode_logits(model: torch.nn.Module, kind: str = "llama") -> tuple[torch.Tensor, torch.Tensor]:
+def encode_logits(model: torch.nn.Module, runner: Runner, kind: str = "llama") -> tuple[torch.Tensor, torch.Tensor]:
     """Logits of the last token after a chunked prefill, and after one more decode step (1 row)."""
     lm = tiny_model(kind)
-    doc = DocumentCache(model, lm.tokenizer, lm.rope, chunk=32)
+    doc = DocumentCache(model, lm.tokenizer, lm.rope, chunk=32, runner=runner)
     doc.sync(TEXT)
     view = CursorView(doc, doc.length - 1)
     step = view.step(input_ids=torch.tensor([doc.ids[-1]]))[-1]
@@ -55,7 +65,11 @@ def test_names_and_aliases():
     assert resolve_precision("fp32") is PRECISIONS["float32"]
     assert resolve_precision("bfloat16").name == "bf16"
     assert resolve_precision("Q4").compact == "q4"
-    assert resolve_precision("auto").lossless_only
+    assert resolve_precision("auto") is PRECISIONS["auto"]
+    assert PRECISIONS["auto"] == auto_precision(native_bf16())
+    with_units, without = auto_precision(True), auto_precision(False)
+    assert (with_units.compute, with_units.compact, with_units.lossless_only) == (torch.bfloat16, "q4", True)
+    assert (without.compute, without.compact, without.kv_dtype) == (torch.float32, "fp16", torch.float32)
     with pytest.raises(ValueError, match="unknown dtype"):
         resolve_precision("fp8")
     with pytest.raises(ModelLoadError, match="unknown dtype"):
@@ -81,19 +95,35 @@ def test_int8_error_is_within_half_a_step():
     assert ((q.float() * scale[:, None] - w).abs() <= 0.5 * scale[:, None] + 1e-6).all()
 
 
-@pytest.mark.parametrize("name", ["bf16", "int8", "q4"])
+@pytest.mark.parametrize("name", ["bf16", "int8", "q4", "fp16w"])
 def test_projection_rows_pick_the_form_and_agree(name):
     torch.manual_seed(0)
     w, b = torch.randn(96, 64) * 0.1, torch.randn(96) * 0.1
-    proj = Projection(w, b, PRECISIONS[name])
+    prec = precision(name)
+    proj = Projection(w, b, prec)
     x = torch.randn(2 * COMPACT_MAX_ROWS, 64)
     ref = x @ w.T + b
-    few = torch.cat([proj(x[i : i + 1].bfloat16()) for i in range(x.shape[0])])  # compact kernel
-    many = proj(x.bfloat16())  # bf16 GEMM
-    assert proj.compact == (None if name == "bf16" else name)
-    tol = {"bf16": 0.05, "int8": 0.1, "q4": 0.5}[name]
-    assert (few.float() - ref).abs().max() < tol
-    assert (many.float() - ref).abs().max() < 0.05
+    few = torch.cat([proj(x[i : i + 1].to(prec.compute)) for i in range(x.shape[0])])  # compact kernel
+    many = proj(x.to(prec.compute))  # the GEMM in the compute dtype
+    assert few.dtype == many.dtype == prec.compute
+    tol = {"bf16": 0.05, "int8": 0.1, "q4": 0.5, "fp16w": 0.005}  # fp16w: fp16 weights, fp32 activations
+    assert proj.compact == {"bf16": None, "fp16w": "fp16"}.get(name, name)
+    assert (few.float() - ref).abs().max() < tol[name]
+    assert (many.float() - ref).abs().max() < min(0.05, tol[name])
+
+
+@pytest.mark.parametrize("compute", [torch.bfloat16, torch.float32])
+def test_q4_few_rows_take_either_activation_dtype(compute):
+    torch.manual_seed(0)
+    q, scale, zero, _ = quantize_q4(torch.randn(96, 64) * 0.1)
+    w, b = dequantize_q4(q, scale, zero), torch.randn(96) * 0.1  # on the q4 grid: lossless
+    proj = Projection(w, b, Precision("t", compute, "q4", lossless_only=True))
+    assert proj.compact == "q4"
+    x = torch.randn(1, 64)
+    got = proj(x.to(compute))
+    assert got.dtype == compute
+    # bf16 activations in the kernel, bf16 scales: within bf16 rounding of the exact product
+    assert (got.float() - (x @ w.T + b)).abs().max() < 0.03
 
 
 def test_cast_keeps_rotary_frequencies_fp32():
@@ -104,39 +134,51 @@ def test_cast_keeps_rotary_frequencies_fp32():
 
 
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])  # tied head / untied head with q/k/v biases
-@pytest.mark.parametrize("name", ["fp16w", "bf16", "int8", "q4", "auto"])
+@pytest.mark.parametrize("name", ["fp16w", "bf16", "int8", "q4", "auto_bf16", "auto_fp32"])
 def test_reduced_runners_track_fp32(name, kind):
-    model = fresh(kind, q4_grid=name in ("q4", "auto"))  # q4 is compared on weights it can hold
-    ref_step, ref_many = encode_logits(_fp32_runner(model), kind)
-    assert attach_fast_runner(model, PRECISIONS[name])
-    runner = getattr(model, RUNNER_ATTR)
-    assert runner.dtype == PRECISIONS[name].compute
-    step, many = encode_logits(model, kind)
+    model = fresh(kind, q4_grid=name in ("q4", "auto_bf16"))  # q4 is compared on weights it can hold
+    ref_step, ref_many = encode_logits(*_fp32_runner(model), kind)
+    prec = precision(name)
+    runner = FastLlama(model, prec)
+    assert runner.dtype == runner.kv_dtype == prec.compute
+    step, many = encode_logits(model, runner, kind)
     for got, ref in ((step, ref_step), (many, ref_many)):
         assert got.dtype == torch.float32
         # bf16 activations on a tiny model with sharp random weights: close, not equal (HF's own bf16
         # forward is as far off); a near-tie at the top may flip, a clear winner may not
         assert torch.nn.functional.cosine_similarity(got, ref, dim=0) > 0.995
         assert got.argmax() in ref.topk(3).indices
-    if name == "fp16w":  # fp32 activations: the top logits (re-scored in fp32) match closely
-        top = ref_step.topk(8).indices
-        torch.testing.assert_close(step[top], ref_step[top], atol=0.02, rtol=0)
+    if prec.compute == torch.float32:  # fp32 activations: the top logits (re-scored in fp32) match closely
+        for got, ref in ((step, ref_step), (many, ref_many)):
+            top = ref.topk(8).indices
+            torch.testing.assert_close(got[top], ref[top], atol=0.02, rtol=0)
     forms = runner.weight_forms()
-    if name == "auto":
+    if name == "auto_bf16":
         assert forms == {"q4": 8, "head int8": 1}  # 2 layers x 4 projections, all on the grid
+    if name in ("auto_fp32", "fp16w"):
+        assert forms == {"fp16": 8, "head int8": 1}
 
 
-def _fp32_runner(model: torch.nn.Module) -> torch.nn.Module:
+def _fp32_runner(model: torch.nn.Module) -> tuple[torch.nn.Module, Runner]:
     """A copy of `model` with the fp32 (reference) runner."""
     twin = copy.deepcopy(model)
-    attach_fast_runner(twin, PRECISIONS["float32"])
-    return twin
+    return twin, FastLlama(twin, PRECISIONS["float32"])
 
 
-def test_auto_keeps_bf16_where_q4_would_lose():
+def test_auto_with_bf16_units_keeps_bf16_where_q4_would_lose():
+    runner = FastLlama(fresh(), AUTO["auto_bf16"])
+    assert runner.weight_forms() == {"none": 8, "head int8": 1}
+
+
+def test_auto_without_bf16_units_computes_and_caches_in_fp32():
     model = fresh()
-    attach_fast_runner(model, PRECISIONS["auto"])
-    assert getattr(model, RUNNER_ATTR).weight_forms() == {"none": 8, "head int8": 1}
+    runner = FastLlama(model, AUTO["auto_fp32"])
+    assert runner.dtype == runner.kv_dtype == torch.float32
+    assert model.model.embed_tokens.weight.dtype == torch.float32  # nothing cast to bf16
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # the fp32 head reads the embedding
+    doc = DocumentCache(model, tiny_model().tokenizer, tiny_model().rope, runner=runner)
+    doc.sync(TEXT)
+    assert doc.dtype == torch.float32 and doc.store.keys[0].dtype == torch.float32
 
 
 def test_hf_forward_still_runs_on_reduced_weights():
@@ -144,7 +186,7 @@ def test_hf_forward_still_runs_on_reduced_weights():
     ids = torch.tensor([tiny_model("llama").tokenizer.encode(TEXT).ids[:40]])
     with torch.inference_mode():
         ref = model(input_ids=ids).logits[0, -1]
-        attach_fast_runner(model, PRECISIONS["int8"])
+        FastLlama(model, PRECISIONS["int8"])
         assert isinstance(model.model.layers[0].self_attn.q_proj, ProjectionSlice)
         got = model(input_ids=ids).logits[0, -1].float()
     assert torch.nn.functional.cosine_similarity(got, ref, dim=0) > 0.999
