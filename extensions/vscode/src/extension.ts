@@ -4,17 +4,24 @@ import * as vscode from 'vscode';
 import {
   DidChangeConfigurationNotification,
   ExecuteCommandRequest,
+  FeatureState,
   InlineCompletionRequest,
   LanguageClient,
   LanguageClientOptions,
-  ServerOptions,
   State,
-  TransportKind,
+  StaticFeature,
   WorkDoneProgress,
   WorkDoneProgressCreateRequest,
 } from 'vscode-languageclient/node';
 import { LspInlineResult, toInlineItems } from './inline';
-import { CLIENT_SETTINGS, SettingReader, needsRestart, toServerCommand, toServerOptions } from './settings';
+import {
+  CLIENT_SETTINGS,
+  SettingReader,
+  needsRestart,
+  toServerCommand,
+  toServerExecutable,
+  toServerOptions,
+} from './settings';
 import { formatStats } from './stats';
 import { StatsSummary, StatusModel } from './status';
 
@@ -54,8 +61,7 @@ function settings(): SettingReader {
 }
 
 function createClient(): LanguageClient {
-  const { command, args } = toServerCommand(settings());
-  const serverOptions: ServerOptions = { command, args, transport: TransportKind.stdio };
+  const serverOptions = toServerExecutable(settings());
   const clientOptions: LanguageClientOptions = {
     documentSelector: [
       { scheme: 'file', language: 'python' },
@@ -89,19 +95,23 @@ function createClient(): LanguageClient {
 }
 
 async function startClient(): Promise<void> {
-  client = createClient();
-  client.onDidChangeState((e) => {
+  const starting = createClient();
+  client = starting;
+  starting.onDidChangeState((e) => {
     if (e.newState === State.Starting) {
       status.starting();
+    } else if (e.newState === State.Running) {
+      void refreshStats(true); // also after the client restarted a server that failed or crashed
     } else if (e.newState === State.Stopped) {
       status.stopped();
     }
     render();
   });
+  starting.registerFeature(new ProgressInStatusBar(starting));
   status.starting();
   render();
   try {
-    await client.start();
+    await starting.start();
   } catch (err) {
     status.stopped(String(err));
     render();
@@ -111,7 +121,6 @@ async function startClient(): Promise<void> {
     );
     return;
   }
-  watchProgress(client);
   void refreshStats(true);
 }
 
@@ -123,8 +132,28 @@ async function stopClient(): Promise<void> {
   }
 }
 
-// The server reports the model load as work-done progress. The language client would show it as a
-// notification; this handler shows it in the status bar item instead (and as window progress).
+// The server reports the model load as work-done progress. The language client's own progress feature
+// would show it as a notification; this feature shows it in the status bar item instead (and as window
+// progress). A feature, because the client initializes its features, its own progress feature first,
+// on every server it starts: also when it starts the server again after a failed start or a crash.
+class ProgressInStatusBar implements StaticFeature {
+  constructor(private readonly running: LanguageClient) {}
+
+  fillClientCapabilities(): void {
+    // the client's progress feature already announces `window.workDoneProgress`
+  }
+
+  initialize(): void {
+    watchProgress(this.running);
+  }
+
+  getState(): FeatureState {
+    return { kind: 'static' };
+  }
+
+  clear(): void {}
+}
+
 function watchProgress(running: LanguageClient): void {
   running.onRequest(WorkDoneProgressCreateRequest.type, ({ token }) => {
     let finish: (() => void) | undefined;

@@ -2,6 +2,7 @@
 // The server's option tree lives in lsp/options.py; each server setting here is `superpie.<section>.<camelKey>`
 // and is sent under the same dotted path. Client-only settings (how to start the server, whether to ask
 // for ghost text) are never sent, so the server does not report them as unknown.
+import type { Executable } from 'vscode-languageclient/node';
 
 /** Settings that map one-to-one onto the server's options, with the server's defaults. */
 export const SERVER_SETTINGS: Readonly<Record<string, unknown>> = {
@@ -55,6 +56,17 @@ export function toServerOptions(get: SettingReader): Record<string, unknown> {
 export interface ServerCommand {
   command: string;
   args: string[];
+}
+
+/**
+ * The language client's description of the server process. It names no `transport`: with
+ * `TransportKind.stdio` the client appends `--stdio` to the arguments (a flag `superpie serve` did not
+ * take), while without one it talks over the process's stdin and stdout all the same, and the process is
+ * exactly `<server.path> serve <server.args>`, as the settings say.
+ */
+export function toServerExecutable(get: SettingReader): Executable {
+  const { command, args } = toServerCommand(get);
+  return { command, args };
 }
 
 /** The server command line for the current settings (`superpie serve` unless configured). */

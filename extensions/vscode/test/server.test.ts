@@ -17,7 +17,7 @@ import {
   StreamMessageReader,
   StreamMessageWriter,
 } from 'vscode-languageserver-protocol/node';
-import { toServerOptions } from '../src/settings';
+import { toServerExecutable, toServerOptions } from '../src/settings';
 
 const server = process.env.SUPERPIE_SERVER ?? join(__dirname, '..', '..', '..', '..', '.venv', 'bin', 'superpie');
 
@@ -33,7 +33,9 @@ test('the real server accepts every option the extension sends', { timeout: 60_0
     'watcher.enabled': false,
   };
   const options = toServerOptions((key) => values[key]);
-  const child = spawn(server, ['serve'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  // The process exactly as the language client starts it (no `--stdio`: see toServerExecutable).
+  const executable = toServerExecutable((key) => ({ 'server.path': server })[key]);
+  const child = spawn(executable.command, executable.args ?? [], { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const exited = new Promise<never>((_resolve, reject) => {

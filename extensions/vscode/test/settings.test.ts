@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { readFileSync, existsSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { CLIENT_SETTINGS, EMPTY_IS_NULL, SERVER_SETTINGS, needsRestart, toServerCommand, toServerOptions } from '../src/settings';
+import { CLIENT_SETTINGS, EMPTY_IS_NULL, SERVER_SETTINGS, needsRestart, toServerCommand, toServerExecutable, toServerOptions } from '../src/settings';
 
 const root = join(__dirname, '..', '..');
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
@@ -85,59 +85,17 @@ test('the server command is `<path> serve <args>`', () => {
   );
 });
 
+test('the language client runs exactly `<path> serve <args>`: no transport, so no `--stdio` is appended', () => {
+  const executable = toServerExecutable(reader({ 'server.path': '/venv/bin/superpie', 'server.args': ['--model', 'm'] }));
+  // vscode-languageclient appends `--stdio` for TransportKind.stdio and talks over stdio without one.
+  assert.equal(executable.transport, undefined);
+  assert.deepEqual(executable, { command: '/venv/bin/superpie', args: ['serve', '--model', 'm'] });
+});
+
 test('only server settings restart the server', () => {
   assert.equal(needsRestart((s) => s === 'superpie.server'), true);
   assert.equal(needsRestart((s) => s === 'superpie.completion'), false);
 });
 
-// The server's defaults live in lsp/options.py; this catches the two drifting apart.
-test('defaults match the server (lsp/options.py)', (t) => {
-  const path = join(root, '..', '..', 'lsp', 'options.py');
-  if (!existsSync(path)) {
-    t.skip('lsp/options.py not found (extension outside the superpie repository)');
-    return;
-  }
-  const server = pythonDefaults(readFileSync(path, 'utf8'));
-  assert.deepEqual(Object.keys(server).sort(), Object.keys(SERVER_SETTINGS).sort());
-  for (const [key, value] of Object.entries(server)) {
-    assert.deepEqual(SERVER_SETTINGS[key], value, key);
-  }
-});
-
-const SECTIONS: Record<string, string> = {
-  ModelOptions: 'model.',
-  CacheOptions: 'cache.',
-  CompletionOptions: 'completion.',
-  MonitorOptions: 'monitors.',
-  WatcherOptions: 'watcher.',
-  ServerOptions: '',
-};
-
-function pythonDefaults(source: string): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const block of source.split(/^@dataclass\n/m).slice(1)) {
-    const prefix = SECTIONS[/^class (\w+)/.exec(block)?.[1] ?? ''];
-    if (prefix === undefined) {
-      continue;
-    }
-    for (const m of block.matchAll(/^ {4}(\w+): [^=\n]+= ([^#\n]+?)\s*(?:#.*)?$/gm)) {
-      if (m[2].startsWith('field(')) {
-        continue;
-      }
-      const camel = m[1].replace(/_([a-z])/g, (_s, c: string) => c.toUpperCase());
-      out[prefix + camel] = pythonLiteral(m[2]);
-    }
-  }
-  return out;
-}
-
-function pythonLiteral(text: string): unknown {
-  const map: Record<string, unknown> = { None: null, True: true, False: false };
-  if (text in map) {
-    return map[text];
-  }
-  if (/^["'].*["']$/.test(text)) {
-    return text.slice(1, -1);
-  }
-  return Number(text.replace(/_/g, ''));
-}
+// The server's defaults live in its configuration tree (completion/config); tests/lsp/test_config_surfaces.py
+// holds package.json's settings to it, and the first test here holds SERVER_SETTINGS to package.json.
