@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck bench clean extensions-check
+.PHONY: setup demo test lint typecheck bench clean extensions-check extensions-e2e
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,7 @@ typecheck: setup
 	for d in cache completion analysis lsp; do ln -s ../../../$$d $(TYPECHECK)/$$d; done
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p superpie
 
-test: lint typecheck extensions-check
+test: lint typecheck extensions-check extensions-e2e
 	@rc=0; $(BIN)/pytest -q $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then \
 		if [ -n "$(PYTEST_ARGS)" ]; then echo "no tests matched PYTEST_ARGS='$(PYTEST_ARGS)'"; exit 0; fi; \
@@ -51,6 +51,20 @@ extensions-check:
 	else echo "warning: nvim not found and not root: tests/extensions/test_nvim.py will be skipped"; fi
 	cd extensions/vscode && npm ci --no-audit --no-fund && npm run compile && npm run lint && npm test \
 		&& npx @vscode/vsce package --out superpie.vsix
+
+# A real VS Code for tests/extensions/test_vscode.py: Debian's chromium and libkrb5-dev (code-server's
+# kerberos module compiles against it offline), installed where missing and root, then code-server and
+# playwright-core (extensions/vscode/e2e/install.sh: no download outside npm; does nothing while
+# node_modules matches the lock file). Not root, what cannot be installed makes the test skip.
+E2E_APT := chromium libkrb5-dev
+extensions-e2e:
+	@missing=$$(command -v dpkg >/dev/null && for p in $(E2E_APT); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
+		export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q --no-install-recommends $$missing \
+		|| { apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; }; \
+	elif [ -n "$$missing" ]; then echo "warning:" $$missing "not installed and not root"; fi
+	@if [ "$$(id -u)" = 0 ]; then extensions/vscode/e2e/install.sh; else extensions/vscode/e2e/install.sh \
+		|| echo "warning: no code-server: tests/extensions/test_vscode.py will be skipped"; fi
 
 bench: setup
 	$(BIN)/python benchmarks/pie_edits.py
