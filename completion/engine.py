@@ -211,6 +211,8 @@ class Engine:
         stopped = cancelled() or any(d.cancelled for d in decoded)
         completions = [] if stopped else finish(req, plan, decoded, self.config.postprocess, self.monitor_hook)
         t_end = time.perf_counter()
+        blank = all(not d.text.strip() for d in decoded)
+        empty_reason = None if completions else "stopped" if stopped else "blank" if blank else "cut"
         return CompletionResult(
             completions=completions,
             timings_ms={
@@ -226,4 +228,5 @@ class Engine:
             cancelled=stopped,
             strategy=plan.strategy,
             monitors=plan.trace,
+            empty_reason=empty_reason,
         )

@@ -42,3 +42,6 @@ class CompletionResult:
     cancelled: bool = False
     strategy: str = "greedy"
     monitors: MonitorTrace | None = None  # what the monitors did (firings, jedi and mask times); None: off
+    # why `completions` is empty: "stopped" (cancelled while decoding), "blank" (every draft was whitespace:
+    # the model ended at once), "cut" (post-processing kept nothing); None when there are completions
+    empty_reason: str | None = None

@@ -237,12 +237,16 @@ class SuperpieServer(LanguageServer):
         )
 
     async def draft(self, uri: str, position: types.Position, kind: str) -> Answer | None:
-        """Ranked drafts at an LSP position, or None (not open, no model, superseded)."""
+        """Ranked drafts at an LSP position, or None (not open, no model, superseded).
+
+        Every empty answer is counted in the stats with its reason (`ServerStats.empty`).
+        """
         t0 = time.perf_counter()
         self.stats.requests[kind] += 1
         doc = self.documents.get(uri)
         if doc is None:
             log.warning("%s completion for %s, which is not open", kind, uri)
+            self.stats.empty["not_open"] += 1
             return None
         text, engine_text = doc.text, doc.engine_text()  # what the position refers to, even if an edit lands now
         try:
@@ -251,6 +255,7 @@ class SuperpieServer(LanguageServer):
             raise JsonRpcInvalidParams(str(exc)) from None
         if not await self.model_ready():
             self.stats.requests["not_ready"] += 1
+            self.stats.empty["not_ready"] += 1
             return None
         token, future = self.worker.complete(self.request_for(uri, engine_text, offset, kind), kind)
         try:
@@ -261,8 +266,11 @@ class SuperpieServer(LanguageServer):
             raise
         if outcome.result is None or outcome.cancelled:
             self.stats.requests[outcome.cancelled or "no_model"] += 1
+            self.stats.empty[outcome.cancelled or "no_model"] += 1
             return None
         self._record(kind, uri, offset, (time.perf_counter() - t0) * 1000, outcome)
+        if not outcome.result.completions:
+            self.stats.empty[outcome.result.empty_reason or "cut"] += 1
         return Answer(f"r{next(self._ids)}", outcome.result.completions, text, offset)
 
     def _record(self, kind: str, uri: str, offset: int, ms: float, outcome: Outcome) -> None:

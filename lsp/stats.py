@@ -45,6 +45,9 @@ class ServerStats:
     latency_ms: dict[str, deque[float]] = field(default_factory=dict)
     parts_ms: dict[str, deque[float]] = field(default_factory=dict)  # where the latency went
     requests: Counter[str] = field(default_factory=Counter)
+    # every empty answer, by why: not_open, not_ready, no_model, superseded, shutdown (never decoded),
+    # stopped (cancelled while decoding), blank (the model ended at once), cut (post-processing kept nothing)
+    empty: Counter[str] = field(default_factory=Counter)
     answered: int = 0
     from_current_cache: int = 0
     reused_tokens: int = 0
@@ -81,6 +84,7 @@ class ServerStats:
             },
             "latency_parts_ms": {part: _summary(list(samples)) for part, samples in self.parts_ms.items()},
             "requests": {**self.requests, "stopped_decodes": snap.stopped_decodes},
+            "empty": dict(self.empty),
             "cache": {
                 "answered": self.answered,
                 "current_share": self.from_current_cache / self.answered if self.answered else None,

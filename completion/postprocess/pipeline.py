@@ -20,7 +20,7 @@ from superpie.completion.postprocess.brackets import trim_unbalanced_brackets
 from superpie.completion.postprocess.characters import trim_incomplete_character
 from superpie.completion.postprocess.context import DraftContext, Filter
 from superpie.completion.postprocess.indentation import normalize_indentation
-from superpie.completion.postprocess.line import trim_to_line
+from superpie.completion.postprocess.line import trim_to_line, trim_to_next_line
 from superpie.completion.postprocess.rank import MonitorHook, merge_duplicates, rank
 from superpie.completion.postprocess.suffix import trim_repeated_suffix
 from superpie.completion.postprocess.whitespace import trim_trailing_space
@@ -35,6 +35,7 @@ def build_filters(config: PostprocessConfig) -> list[Filter]:
         drop_blank(),
         trim_incomplete_character(),
         trim_leading_blank_lines(),
+        trim_to_next_line(),  # before re-indentation, which would read the lines after the next one
         normalize_indentation(config.indent),  # before the block cut, which reads indentation
         trim_to_line(),
         trim_to_block(config.stop),
