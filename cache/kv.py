@@ -58,8 +58,14 @@ class KVStore:
             return
         new_cap = _round_up(max(needed, self.capacity * _GROWTH))
         for i in range(self.num_layers):
-            self.keys[i] = self._grown(self.keys[i], new_cap)
-            self.values[i] = self._grown(self.values[i], new_cap)
+            keys, values = self.buffers(i)
+            self.keys[i], self.values[i] = self._grown(keys, new_cap), self._grown(values, new_cap)
+
+    def buffers(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's whole key and value buffers [1, H_kv, capacity, D] (the first write allocates them)."""
+        keys, values = self.keys[layer], self.values[layer]
+        assert keys is not None and values is not None, "no forward has written this layer yet"
+        return keys, values
 
     def release(self) -> None:
         """Drop the buffers (eviction); the next write allocates them again."""
@@ -82,10 +88,11 @@ class KVStore:
             cap = _round_up(max(end, self._reserve))
             self.keys[layer] = k.new_zeros((k.shape[0], k.shape[1], cap, k.shape[3]))
             self.values[layer] = v.new_zeros((v.shape[0], v.shape[1], cap, v.shape[3]))
-        assert end <= self.keys[layer].shape[2], "ensure_capacity must run before the forward"
-        self.keys[layer][:, :, self.write_at : end] = k
-        self.values[layer][:, :, self.write_at : end] = v
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+        keys, values = self.buffers(layer)
+        assert end <= keys.shape[2], "ensure_capacity must run before the forward"
+        keys[:, :, self.write_at : end] = k
+        values[:, :, self.write_at : end] = v
+        return keys[:, :, :end], values[:, :, :end]
 
     @torch.inference_mode()
     def relocate(self, segments: list[tuple[int, int, int]], rotation: Rotation | None = None) -> None:
@@ -104,7 +111,7 @@ class KVStore:
             total += length
         order = _safe_order(segments)
         for i in range(self.num_layers):
-            keys, values = self.keys[i], self.values[i]
+            keys, values = self.buffers(i)
             for j in order:
                 src, dst, length = segments[j]
                 k = keys[:, :, src : src + length]
@@ -118,7 +125,7 @@ class KVStore:
 
     def truncate_view(self, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Views [1, H, length, D] of every layer, for inspection and tests."""
-        return [(k[:, :, :length], v[:, :, :length]) for k, v in zip(self.keys, self.values)]
+        return [(k[:, :, :length], v[:, :, :length]) for k, v in map(self.buffers, range(self.num_layers))]
 
 
 def _safe_order(segments: list[tuple[int, int, int]]) -> list[int]:

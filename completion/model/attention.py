@@ -44,7 +44,13 @@ class Mask:
     @property
     def length(self) -> int:
         """Keys the matmul kernels read (S rounded up to a bucket)."""
-        return self.padded.shape[-1]
+        return self.matmul_mask.shape[-1]
+
+    @property
+    def matmul_mask(self) -> torch.Tensor:
+        """`padded`, for the matmul kernels (which run only when it was made)."""
+        assert self.padded is not None, "a mask prepared for SDPA"
+        return self.padded
 
     @classmethod
     def of(cls, mask: torch.Tensor | None, start: int, n: int, capacity: int, dtype: torch.dtype) -> Mask:
@@ -101,7 +107,7 @@ def _one_row(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: Ma
     hkv, s = keys.shape[1], keys.shape[2]
     qg = q.view(hkv, heads // hkv, d)  # [Hkv, G, D]: head h = kv * G + g, as `enable_gqa` pairs them
     scores = torch.matmul(keys[0], qg.transpose(1, 2)).transpose(1, 2)  # [Hkv, G, S_pad]
-    scores = torch.addcmul(mask.padded.view(1, 1, s), scores, torch.tensor(scale, dtype=scores.dtype))
+    scores = torch.addcmul(mask.matmul_mask.view(1, 1, s), scores, torch.tensor(scale, dtype=scores.dtype))
     probs = torch.softmax(scores, dim=-1)  # accumulates in fp32 inside, one bf16 rounding out
     return torch.matmul(probs, values[0]).view(1, heads, 1, d)  # [1, H, 1, D]
 
@@ -121,9 +127,9 @@ def _few_rows(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: M
         torch.mm(qg[j], keys[0, j].t(), out=scores[j])
     grid = scores.view(hkv, group, n, s)
     if mask.tail_only:  # the common PIE hunk: only the causal triangle (and the padding) to add
-        grid[..., mask.start :].add_(mask.padded[:, mask.start :])
+        grid[..., mask.start :].add_(mask.matmul_mask[:, mask.start :])
     else:
-        grid.add_(mask.padded)
+        grid.add_(mask.matmul_mask)
     probs = torch.softmax(scores, dim=-1)
     out = torch.empty((hkv, group * n, d), dtype=q.dtype)  # [Hkv, G n, D] is [H, n, D]
     for j in range(hkv):

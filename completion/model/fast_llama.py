@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -74,13 +75,14 @@ class _Layer:
     down: Projection  # [n, I] -> [n, C]
 
 
-def supports(model: torch.nn.Module) -> bool:
+def supports(model: Any) -> bool:
     """Whether `model` has the plain Llama block this runner implements."""
-    config = getattr(model, "config", None)
+    config: Any = getattr(model, "config", None)
     if getattr(config, "model_type", None) not in FAST_MODEL_TYPES:
         return False
     if getattr(config, "hidden_act", "silu") != "silu":
         return False
+    assert config is not None  # it has a model_type
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     inv_freq = getattr(getattr(model.model, "rotary_emb", None), "inv_freq", None)
     return inv_freq is not None and 2 * inv_freq.numel() == head_dim  # full rotary only
@@ -89,7 +91,7 @@ def supports(model: torch.nn.Module) -> bool:
 class FastLlama:
     """Runs the transformer of a Llama-family HF model directly, writing K/V into a `KVStore`."""
 
-    def __init__(self, model: torch.nn.Module, precision: Precision = PRECISIONS["float32"]) -> None:
+    def __init__(self, model: Any, precision: Precision = PRECISIONS["float32"]) -> None:
         assert supports(model), "FastLlama needs a Llama/Qwen2/Mistral model with full rotary"
         config = model.config
         inner = model.model
@@ -97,15 +99,15 @@ class FastLlama:
         self.dtype = precision.compute  # projections' activations
         self.kv_dtype = precision.kv_dtype  # KV cache and attention
         self.head_dtype = precision.head.compute
-        self.heads = config.num_attention_heads
-        self.kv_heads = config.num_key_value_heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
-        self.hidden = config.hidden_size
-        self.inter = config.intermediate_size
+        self.heads: int = config.num_attention_heads
+        self.kv_heads: int = config.num_key_value_heads
+        self.head_dim: int = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.hidden: int = config.hidden_size
+        self.inter: int = config.intermediate_size
         self.eps = float(config.rms_norm_eps)
-        self.scale = inner.layers[0].self_attn.scaling
-        self.rotary = inner.rotary_emb
-        self.norm = inner.norm.weight.detach().float().clone()
+        self.scale: float = inner.layers[0].self_attn.scaling
+        self.rotary: Any = inner.rotary_emb  # HF's rotary module: (x, positions) -> (cos, sin)
+        self.norm: torch.Tensor = inner.norm.weight.detach().float().clone()
         self.layers = [self._layer(block, precision) for block in inner.layers]
         head = model.lm_head
         tied = head.weight is inner.embed_tokens.weight
@@ -115,8 +117,8 @@ class FastLlama:
             self.lm_head = fuse(model, ["lm_head"], precision.head)
         if precision.compute != torch.float32:
             cast_keeping_rotary(model, precision.compute)
-        self.embed = inner.embed_tokens.weight  # [V, C], compute dtype
-        self._head_rows = None  # [V, C] rows for the fp32 re-scoring of the top logits
+        self.embed: torch.Tensor = inner.embed_tokens.weight  # [V, C], compute dtype
+        self._head_rows: torch.Tensor | None = None  # [V, C] rows for the fp32 re-scoring of the top logits
         if self.head_dtype != torch.float32 or self.lm_head.compact is not None:
             self._head_rows = self.embed if tied else head.weight.detach().to(precision.compute)
         half = self.head_dim // 2
@@ -124,7 +126,7 @@ class FastLlama:
         self._sign = torch.cat([-torch.ones(half), torch.ones(half)]).to(self.dtype)  # [D]
 
     @staticmethod
-    def _layer(block: torch.nn.Module, precision: Precision) -> _Layer:
+    def _layer(block: Any, precision: Precision) -> _Layer:
         att, mlp = block.self_attn, block.mlp
         return _Layer(
             ln1=block.input_layernorm.weight.detach().float().clone(),
@@ -161,6 +163,7 @@ class FastLlama:
         if inputs_embeds is not None:
             x = inputs_embeds.reshape(n, self.hidden).to(torch.float32, copy=True)  # [n, C], ours to add into
         else:
+            assert input_ids is not None, "input_ids or inputs_embeds"
             x = F.embedding(input_ids.view(n), self.embed).float()
         if mask is None and n > 1:
             mask = causal_mask(write_at, n, self.kv_dtype)  # what HF builds when no mask is given
@@ -174,13 +177,14 @@ class FastLlama:
         h = F.rms_norm(self._kept_rows(x, logits_for), (self.hidden,), self.norm, self.eps)  # [m, C] fp32
         logits = self.lm_head(h.to(self.head_dtype)).float()  # [m, V]
         if self._head_rows is not None:
-            self._refine(logits, h)
+            self._refine(logits, h, self._head_rows)
         return logits
 
-    def _refine(self, logits: torch.Tensor, h: torch.Tensor) -> None:
+    @staticmethod
+    def _refine(logits: torch.Tensor, h: torch.Tensor, head_rows: torch.Tensor) -> None:
         """Recompute the top candidates' logits in fp32 (in place), so near-ties rank as in fp32."""
         top = logits.topk(min(REFINE_TOP, logits.shape[-1]), dim=-1).indices  # [m, k]
-        rows = self._head_rows[top].float()  # [m, k, C]
+        rows = head_rows[top].float()  # [m, k, C]
         logits.scatter_(1, top, torch.bmm(rows, h[:, :, None])[..., 0])
 
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -212,7 +216,7 @@ class FastLlama:
         k = qk[:, h:].transpose(0, 1)[None]  # [1, Hkv, n, D]
         v = qkv[:, (h + hkv) * d :].view(n, hkv, d).transpose(0, 1)[None]
         store.write(i, k, v)
-        out = attend(q, store.keys[i], store.values[i], mask, self.scale)  # [1, H, n, D]
+        out = attend(q, *store.buffers(i), mask, self.scale)  # [1, H, n, D]
         x.add_(layer.o(out[0].transpose(0, 1).reshape(n, h * d).to(self.dtype)))
 
     def _mlp(self, layer: _Layer, x: torch.Tensor) -> None:

@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from platformdirs import user_cache_dir
@@ -53,7 +54,8 @@ class LoadedModel:
     vocab_size: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.vocab_size = int(self.model.get_output_embeddings().out_features)  # nn.Linear or ProjectionSlice
+        hf: Any = self.model  # a transformers model: its methods are not in nn.Module's type
+        self.vocab_size = int(hf.get_output_embeddings().out_features)  # nn.Linear or ProjectionSlice
 
     @property
     def fast(self) -> bool:
@@ -103,7 +105,7 @@ def default_gguf_path() -> Path:
         ) from None
     for f in dist.files or []:
         if str(f).endswith(".gguf"):
-            path = Path(dist.locate_file(f))
+            path = Path(str(dist.locate_file(f)))
             if path.is_file():
                 return path
     raise ModelLoadError(
@@ -123,7 +125,7 @@ def _convert_default(target: Path) -> None:
 
     gguf = default_gguf_path()
     print(f"superpie: converting {gguf.name} to safetensors in {target} (once)", file=sys.stderr)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # The dequantized weights are plain tensors; drop the GGUF marker so they serialize.
     if hasattr(model.config, "quantization_config"):

@@ -227,11 +227,12 @@ class Projection:
         self.out_features, self.in_features = w.shape
         dtype = precision.compute
         b = None if bias is None else bias.detach().to(dtype)
+        self._many: Op
         if precision.compact == "fp16":
             assert dtype == torch.float32, "FBGEMM's fp16 weights take fp32 activations"
             self._many = _fp16_op(w, b)
         elif dtype == torch.float32:
-            self._many: Op = lambda x: F.linear(x, w, b)  # the reference, as loaded
+            self._many = lambda x: F.linear(x, w, b)  # the reference, as loaded
         else:
             self._many = _bf16_op(w, b)
         self._few: Op | None = None
