@@ -32,10 +32,10 @@ def lsp_offset(text: str, position: types.Position, encoding: str) -> int:
     return offset_at(text, position.line, position.character, encoding, clamp=True)
 
 
-def lsp_position(text: str, offset: int, encoding: str) -> types.Position:
-    """LSP position of a str offset."""
+def lsp_position(text: str, offset: int, encoding: str, first_line: int = 0) -> types.Position:
+    """LSP position of a str offset (`text` may be a view of a document that starts at line `first_line`)."""
     line, character = position_at(text, offset, encoding)
-    return types.Position(line=line, character=character)
+    return types.Position(line=first_line + line, character=character)
 
 
 def lsp_apply_changes(text: str, changes: Sequence[object], encoding: str) -> str:
@@ -77,12 +77,21 @@ def lsp_inline_list(
 
 
 def lsp_menu_list(
-    completions: Sequence[Draft], text: str, offset: int, encoding: str, request_id: str, markdown: bool = False
+    completions: Sequence[Draft],
+    text: str,
+    offset: int,
+    encoding: str,
+    request_id: str,
+    markdown: bool = False,
+    first_line: int = 0,
 ) -> types.CompletionList:
-    """Ranked drafts as menu items: label = first line, the full draft in the edit and the docs."""
+    """Ranked drafts as menu items: label = first line, the full draft in the edit and the docs.
+
+    `text` may be a view of the document that begins at its line `first_line` (a huge document's window).
+    """
     word = _WORD_BEFORE.search(text, max(0, offset - 256), offset).group(0)
-    cursor = lsp_position(text, offset, encoding)
-    edit_range = types.Range(start=lsp_position(text, offset - len(word), encoding), end=cursor)
+    cursor = lsp_position(text, offset, encoding, first_line)
+    edit_range = types.Range(start=lsp_position(text, offset - len(word), encoding, first_line), end=cursor)
     items = [_menu_item(c, word, edit_range, rank, request_id, markdown) for rank, c in enumerate(completions)]
     return types.CompletionList(is_incomplete=True, items=items)
 

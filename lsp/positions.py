@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Sequence
 
 _EOL = re.compile(r"\r\n|\r|\n")
 
@@ -20,7 +21,7 @@ def line_starts(text: str) -> list[int]:
     return [0] + [m.end() for m in _EOL.finditer(text)]
 
 
-def _line_content_end(text: str, starts: list[int], line: int) -> int:
+def _line_content_end(text: str, starts: Sequence[int], line: int) -> int:
     if line + 1 < len(starts):
         end = starts[line + 1]
         while end > starts[line] and text[end - 1] in "\r\n":
@@ -42,7 +43,7 @@ def offset_at(
     line: int,
     character: int,
     encoding: str = "utf-16",
-    starts: list[int] | None = None,
+    starts: Sequence[int] | None = None,
     clamp: bool = False,
 ) -> int:
     """Str offset of an LSP position; ValueError if it lies past the end of the document, or of its line
@@ -56,8 +57,12 @@ def offset_at(
     if line >= len(starts):
         raise ValueError(f"line {line} is past the end of the document ({len(starts)} lines)")
     start, end = starts[line], _line_content_end(text, starts, line)
-    units = 0
-    i = start
+    ascii_run = text[start : min(end, start + character)]
+    if ascii_run.isascii():  # one unit a character in every encoding: no per-character loop on a long line
+        units = len(ascii_run)
+        i = start + units
+    else:
+        units, i = 0, start
     while i < end and units < character:
         units += _units(text[i], encoding)
         i += 1

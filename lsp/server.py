@@ -33,12 +33,10 @@ from superpie.completion.request import CompletionRequest
 from superpie.lsp.auth import check_host, session_token, split_token
 from superpie.lsp.convert import (
     ACCEPT_COMMAND,
-    lsp_apply_changes,
     lsp_encoding,
     lsp_inline_list,
     lsp_menu_list,
     lsp_message_type,
-    lsp_offset,
 )
 from superpie.lsp.documents import Document
 from superpie.lsp.options import (
@@ -72,12 +70,13 @@ def _version() -> str:
 
 @dataclass
 class Answer:
-    """Drafts for one request, with what the conversion back to LSP needs."""
+    """Drafts for one request, with what the conversion back to LSP needs (the engine's view of the text)."""
 
     request_id: str
     completions: list[Draft]
     text: str
     offset: int
+    first_line: int = 0  # the document line the view starts at
 
 
 class ClientLogHandler(logging.Handler):
@@ -141,6 +140,10 @@ class SuperpieServer(LanguageServer):
     def workspace(self) -> str | None:
         """The first workspace folder (the engine's project root)."""
         return str(self.roots[0]) if self.roots else None
+
+    def max_document_chars(self) -> int:
+        """Past this length the engine sees a window of a document (`cache.maxDocumentKb`)."""
+        return self.options.cache.max_document_kb * 1024
 
     def _idle_s(self) -> float:
         return self.options.cache.idle_refresh_ms / 1000
@@ -248,16 +251,17 @@ class SuperpieServer(LanguageServer):
             log.warning("%s completion for %s, which is not open", kind, uri)
             self.stats.empty["not_open"] += 1
             return None
-        text, engine_text = doc.text, doc.engine_text()  # what the position refers to, even if an edit lands now
         try:
-            offset = lsp_offset(text, position, self.encoding)
+            at = doc.offset(position, self.encoding)
         except ValueError as exc:
             raise JsonRpcInvalidParams(str(exc)) from None
+        view = doc.view(around=at)  # taken now: an edit may land while the model loads
+        offset = view.offset(at)
         if not await self.model_ready():
             self.stats.requests["not_ready"] += 1
             self.stats.empty["not_ready"] += 1
             return None
-        token, future = self.worker.complete(self.request_for(uri, engine_text, offset, kind), kind)
+        token, future = self.worker.complete(self.request_for(uri, view.text, offset, kind), kind)
         try:
             outcome = await asyncio.wrap_future(future)
         except asyncio.CancelledError:
@@ -271,7 +275,7 @@ class SuperpieServer(LanguageServer):
         self._record(kind, uri, offset, (time.perf_counter() - t0) * 1000, outcome)
         if not outcome.result.completions:
             self.stats.empty[outcome.result.empty_reason or "cut"] += 1
-        return Answer(f"r{next(self._ids)}", outcome.result.completions, text, offset)
+        return Answer(f"r{next(self._ids)}", outcome.result.completions, view.text, offset, view.first_line)
 
     def _record(self, kind: str, uri: str, offset: int, ms: float, outcome: Outcome) -> None:
         self.stats.record(kind, ms, outcome)
@@ -291,6 +295,8 @@ class SuperpieServer(LanguageServer):
         self.report(self._problems(parsed))
         self.attach_client_log()
         self.worker.idle_refresh_s = self._idle_s()
+        for doc in self.documents.values():
+            doc.max_chars = self.max_document_chars()
         config = engine_config(new, self.workspace())
         if needs_reload(old, new):
             self.worker.replace_engine(Engine(config))
@@ -383,7 +389,7 @@ async def initialized(ls: SuperpieServer, params: types.InitializedParams) -> No
 def did_open(ls: SuperpieServer, params: types.DidOpenTextDocumentParams) -> None:
     """Keep the text; its cache is built in the background."""
     item = params.text_document
-    ls.documents[item.uri] = Document(item.uri, item.text, item.version)
+    ls.documents[item.uri] = Document(item.uri, item.text, item.version, ls.max_document_chars())
     ls.worker.sync_soon(item.uri)
 
 
@@ -399,19 +405,12 @@ def did_change(ls: SuperpieServer, params: types.DidChangeTextDocumentParams) ->
         version = None
         ls.stats.unversioned_changes += 1
         log.warning("didChange for %s without a version: applied", uri)
-    text, changes = doc.text, params.content_changes
-    for number, change in enumerate(changes, start=1):
-        try:
-            text = lsp_apply_changes(text, [change], ls.encoding)
-        except ValueError as exc:
-            log.error(
-                "didChange for %s v%s: change %d of %d does not fit the text (%s); none of the %d changes was applied",
-                uri, version, number, len(changes), exc, len(changes),
-            )  # fmt: skip
-            ls.stats.bad_changes += 1
-            break
-    else:
-        doc.text = text
+    try:
+        doc.apply(params.content_changes, ls.encoding)
+    except ValueError as exc:
+        n = len(params.content_changes)
+        log.error("didChange for %s v%s: %s; none of the %d changes was applied", uri, version, exc, n)
+        ls.stats.bad_changes += 1
     doc.version = version
     ls.worker.sync_soon(uri)
 
@@ -435,7 +434,9 @@ async def completion(ls: SuperpieServer, params: types.CompletionParams) -> type
     answer = await ls.draft(params.text_document.uri, params.position, "menu")
     if answer is None:
         return types.CompletionList(is_incomplete=True, items=[])
-    return lsp_menu_list(answer.completions, answer.text, answer.offset, ls.encoding, answer.request_id, ls.markdown)
+    return lsp_menu_list(
+        answer.completions, answer.text, answer.offset, ls.encoding, answer.request_id, ls.markdown, answer.first_line
+    )
 
 
 async def did_change_configuration(ls: SuperpieServer, params: types.DidChangeConfigurationParams) -> None:

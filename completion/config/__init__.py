@@ -136,6 +136,9 @@ class CacheConfig(Checked):
     window_step: Positive = 256
     memory_budget_mb: Positive = 2048  # all documents' KV together; least recently used evicted
     idle_refresh_ms: NonNegative = 1500  # server: re-encode stale tokens exactly after this long without work
+    # server: a longer document (thousands of characters) is completed through a window around the cursor,
+    # never tokenized or indexed whole (lsp/documents.py)
+    max_document_kb: Positive = 1024
 
 
 @dataclass
