@@ -29,13 +29,17 @@ async def start_tcp(*args: str, env: dict[str, str] | None = None) -> tuple[asyn
         stderr=asyncio.subprocess.PIPE, env=env,
     )  # fmt: skip
     assert proc.stderr is not None
-    while True:
-        line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
-        assert line, "the server ended before it listened"
-        m = _LISTENING.search(line)
-        if m:
-            asyncio.ensure_future(_drain(proc.stderr))
-            return proc, int(m.group(2)), m.group(3)
+    try:
+        while True:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+            assert line, "the server ended before it listened"
+            m = _LISTENING.search(line)
+            if m:
+                asyncio.ensure_future(_drain(proc.stderr))
+                return proc, int(m.group(2)), m.group(3)
+    except BaseException:
+        await stop(proc)
+        raise
 
 
 async def _drain(stream: asyncio.StreamReader) -> None:
