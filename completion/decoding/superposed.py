@@ -34,12 +34,13 @@ from dataclasses import dataclass
 import torch
 
 from superpie.cache.cursor import CursorView
+from superpie.cache.diff import common_prefix
 from superpie.completion.config import SuperposedConfig
 from superpie.completion.constraints.base import apply_mask
 from superpie.completion.decoding.lookahead import span_lookahead
 from superpie.completion.decoding.select import Candidates, Pool, select
 from superpie.completion.decoding.task import Cancelled, DecodeTask, Partial, never_cancelled
-from superpie.completion.decoding.verify import Trunk, common_prefix
+from superpie.completion.decoding.verify import Trunk
 from superpie.completion.draft import Draft
 from superpie.completion.model.loading import LoadedModel
 from superpie.completion.ngram.index import NgramIndex
@@ -73,7 +74,7 @@ def superposed_decode(
     if config.exact_lead and k > 1:
         return _decode_with_exact_lead(lm, view, task, k, config, ngram, cancelled)
     prune = _prune(config)
-    embed = lm.model.get_input_embeddings()
+    embed = lm.embeddings
     pool = Pool([Partial.start(task)])
     base = view.used
     trunk = [task.first_input]  # tokens of the exact slots base, base + 1, ...
@@ -118,7 +119,7 @@ def _decode_with_exact_lead(
     `branch_ratio` behind it.
     """
     prune = _prune(config)
-    embed = lm.model.get_input_embeddings()
+    embed = lm.embeddings
     root, root_pos = view.used, view.next_position
     logits = view.step(input_ids=torch.tensor([task.first_input]))[-1:].float()  # [1, V], exact
     pool = Pool([Partial.start(task)])

@@ -58,6 +58,13 @@ class LoadedModel:
         self.vocab_size = int(hf.get_output_embeddings().out_features)  # nn.Linear or ProjectionSlice
 
     @property
+    def embeddings(self) -> torch.nn.Module:
+        """The input embedding table (superposed decoding feeds weighted sums of its rows)."""
+        hf: Any = self.model
+        embed: torch.nn.Module = hf.get_input_embeddings()
+        return embed
+
+    @property
     def fast(self) -> bool:
         """Whether `FastLlama` runs the model rather than the HF forward."""
         return isinstance(self.runner, FastLlama)
