@@ -119,9 +119,9 @@ class ModelConfig(Checked):
     """Which model to run and how."""
 
     path: str | None = None  # None: the embedded default model
-    # Weight precision (completion/model/precision.py). "auto" = bf16, plus 4-bit wherever that is lossless
-    # (all of the default model, a Q4_1 GGUF): 99.1% top-1 agreement with float32 on real code, ~3x faster
-    # decoding (benchmarks/cpu_inference.py).
+    # Weight precision (completion/model/precision.py). "auto" picks by CPU: bf16 prefill plus the GGUF's own
+    # 4-bit weights for decoding where the CPU has bf16 matrix units, fp16 weights with fp32 activations where
+    # it has not (figures: benchmarks/RESULTS.md, cpu_inference).
     dtype: DType = "auto"
     threads: Positive | None = None  # None: the cores this process may use, minus one (model.default_threads)
 
@@ -170,9 +170,8 @@ class VerifyConfig(Checked):
     cut_margin: float = 2.0  # ... and beats the draft's token by at least this many nats
     # finish drafts greedily from their exact prefixes: "best" (the best one, if cut) | "all" (every cut or
     # unfinished one) | "off"; at most repair_tokens new tokens each. One token costs no forward (the
-    # verification forward already gave the distribution there); each more, one forward. Measured
-    # (benchmarks/multidraft.py --samples 200 --files 10, seed 0, alone on the machine): 1 token costs
-    # 1.41x greedy (median 1.48x), 2 cost 1.45x (1.51x), best-of-4 exact match 15.0% with either.
+    # verification forward already gave the distribution there); each more, one forward (benchmarks/RESULTS.md,
+    # multidraft: one token costs less than two and finds as many lines).
     repair: Repair = "all"
     repair_tokens: NonNegative = 1
 
@@ -182,15 +181,13 @@ class DecodingConfig(Checked):
     """How drafts are decoded."""
 
     max_tokens: Positive = 32
-    # The measured default for k > 1 (benchmarks/multidraft.py --samples 200 --files 10, k=4, 1 thread, CPU
-    # time; seeds 0-5 pooled, 1200 cursors): beam (patience 1.0) costs 1.29x one greedy draft, its 4 drafts
-    # find 1.59x the lines greedy finds, its top draft 117 lines vs greedy's 111. superposed + verify costs
-    # 1.43x, finds 1.42x, top draft 113 (its first draft is the greedy line): beam covers more for less.
+    # The default for k > 1: on the multidraft benchmark beam covered more lines than superposed + verify for
+    # less decode time (benchmarks/RESULTS.md, multidraft).
     multi_strategy: Strategy = "beam"
     multiline: bool = False  # False: stop at the end of the current line
     # Beam search: steps allowed after the first beam ended, as a share of its steps (None: until k ended).
-    # Measured as above: 0.5 costs 1.17x but its top draft falls below greedy (shorter lines win); 1.0 does
-    # not; None (wait for k ended beams) costs 1.86x.
+    # 1.0: as many lines as waiting for k ended beams, for much less; 0.5 puts shorter lines above greedy's
+    # (benchmarks/RESULTS.md, multidraft: patience).
     beam_patience: float | None = 1.0
     sample_temperature: float = 0.8  # drafts 2..k of strategy greedy are sampled at this temperature
     ngram_debounce_s: NonNegativeFloat = 2.0  # an open document is re-fed to the n-gram index at most this often
