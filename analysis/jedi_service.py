@@ -8,12 +8,27 @@ the same question comes. One long-lived jedi.Project per workspace keeps jedi's 
 An infinite budget (the headless front doors' deterministic mode) waits for every answer, and a full
 queue of prefetched questions then makes a question wait too instead of falling back: nothing that
 decides a draft depends on how fast jedi was.
+
+What jedi reads is bounded: a workspace is untrusted input, and `import huge` then `huge.` made jedi
+read and parse a 200 MB module (2.5 GB). jedi reads modules two ways, and both are guarded:
+
+- an import is resolved by `get_module_info` (in jedi's environment process), which reads the whole
+  source file it finds; the guard finds the same file first (importlib's path finder, which only
+  stats) and answers for it an empty module when it is larger than `MAX_SOURCE_BYTES`;
+- stubs and other files go through parso's `FileIO.read`, replaced by `bounded_read`: opened
+  without blocking (a FIFO called `x.pyi`), `fstat`-checked to be a regular file (not a link to
+  `/dev/zero`) within the limit, read no further than that.
+A module past the limit reads as empty: jedi knows no names in it, and the monitors leave drafts
+after `huge.` unconstrained. jedi's own crop of the code it is given is set to the same limit.
 """
 
 from __future__ import annotations
 
+import importlib.machinery
 import logging
 import math
+import os
+import stat
 import threading
 import time
 from collections import OrderedDict, deque
@@ -23,17 +38,104 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from inspect import Parameter
 from pathlib import Path
+from typing import Any
 
 import jedi
+import jedi.inference.compiled.subprocess as jedi_processes
 import parso
+import parso.file_io
+from jedi.file_io import KnownContentFileIO
+
+from superpie.analysis.workspace_files import MAX_SOURCE_BYTES
 
 log = logging.getLogger(__name__)
 
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
 _KEYWORD_KINDS = (Parameter.POSITIONAL_OR_KEYWORD, Parameter.KEYWORD_ONLY)
 _WARM_NAMES = 40  # names inferred when a document opens, to load its imports
 # jedi's inference caches are process-wide: two services (an engine being replaced, tests) must not
 # run it at once, or one thread sees the other's half-built state
 _JEDI_LOCK = threading.Lock()
+
+
+def bounded_read(path: str | os.PathLike[str], limit: int = MAX_SOURCE_BYTES) -> bytes:
+    """A module's bytes for jedi, or b"" when it is not a regular file within `limit` bytes (or grew past it)."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise  # jedi expects this one (a module that vanished)
+        log.debug("jedi does not read %s: %s", path, exc)
+        return b""
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            log.warning("jedi does not read %s: not a regular file within %d bytes", path, limit)
+            return b""
+        chunks, left = [], limit + 1
+        while left > 0 and (chunk := os.read(fd, min(left, 1 << 16))):
+            chunks.append(chunk)
+            left -= len(chunk)
+    except OSError as exc:
+        log.debug("jedi does not read %s: %s", path, exc)
+        return b""
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    return b"" if len(data) > limit else data
+
+
+def _parso_read(self: parso.file_io.FileIO) -> bytes:
+    """parso's `FileIO.read` (jedi's too: its FileIO inherits it), bounded."""
+    return bounded_read(self.path)
+
+
+def _oversized_source(name: str | None, search: list[str] | None) -> tuple[KnownContentFileIO, bool] | None:
+    """An empty module for an import that resolves to a source file jedi must not read, else None."""
+    if not name:
+        return None
+    try:
+        spec = importlib.machinery.PathFinder.find_spec(name, list(search) if search is not None else None)
+    except (ImportError, ValueError, OSError):
+        return None
+    if spec is None or not spec.origin or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
+        return None
+    try:
+        st = os.stat(spec.origin)
+    except OSError:
+        return None
+    if stat.S_ISREG(st.st_mode) and st.st_size <= MAX_SOURCE_BYTES:
+        return None
+    log.warning("jedi does not read %s: not a regular file within %d bytes", spec.origin, MAX_SOURCE_BYTES)
+    return KnownContentFileIO(spec.origin, b""), spec.submodule_search_locations is not None
+
+
+def _guarded(lookup: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
+    """A jedi process proxy's `__getattr__` whose `get_module_info` refuses oversized sources first."""
+
+    def __getattr__(self: Any, name: str) -> Any:
+        found = lookup(self, name)
+        if name != "get_module_info":
+            return found
+
+        def get_module_info(sys_path: list[str] | None = None, **kwargs: Any) -> Any:
+            search = sys_path if kwargs.get("is_global_search", True) else kwargs.get("path")
+            return _oversized_source(kwargs.get("string"), search) or found(sys_path=sys_path, **kwargs)
+
+        return get_module_info
+
+    return __getattr__
+
+
+def _bound_what_jedi_reads() -> None:
+    """Guard both ways jedi reads modules (see the module's docstring); crop given code to the same limit."""
+    parso.file_io.FileIO.read = _parso_read  # type: ignore[method-assign]
+    for proxy in (jedi_processes.InferenceStateSameProcess, jedi_processes.InferenceStateSubprocess):
+        proxy.__getattr__ = _guarded(proxy.__getattr__)  # type: ignore[method-assign]
+    jedi.settings._cropped_file_size = MAX_SOURCE_BYTES
+
+
+_bound_what_jedi_reads()
 
 
 @dataclass
