@@ -307,6 +307,39 @@ def kernel_table(limit: MatmulLimit, rows: tuple[int, ...] = (1, 4, 16, 64, 512)
     return out
 
 
+@torch.inference_mode()
+def attention_table(model: torch.nn.Module, context: int = 2048, reps: int = 5) -> dict:
+    """ms of attention over every layer for n query rows behind `context` keys: SDPA vs the matmul
+    kernels, in fp32 and bf16 (whichever `uses_matmul` would pick on this CPU)."""
+    from superpie.cache.forward import causal_mask
+    from superpie.completion.model.attention import Mask, attend
+
+    c = model.config
+    d = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    out: dict[str, dict[str, float]] = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        keys = torch.randn(1, c.num_key_value_heads, context + 256, d).to(dtype)
+        values = torch.randn_like(keys)
+        for n in (1, 4, 16, 64, 128):
+            q = torch.randn(1, n, c.num_attention_heads, d).transpose(1, 2).to(dtype)
+            mask = causal_mask(context - n, n, dtype)
+            row = {}
+            for kernel, prepared in (
+                ("sdpa", Mask.for_sdpa(mask, context - n)),
+                ("matmul", Mask.for_matmul(mask, context - n, n, keys.shape[2], dtype)),
+            ):
+                times = []
+                for _ in range(reps + 1):
+                    t = clock()
+                    for _ in range(c.num_hidden_layers):
+                        attend(q, keys, values, prepared, 0.125)
+                    times.append((clock() - t) * 1000)
+                row[kernel] = round(statistics.median(times[1:]), 2)
+            out[f"{str(dtype).removeprefix('torch.')} {n} rows"] = row
+            print(f"attention at {context}, {dtype} {n} rows, ms (all layers): {row}", flush=True)
+    return out
+
+
 # ------------------------------------------------------------------------------------ measurements
 
 
@@ -587,7 +620,8 @@ def main() -> None:
     p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), help="float32 is always included")
     p.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True, help="hf_generate, llama.cpp")
     p.add_argument("--clock", choices=list(CLOCKS), default="wall", help="cpu: thread CPU time (needs 1 thread)")
-    p.add_argument("--skip", nargs="*", default=[], choices=["kernels", "hunk", "agreement", "threads"])
+    sections = ["kernels", "attention", "hunk", "agreement", "threads"]
+    p.add_argument("--skip", nargs="*", default=[], choices=sections, help="measurements to leave out")
     p.add_argument("--agree-prefix", type=int, default=384)
     p.add_argument("--agree-steps", type=int, default=160, help="teacher-forced decode steps per file")
     p.add_argument("--llama-python", default="/tmp/llamacpp-venv/bin/python")
@@ -621,6 +655,7 @@ def main() -> None:
 
     limit = MatmulLimit(models["float32"].model, CHUNK)
     kernels = kernel_table(limit) if "kernels" not in args.skip else {}
+    attention = attention_table(models["float32"].model) if "attention" not in args.skip else {}
     runs = speed(models, hf, llama, limit, args)
     if llama is not None:
         llama.close()
@@ -664,6 +699,7 @@ def main() -> None:
         "reps": args.reps,
         "summary": summary,
         "kernels_ms_per_layer": kernels,
+        "attention_ms_all_layers": attention,
         "targets": targets,
         "hunk_vs_step": hunk,
         "top1_agreement_with_float32": agree,
