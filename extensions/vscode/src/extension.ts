@@ -24,6 +24,7 @@ import {
 } from './settings';
 import { formatStats } from './stats';
 import { StatsSummary, StatusModel } from './status';
+import { TraceChannel } from './trace';
 
 const STATS_INTERVAL_MS = 10_000; // refresh the tooltip's p50/p95 at most this often
 
@@ -32,15 +33,18 @@ let lastStatsAt = 0;
 const status = new StatusModel();
 let statusItem: vscode.StatusBarItem | undefined;
 let output: vscode.LogOutputChannel | undefined;
+let trace: TraceChannel | undefined;
 
 /** Entry point: VS Code calls it when a Python file opens. */
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
   output = vscode.window.createOutputChannel('superpie', { log: true });
+  trace = new TraceChannel(output, settings()('trace.server'));
   statusItem = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Right, 100);
   statusItem.command = 'superpie.showStats';
   statusItem.show();
   context.subscriptions.push(
     output,
+    trace,
     statusItem,
     vscode.commands.registerCommand('superpie.showStats', showStats),
     vscode.commands.registerCommand('superpie.restart', restart),
@@ -69,6 +73,7 @@ function createClient(): LanguageClient {
     ],
     initializationOptions: toServerOptions(settings()),
     outputChannel: output,
+    traceOutputChannel: trace,
     middleware: {
       provideInlineCompletionItems: async (document, position, context, token) => {
         if (!settings()('inline.enabled') || !client) {
@@ -223,6 +228,7 @@ async function onConfigurationChanged(e: vscode.ConfigurationChangeEvent): Promi
   if (!e.affectsConfiguration('superpie')) {
     return;
   }
+  trace?.update(settings()('trace.server'));
   if (needsRestart((section) => e.affectsConfiguration(section))) {
     await restart();
     return;

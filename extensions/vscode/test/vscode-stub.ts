@@ -1,5 +1,5 @@
 // A stand-in for the `vscode` module (which exists only inside VS Code), loaded with `node --require`.
-// It implements the few value classes the extension's pure modules construct.
+// It implements the few value classes (and the enum and emitter) the extension's pure modules use.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 import Module = require('module');
 
@@ -30,7 +30,32 @@ export class InlineCompletionItem {
   ) {}
 }
 
-const stub = { Position, Range, SnippetString, InlineCompletionItem };
+export enum LogLevel {
+  Off = 0,
+  Trace = 1,
+  Debug = 2,
+  Info = 3,
+  Warning = 4,
+  Error = 5,
+}
+
+export class EventEmitter<T> {
+  private listeners: ((e: T) => void)[] = [];
+  readonly event = (listener: (e: T) => void) => {
+    this.listeners.push(listener);
+    return { dispose: () => (this.listeners = this.listeners.filter((l) => l !== listener)) };
+  };
+  fire(e: T): void {
+    for (const listener of this.listeners) {
+      listener(e);
+    }
+  }
+  dispose(): void {
+    this.listeners = [];
+  }
+}
+
+const stub = { Position, Range, SnippetString, InlineCompletionItem, LogLevel, EventEmitter };
 const internals = Module as unknown as {
   _resolveFilename: (request: string, ...rest: unknown[]) => string;
   _cache: Record<string, unknown>;
