@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from superpie.cache.cursor import CursorView
+from superpie.cache.diff import common_prefix
 from superpie.completion.config import VerifyConfig
 from superpie.completion.constraints.base import apply_mask
 from superpie.completion.decoding.task import DecodeTask, Partial
@@ -49,14 +50,6 @@ class Trunk:
     def shared(self, ids: Sequence[int]) -> int:
         """How many leading tokens of a draft lie on the trunk."""
         return common_prefix(ids, self.tokens[1:])
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading tokens two token sequences share."""
-    n = 0
-    while n < len(a) and n < len(b) and a[n] == b[n]:
-        n += 1
-    return n
 
 
 @dataclass
