@@ -7,30 +7,24 @@ identifier alphabet (`end(`, `end)\n`, ...). Scanning 50k tokens per step would 
 walking a trie along each continuation costs about the total continuation length. Every token is
 stored under its longest identifier-character prefix: a node's "terminals" are the tokens spelled
 exactly by its path (usually one), and its "exits" are the tokens that continue with a non-identifier
-character right after it. Token strings are the decoded text of each id (byte-level BPE and
-sentencepiece are decoded byte-exactly); a token that is not valid UTF-8 on its own never takes part.
+character right after it. The trie knows no tokenizer: it is built over the text of each token id
+(`completion.constraints.vocab` decodes them); an id whose text is None (not valid UTF-8 on its own)
+never takes part.
 """
 
 from __future__ import annotations
 
-import re
 import threading
-import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 import torch
 
 _BIG_EXITS = 64  # exit lists longer than this are kept as ready-made bool rows, OR-ed in one call
 _MASK_CACHE_SIZE = 64
-_BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")
-_tries: weakref.WeakKeyDictionary[Any, TokenTrie] = weakref.WeakKeyDictionary()
-_tries_lock = threading.Lock()
 
 
 @lru_cache(maxsize=4096)
@@ -45,73 +39,6 @@ def identifier_prefix_length(s: str) -> int:
         if not is_identifier_char(c):
             return i
     return len(s)
-
-
-@lru_cache(maxsize=1)
-def _byte_decoder() -> dict[str, int]:
-    """Inverse of GPT-2's bytes_to_unicode: the printable stand-in char of each byte -> the byte."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    bs += list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
-
-
-def _decode_byte_level(token: str) -> str | None:
-    table = _byte_decoder()
-    try:
-        return bytes(table[c] for c in token).decode("utf-8")
-    except (KeyError, UnicodeDecodeError):
-        return None
-
-
-def _decode_metaspace(token: str) -> str | None:
-    m = _BYTE_FALLBACK.fullmatch(token)
-    if m is None:
-        return token.replace("▁", " ")
-    try:
-        return bytes([int(m.group(1), 16)]).decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
-def _decoder_kind(tokenizer: Any) -> str:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    text = str(getattr(backend, "decoder", None))
-    if "ByteLevel" in text:
-        return "byte_level"
-    if "Metaspace" in text or "▁" in text:
-        return "metaspace"
-    return "plain"
-
-
-def token_strings(tokenizer: Any) -> list[str | None]:
-    """The text each token id stands for on its own; None where that is not valid UTF-8."""
-    n = len(tokenizer)
-    pieces = tokenizer.convert_ids_to_tokens(list(range(n)))
-    added = {i: t.content for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items()}
-    kind = _decoder_kind(tokenizer)
-    out: list[str | None] = []
-    for i, piece in enumerate(pieces):
-        if kind == "metaspace" and piece is not None and _BYTE_FALLBACK.fullmatch(piece):
-            out.append(_decode_metaspace(piece))
-        elif i in added:
-            out.append(added[i])
-        elif piece is None:
-            out.append(None)
-        elif kind == "byte_level":
-            out.append(_decode_byte_level(piece))
-        elif kind == "metaspace":
-            out.append(_decode_metaspace(piece))
-        else:
-            text = tokenizer.decode([i], clean_up_tokenization_spaces=False)
-            out.append(None if "\ufffd" in text and "\ufffd" not in piece else text)
-    return out
 
 
 @dataclass
@@ -209,44 +136,3 @@ class TokenTrie:
             if len(self._masks) > _MASK_CACHE_SIZE:
                 self._masks.popitem(last=False)
         return out
-
-
-def trie_for(tokenizer: Any) -> TokenTrie:
-    """The trie of a tokenizer, built on first use and kept as long as the tokenizer lives."""
-    with _tries_lock:
-        trie = _tries.get(tokenizer)
-        if trie is None:
-            trie = _tries[tokenizer] = TokenTrie(token_strings(tokenizer))
-        return trie
-
-
-def brute_force_ids(strings: Sequence[str | None], continuations: Iterable[str]) -> list[int]:
-    """Reference answer by scanning the whole vocabulary; for tests and benchmarks only."""
-    conts = list(continuations)
-    out = []
-    for token_id, s in enumerate(strings):
-        if not s:
-            continue
-        if any(c.startswith(s) for c in conts) or any(
-            len(s) > len(c) and s.startswith(c) and not is_identifier_char(s[len(c)]) for c in conts
-        ):
-            out.append(token_id)
-    return out
-
-
-def benchmark_mask(trie: TokenTrie, continuation_sets: Sequence[Iterable[str]], repeat: int = 3) -> dict:
-    """p50/p95/max seconds per uncached mask call, to check the per-step budget (far under 1 ms)."""
-    times = []
-    for _ in range(repeat):
-        for conts in continuation_sets:
-            trie._masks.clear()
-            t0 = time.perf_counter()
-            trie.mask(conts)
-            times.append(time.perf_counter() - t0)
-    times.sort()
-    return {
-        "p50": times[len(times) // 2],
-        "p95": times[min(len(times) - 1, int(len(times) * 0.95))],
-        "max": times[-1],
-        "calls": len(times),
-    }

@@ -4,12 +4,13 @@ A constraint is an immutable value. `mask(vocab)` says which tokens the draft ma
 any); `advance(token_text)` returns the constraint after the draft took a token (None: it no longer
 constrains). Because it is a value, the k drafts of superposed or beam decoding can start from the
 same constraint and each advance its own copy. Token texts are the per-token decodes of the tokenizer
-(`healing.token_texts`), starting at the token boundary before the cursor: the characters typed
+(`vocab.token_texts`), starting at the token boundary before the cursor: the characters typed
 inside the cursor's token are part of the first token's text.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -39,25 +40,44 @@ class ConstraintContext:
     text_after: str  # the document after the cursor
 
 
-class SpanConstraint(TokenConstraint, Protocol):
+class SpanConstraint(ABC):
     """A constraint that may ask decoding to search the span it constrains (a monitored identifier).
 
     Greedy decoding under a mask commits to the span's first token on its own merits (`_` of
     `_get_ident` can lead only to `__name__`); a small constrained beam over the span alone, kept
     apart from the rest of the draft, picks the span with the best total log-prob instead.
+    `ConstraintSet` tells span constraints from the others with isinstance: an ABC, not a
+    runtime-checkable Protocol, because that check runs per token of the lookahead and a Protocol's
+    isinstance inspects every member on each call.
     """
 
+    @abstractmethod
+    def mask(self, vocab: int) -> torch.Tensor | None:
+        """Bool [vocab] of the allowed next tokens, or None when unconstrained right now."""
+
+    @abstractmethod
+    def advance(self, token_text: str) -> TokenConstraint | None:
+        """The constraint after the draft emitted a token with this text; None once it is done."""
+
+    @abstractmethod
     def lookahead_width(self) -> int:
         """Beam width to search the span constrained right now with (0: no span, decode greedily)."""
-        ...
 
+    @abstractmethod
     def advance_in_span(self, token_text: str) -> TokenConstraint | None:
         """The constraint after a token that stays inside the span; None when the token leaves it.
 
         Unlike `advance`, leaving the span asks nothing further (no new monitor question): the
         lookahead only needs to know that the span ended there.
         """
-        ...
+
+    def span_bonus(self, token_text: str) -> float:
+        """What this constraint adds to the score of a spelling of the span that this token finishes."""
+        return 0.0
+
+    def max_span_bonus(self) -> float:
+        """The most `span_bonus` gives (the lookahead keeps a live spelling this far below the best)."""
+        return 0.0
 
 
 ConstraintFactory = Callable[[ConstraintContext], Sequence[TokenConstraint]]
@@ -90,15 +110,15 @@ class ConstraintSet:
 
     def lookahead_width(self) -> int:
         """The widest span search any constraint asks for right now (0: none)."""
-        return max((_width(c) for c in self.items), default=0)
+        return max((c.lookahead_width() for c in self.items if isinstance(c, SpanConstraint)), default=0)
 
     def span_bonus(self, token_text: str) -> float:
         """What the span constraints add to the score of a spelling that this token finishes."""
-        return sum(c.span_bonus(token_text) for c in self.items if _width(c) and hasattr(c, "span_bonus"))
+        return sum(c.span_bonus(token_text) for c in _searching(self.items))
 
     def span_bonus_bound(self) -> float:
         """The most `span_bonus` can add (the lookahead prunes a live spelling only this far below the best)."""
-        return sum(c.max_span_bonus() for c in self.items if _width(c) and hasattr(c, "max_span_bonus"))
+        return sum(c.max_span_bonus() for c in _searching(self.items))
 
     def advance_in_span(self, token_text: str) -> ConstraintSet | None:
         """The set after a token inside the constrained span; None when the token leaves the span.
@@ -107,8 +127,8 @@ class ConstraintSet:
         """
         out: list[TokenConstraint] = []
         for c in self.items:
-            if _width(c):
-                nxt = c.advance_in_span(token_text)  # type: ignore[attr-defined]
+            if isinstance(c, SpanConstraint) and c.lookahead_width():
+                nxt = c.advance_in_span(token_text)
                 if nxt is None:
                     return None
             else:
@@ -125,9 +145,9 @@ class ConstraintSet:
         return ConstraintSet(tuple(c for c in nxt if c is not None))
 
 
-def _width(c: TokenConstraint) -> int:
-    width = getattr(c, "lookahead_width", None)
-    return width() if width is not None else 0
+def _searching(items: Sequence[TokenConstraint]) -> list[SpanConstraint]:
+    """The span constraints among items that search their span right now (lookahead width > 0)."""
+    return [c for c in items if isinstance(c, SpanConstraint) and c.lookahead_width()]
 
 
 def _fit(mask: torch.Tensor, vocab: int) -> torch.Tensor:

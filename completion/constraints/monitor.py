@@ -13,12 +13,9 @@ and the time spent in masks and in jedi.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
-import functools
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,56 +25,17 @@ from tokenizers import Tokenizer
 
 from superpie.analysis.jedi_service import JediStats
 from superpie.analysis.monitors import Analyzer, AnalyzerConfig, MonitorSet, MonitorState, mask_for
-from superpie.analysis.token_trie import TokenTrie, identifier_prefix_length
+from superpie.analysis.token_trie import identifier_prefix_length
 from superpie.analysis.workspace_files import uri_to_path
+from superpie.cache.diff import common_prefix, common_suffix
 from superpie.completion.config import MonitorConfig
-from superpie.completion.constraints.healing import token_texts
+from superpie.completion.constraints.base import SpanConstraint
+from superpie.completion.constraints.vocab import Vocabulary, vocabulary
 
 _ATTRIBUTE = re.compile(r"\.\s*([^\W\d]\w*)")
 
 
-@functools.lru_cache(maxsize=4)
-def monitor_trie(tokenizer: Tokenizer) -> TokenTrie:
-    """The vocabulary trie over the same per-token texts the drafts advance with (built once per tokenizer).
-
-    Using `token_texts` (not the trie's own decoding) keeps masks and `advance` in one spelling; a
-    token that is not valid UTF-8 on its own (decoded as U+FFFD) never takes part.
-    """
-    return TokenTrie(_usable_texts(tokenizer))
-
-
-def _usable_texts(tokenizer: Tokenizer) -> list[str | None]:
-    return [None if "\ufffd" in s else s for s in token_texts(tokenizer)]
-
-
-class PrefixIndex:
-    """Token texts in sorted order, to find the tokens that start with a string by bisection."""
-
-    def __init__(self, texts: list[str | None]):
-        pairs = sorted((s, i) for i, s in enumerate(texts) if s)
-        self.texts = [s for s, _ in pairs]
-        self.ids = [i for _, i in pairs]
-
-    def starting_with(self, prefix: str) -> list[tuple[str, int]]:
-        """(text, id) of every token whose text starts with prefix."""
-        lo = bisect.bisect_left(self.texts, prefix)
-        hi = bisect.bisect_left(self.texts, prefix + "\U0010ffff", lo)
-        return list(zip(self.texts[lo:hi], self.ids[lo:hi], strict=True))
-
-    def exactly(self, text: str) -> list[int]:
-        """Ids of the tokens spelled exactly `text`."""
-        lo = bisect.bisect_left(self.texts, text)
-        hi = bisect.bisect_right(self.texts, text, lo)
-        return self.ids[lo:hi]
-
-
-@functools.lru_cache(maxsize=4)
-def prefix_index(tokenizer: Tokenizer) -> PrefixIndex:
-    """The sorted token texts of a tokenizer (built once)."""
-    return PrefixIndex(_usable_texts(tokenizer))
-
-
-def pending_mask(index: PrefixIndex, pending: str, continuations: set[str], size: int) -> torch.Tensor:
+def pending_mask(vocab: Vocabulary, pending: str, continuations: set[str], size: int) -> torch.Tensor:
     """Bool [size] of the tokens that first spell `pending` (typed before the cursor) and then stay valid.
 
     A token either is a proper prefix of `pending` (the typed characters go on in the next token), or
@@ -86,8 +44,8 @@ def pending_mask(index: PrefixIndex, pending: str, continuations: set[str], size
     (`obj.` with the dot in the token before the cursor, or `obj.ap` inside a word).
     """
     prefixes = {c[:i] for c in continuations for i in range(len(c) + 1)}
-    ok: list[int] = [i for n in range(1, len(pending)) for i in index.exactly(pending[:n])]
-    for text, token in index.starting_with(pending):
+    ok: list[int] = [i for n in range(1, len(pending)) for i in vocab.exactly(pending[:n])]
+    for text, token in vocab.starting_with(pending):
         rest = text[len(pending) :]
         k = identifier_prefix_length(rest)
         if (rest in prefixes) if k == len(rest) else (rest[:k] in continuations):
@@ -112,27 +70,11 @@ def edit_end(old: str, new: str) -> int | None:
     """Where the change from old to new ends in new (a likely cursor); None when nothing changed.
 
     The common prefix is taken first and the common suffix may not overlap it, so an ambiguous
-    insertion (`a.` -> `a.b.`) ends as late as possible, where typing leaves the cursor. Both are found
-    by bisection on slice comparisons (memcmp), not by a per-character loop.
+    insertion (`a.` -> `a.b.`) ends as late as possible, where typing leaves the cursor.
     """
     if old == new:
         return None
-    limit = min(len(old), len(new))
-    prefix = _bisect_longest(limit, lambda k: old[:k] == new[:k])
-    suffix = _bisect_longest(limit - prefix, lambda k: old[len(old) - k :] == new[len(new) - k :])
-    return len(new) - suffix
-
-
-def _bisect_longest(hi: int, holds: Callable[[int], bool]) -> int:
-    """The largest k in [0, hi] for which `holds(k)` (a property that holds for every k below a bound)."""
-    lo = 0
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if holds(mid):
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    return len(new) - common_suffix(old, new, common_prefix(old, new))
 
 
 @dataclass(frozen=True)
@@ -220,12 +162,11 @@ class MonitorTrace:
 
 
 @dataclass(frozen=True)
-class MonitorConstraint:
+class MonitorConstraint(SpanConstraint):
     """One draft under monitors: its text so far and the active monitor state (None: free)."""
 
     monitors: MonitorSet = field(repr=False, compare=False)
-    trie: TokenTrie = field(repr=False, compare=False)
-    index: PrefixIndex = field(repr=False, compare=False)
+    vocabulary: Vocabulary = field(repr=False, compare=False)  # the tokenizer's, shared with healing
     trace: MonitorTrace = field(repr=False, compare=False)
     text: str = field(repr=False)  # the document up to the token boundary + what the draft spelled
     start: int  # where the draft starts in `text` (the token boundary before the cursor)
@@ -247,8 +188,8 @@ class MonitorConstraint:
     ) -> MonitorConstraint:
         """The constraint of a cursor: text_before ends at the token boundary, typed lies between it and the cursor."""
         state = trace.trigger(monitors, text_before + typed, typed)
-        trie, index = monitor_trie(tokenizer), prefix_index(tokenizer)
-        return cls(monitors, trie, index, trace, text_before, len(text_before), typed, state, lookahead, prior)
+        vocab = vocabulary(tokenizer).prepare()  # built before any mask is timed, as the trace reports masks
+        return cls(monitors, vocab, trace, text_before, len(text_before), typed, state, lookahead, prior)
 
     def lookahead_width(self) -> int:
         """The beam width over the identifier being constrained now (0: none constrains, or lookahead off)."""
@@ -296,12 +237,12 @@ class MonitorConstraint:
         if self.state is None:
             return None
         t0 = time.perf_counter()
-        size = max(vocab, self.trie.vocab_size)
+        size = max(vocab, self.vocabulary.size)
         if self.pending:
             continuations = self.state.allowed_continuations()
-            mask = pending_mask(self.index, self.pending, continuations, size) if continuations else None
+            mask = pending_mask(self.vocabulary, self.pending, continuations, size) if continuations else None
         else:
-            mask = mask_for(self.state, self.trie, size)
+            mask = mask_for(self.state, self.vocabulary.trie, size)
         if mask is not None:
             mask = mask[:vocab]  # a view: logits may be narrower than the tokenizer (never copied)
             self.trace.mask_s.append(time.perf_counter() - t0)

@@ -10,7 +10,7 @@ import torch
 
 from superpie.cache.cursor import CursorView
 from superpie.completion.constraints.base import ConstraintSet, apply_mask
-from superpie.completion.constraints.healing import token_texts
+from superpie.completion.constraints.vocab import token_texts
 from superpie.completion.decoding.task import DecodeTask, Partial
 from superpie.completion.model.loading import LoadedModel
 

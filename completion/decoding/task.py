@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import torch
 
 from superpie.completion.constraints.base import ConstraintSet, TokenConstraint
-from superpie.completion.constraints.healing import HealingConstraint, token_texts
+from superpie.completion.constraints.healing import HealingConstraint
+from superpie.completion.constraints.vocab import token_texts
 from superpie.completion.decoding.stops import StopRule
 from superpie.completion.draft import Draft
 from superpie.completion.model.loading import LoadedModel

@@ -14,8 +14,8 @@ from superpie.analysis import jedi_service
 from superpie.cache.cursor import CursorView
 from superpie.cache.document import DocumentCache
 from superpie.completion.config import MonitorConfig, SuperposedConfig
-from superpie.completion.constraints.healing import token_texts
-from superpie.completion.constraints.monitor import MonitorConstraint, MonitorRuntime, pending_mask, prefix_index
+from superpie.completion.constraints.monitor import MonitorConstraint, MonitorRuntime, pending_mask
+from superpie.completion.constraints.vocab import token_texts, vocabulary
 from superpie.completion.decoding.beam import beam_decode
 from superpie.completion.decoding.greedy import chain_decode
 from superpie.completion.decoding.stops import line_end_stop
@@ -85,7 +85,7 @@ def runtime():
 def _decode(strategy: str, text: str, cursor: int, constraint_for, k: int = 3, max_tokens: int = 10):
     """The drafts of one strategy at a cursor, each draft starting from `constraint_for(before, typed)`."""
     lm = biased_model()
-    doc = DocumentCache(lm.model, lm.tokenizer, lm.rope, mode="exact")
+    doc = DocumentCache(lm.model, lm.tokenizer, lm.rope, mode="exact", runner=lm.runner)
     doc.sync(text)
     split = doc.split_at(cursor)
     n = split.prefix_len
@@ -125,9 +125,9 @@ def test_after_obj_dot_every_draft_spells_an_attribute_across_tokens(runtime, st
     for d in drafts:
         name = _first_attribute(typed, d.text)
         assert name in ACCOUNT, (strategy, d.text)
-        pieces = [texts[t] for t in d.ids]
+        pieces = [texts[t] for t in d.tokens]
         within = 1 + next((i for i, end in enumerate(d.token_ends) if end >= len(name)), len(pieces))
-        assert all(d.constrained[:within]), (strategy, pieces)
+        assert all(d.token_constrained[:within]), (strategy, pieces)
         spanned += within >= 2
     assert spanned, "no identifier crossed a token boundary"
 
@@ -165,9 +165,9 @@ def test_pending_mask_matches_a_scan_of_the_vocabulary():
     tok = biased_model().tokenizer
     texts = token_texts(tok)
     conts = {"deposit", "withdraw", "owner", "__init__"}
-    index = prefix_index(tok)
+    vocab = vocabulary(tok)
     for pending in [".", ".d", "d", "_"]:
-        mask = pending_mask(index, pending, conts, len(texts)).nonzero().flatten().tolist()
+        mask = pending_mask(vocab, pending, conts, len(texts)).nonzero().flatten().tolist()
         expect = []
         for i, s in enumerate(texts):
             if not s or "\ufffd" in s:
@@ -198,7 +198,7 @@ def test_a_string_draft_is_decoded_unconstrained(runtime):
     text = SOURCE.replace("    acct.\n", '    note = "acct.\n')
     cursor = text.index('"acct.') + len('"acct.')
     drafts, _ = _decode("greedy", text, cursor, _starter(runtime, text, cursor))
-    assert not any(drafts[0].constrained[1:])  # the first token may be healing's
+    assert not any(drafts[0].token_constrained[1:])  # the first token may be healing's
 
 
 def test_an_unknown_object_leaves_the_draft_unconstrained(runtime):
@@ -225,7 +225,7 @@ def test_a_jedi_timeout_decodes_unconstrained_and_counts_a_fallback(monkeypatch)
     try:
         starter = _starter(rt, SOURCE, CURSOR)
         (draft,), typed = _decode("greedy", SOURCE, CURSOR, starter)
-        assert not any(draft.constrained[1:])
+        assert not any(draft.token_constrained[1:])
         assert _first_attribute(typed, draft.text) not in ACCOUNT  # the model had its way
         assert rt.analyzer.stats().fallbacks >= 1
         c = starter(SOURCE[: CURSOR - 1], ".")

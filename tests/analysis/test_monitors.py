@@ -323,6 +323,22 @@ def test_monitor_set_order():
     assert MonitorSet([Fixed("n", None), Fixed("a", first), Fixed("b", None)]).trigger("") is first
 
 
+def test_monitor_set_prefetch_asks_every_monitor():
+    class Recording:
+        def __init__(self, name: str) -> None:
+            self.name, self.asked = name, []
+
+        def trigger(self, text_before):
+            return None
+
+        def prefetch(self, text_before):
+            self.asked.append(text_before)
+
+    monitors = [Recording("a"), Recording("b")]
+    MonitorSet(monitors).prefetch("obj.")
+    assert [m.asked for m in monitors] == [["obj."], ["obj."]]
+
+
 @pytest.fixture(scope="module")
 def real_tokenizer():
     import importlib.metadata as md
@@ -341,10 +357,10 @@ def real_tokenizer():
     [("    cart.", "add_item(Item('x', 1))\n"), ("    cart.items[0].", "discounted(5).label()\n")],
 )
 def test_real_tokens_of_a_valid_draft_are_allowed(analyzer, real_tokenizer, draft, continuation):
-    from superpie.analysis.token_trie import token_strings, trie_for
+    from superpie.completion.constraints.vocab import vocabulary
 
-    trie = trie_for(real_tokenizer)
-    strings = token_strings(real_tokenizer)
+    trie = vocabulary(real_tokenizer.backend_tokenizer).trie
+    strings = vocabulary(real_tokenizer.backend_tokenizer).usable
     monitors = analyzer.monitors(APP, "\n")
     text = DOC + draft
     state = monitors.trigger(text)

@@ -12,7 +12,8 @@ from tiny import tiny_model
 from superpie.cache.cursor import CursorView
 from superpie.completion.config import SuperposedConfig
 from superpie.completion.constraints.base import ConstraintSet
-from superpie.completion.constraints.healing import HealingConstraint, token_texts
+from superpie.completion.constraints.healing import HealingConstraint
+from superpie.completion.constraints.vocab import token_texts
 from superpie.completion.decoding.beam import beam_decode
 from superpie.completion.decoding.greedy import chain_decode, greedy_decode
 

@@ -7,7 +7,8 @@ import random
 import torch
 from tiny import tiny_model
 
-from superpie.completion.constraints.healing import HealingConstraint, healing_index, token_texts
+from superpie.completion.constraints.healing import HealingConstraint
+from superpie.completion.constraints.vocab import token_texts, vocabulary
 
 
 def brute_force(texts, rem: str) -> torch.Tensor:
@@ -17,13 +18,13 @@ def brute_force(texts, rem: str) -> torch.Tensor:
 def test_index_equals_a_scan_of_the_vocabulary():
     tok = tiny_model("llama").tokenizer
     texts = token_texts(tok)
-    index = healing_index(tok)
+    vocab = vocabulary(tok)
     rng = random.Random(0)
     samples = ["\n", "\n    ", "(", "sel", "self.", " re", "é", "x", "def f", ")\n\n"]
     samples += [rng.choice(texts) + rng.choice(texts) for _ in range(40)]
     for rem in samples:
         if rem:
-            assert torch.equal(index.allowed(rem), brute_force(texts, rem)), rem
+            assert torch.equal(vocab.healing_mask(rem), brute_force(texts, rem)), rem
 
 
 def test_constraint_advances_until_the_typed_text_is_spelled():

@@ -13,8 +13,8 @@ from tiny import tiny_model
 from superpie.analysis.monitor_state import MonitorState
 from superpie.cache.cursor import CursorView
 from superpie.completion.constraints.base import ConstraintSet
-from superpie.completion.constraints.healing import token_texts
-from superpie.completion.constraints.monitor import MonitorConstraint, MonitorTrace, monitor_trie, prefix_index
+from superpie.completion.constraints.monitor import MonitorConstraint, MonitorTrace
+from superpie.completion.constraints.vocab import token_texts, vocabulary
 from superpie.completion.decoding.greedy import chain_decode
 from superpie.completion.decoding.task import DecodeTask, task_constraints
 
@@ -38,8 +38,7 @@ def constraint(before: str, typed: str, names, lookahead: int, prior: float = 0.
     state = MonitorState("dereference", "", tuple(names))
     return MonitorConstraint(
         monitors or Silent(),
-        monitor_trie(tok),
-        prefix_index(tok),
+        vocabulary(tok),
         MonitorTrace(),
         before,
         len(before),
