@@ -59,6 +59,13 @@ class Monitor(Protocol):
         """The state when text_before (document before the cursor + draft) ends in this situation."""
         ...
 
+    def prefetch(self, text_before: str) -> None:
+        """Start on what `trigger` would ask at the end of text_before, without waiting (after an edit).
+
+        A monitor with nothing slow to ask does nothing here.
+        """
+        ...
+
 
 def mask_for(state: MonitorState | None, trie: TokenTrie, size: int | None = None) -> torch.Tensor | None:
     """Bool mask [size] of the tokens a draft may take in this state; None means unconstrained."""

@@ -168,9 +168,7 @@ class MonitorSet:
     def prefetch(self, text_before: str) -> None:
         """Let jedi start on what the monitors would ask at the end of text_before (after an edit)."""
         for monitor in self.monitors:
-            prefetch = getattr(monitor, "prefetch", None)
-            if prefetch is not None:
-                prefetch(text_before)
+            monitor.prefetch(text_before)
 
     def step(self, state: MonitorState | None, text_before: str, emitted: str) -> MonitorState | None:
         """After a draft emitted text (text_before includes it): advance the state, or look for a new one."""
