@@ -155,7 +155,7 @@ def _load(engine) -> float:
 
 def cmd_complete(args: argparse.Namespace) -> int:
     """Complete at a cursor in a file and print the drafts."""
-    from superpie.completion.engine import CompletionRequest
+    from superpie.completion.request import CompletionRequest
     from superpie.lsp.positions import offset_at
     from superpie.lsp.replay import completion_json
 
@@ -239,7 +239,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the language server until the client says exit."""
-    from superpie.lsp.server import serve
+    from superpie.lsp.transport import serve
 
     config = config_from_flags(args)
     return serve(tcp=args.tcp, model=config.model.path, log_level=config.log_level, allow_remote=args.allow_remote)

@@ -1,4 +1,4 @@
-"""Running a session: bytes from stdio or one authenticated TCP connection, through `framing`, to the protocol.
+"""`superpie serve`: bytes from stdio or one authenticated TCP connection, through `framing`, to the protocol.
 
 pygls' own loops are not used: they trusted the framing (see `framing`), gave every TCP connection
 the session's writer (a second client read the first one's answers), and blocked SIGINT behind a
@@ -13,18 +13,19 @@ import json
 import logging
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pygls.exceptions import JsonRpcException
 from pygls.io_ import StdoutWriter
 
-from superpie.lsp.auth import authorizes
+from superpie.completion.config import LogLevel
+from superpie.lsp.auth import authorizes, check_host, session_token
 from superpie.lsp.framing import FrameReader, Message, Unreadable
-
-if TYPE_CHECKING:
-    from superpie.lsp.server import SuperpieServer
+from superpie.lsp.handlers import create_server
+from superpie.lsp.server import LOG_LEVELS, SuperpieServer
 
 log = logging.getLogger("superpie.lsp")
 
@@ -164,3 +165,68 @@ def _refuse(writer: asyncio.StreamWriter, first: object) -> None:
         ).encode()
         writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
     writer.close()
+
+
+def _configure_logging(level: str, levels: dict[str, int]) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(levels[level])
+    logging.getLogger("superpie").addHandler(handler)
+    logging.getLogger("superpie").setLevel(levels[level])
+    logging.getLogger("pygls").setLevel(logging.WARNING)  # pygls logs every message body at INFO
+
+
+def _parse_tcp(tcp: str) -> tuple[str, int]:
+    host, sep, port = tcp.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port (printed)
+        raise ValueError(f"--tcp expects HOST:PORT, got '{tcp}'")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _private_stdout() -> Any:
+    """The LSP stream on a duplicate of fd 1; fd 1 itself goes to stderr, so stray prints cannot corrupt it."""
+    lsp_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return lsp_out
+
+
+def serve(tcp: str | None, model: str | None, log_level: LogLevel, allow_remote: bool = False) -> int:
+    """Run the language server on stdio (or TCP) until the client says exit; 0 after a clean shutdown.
+
+    TCP listens on loopback only (unless `allow_remote`) and serves one client holding the session's
+    token (`superpie.lsp.auth`). SIGINT or SIGTERM ends the server with 128 + the signal's number.
+    After a session the process ends at once (`os._exit`): a helper thread still inside jedi or a
+    reader blocked on stdin must not keep an editor waiting, and tearing down torch takes seconds.
+    """
+    _configure_logging(log_level, LOG_LEVELS)
+    try:
+        if tcp:
+            host, port = _parse_tcp(tcp)
+            check_host(host, allow_remote)
+            token, generated = session_token()
+    except ValueError as exc:
+        print(f"superpie: error: {exc}", file=sys.stderr)
+        return 2
+    server = create_server(model=model, log_level=log_level)
+    signalled = None
+    try:
+        if tcp:
+            shown = token if generated else "$SUPERPIE_TOKEN"
+
+            def announce(bound: int) -> None:
+                print(f"superpie: listening on {host}:{bound} (token: {shown})", file=sys.stderr, flush=True)
+
+            signalled = serve_tcp(server, host, port, token, announce)
+        else:
+            signalled = serve_stdio(server, sys.stdin.fileno(), _private_stdout())
+    except OSError as exc:
+        print(f"superpie: error: {exc}", file=sys.stderr)
+        signalled = None
+    except SystemExit:  # `exit` from the client
+        pass
+    finally:
+        server.close(timeout=2.0)
+    code = 128 + signalled if signalled else 0 if server.protocol._shutdown else 1
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(code)

@@ -134,7 +134,7 @@ async def test_ids_that_are_objects_or_arrays_get_an_error_with_a_null_id(sessio
 def test_an_internal_error_is_answered_without_a_traceback() -> None:
     from concurrent.futures import Future
 
-    from superpie.lsp.server import create_server
+    from superpie.lsp.handlers import create_server
 
     class Sink:
         def __init__(self) -> None:
