@@ -35,7 +35,7 @@ typecheck: setup
 	for d in cache completion analysis lsp; do ln -s ../../../$$d $(TYPECHECK)/$$d; done
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p superpie
 
-test: lint extensions-check extensions-e2e
+test: lint typecheck extensions-check extensions-e2e
 	@rc=0; $(BIN)/pytest -q $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then \
 		if [ -n "$(PYTEST_ARGS)" ]; then echo "no tests matched PYTEST_ARGS='$(PYTEST_ARGS)'"; exit 0; fi; \

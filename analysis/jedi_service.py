@@ -131,7 +131,7 @@ def _bound_what_jedi_reads() -> None:
     """Guard both ways jedi reads modules (see the module's docstring); crop given code to the same limit."""
     parso.file_io.FileIO.read = _parso_read  # type: ignore[method-assign]
     for proxy in (jedi_processes.InferenceStateSameProcess, jedi_processes.InferenceStateSubprocess):
-        proxy.__getattr__ = _guarded(proxy.__getattr__)  # type: ignore[method-assign]
+        proxy.__getattr__ = _guarded(proxy.__getattr__)
     jedi.settings._cropped_file_size = MAX_SOURCE_BYTES
 
 

@@ -33,7 +33,7 @@ from superpie.analysis.syntax import region_at
 
 __all__ = ["Analyzer", "AnalyzerConfig", "Monitor", "MonitorSet", "MonitorState", "mask_for"]
 
-_KEYWORDS = tuple(keyword.kwlist + keyword.softkwlist)
+_KEYWORDS = (*keyword.kwlist, *keyword.softkwlist)
 
 
 @dataclass(frozen=True)
@@ -57,12 +57,12 @@ class DocumentContext:
     text_after: str
 
 
-def _state(name: str, point: triggers.TriggerPoint, answer: JediAnswer, **extra: object) -> MonitorState | None:
+def _state(name: str, point: triggers.TriggerPoint, answer: JediAnswer, constrains: bool) -> MonitorState | None:
     if answer.fell_back:
-        return MonitorState(name, point.typed, (), fell_back=True, **extra)
+        return MonitorState(name, point.typed, (), fell_back=True, constrains=constrains)
     if not answer.names:
         return None  # jedi knows nothing here: unconstrained
-    return MonitorState(name, point.typed, answer.names, **extra)
+    return MonitorState(name, point.typed, answer.names, constrains=constrains)
 
 
 class _JediMonitor:
@@ -70,6 +70,7 @@ class _JediMonitor:
 
     name = ""
     question = "complete"  # the kind of jedi question this monitor asks
+    constrains = True  # False: the names are only a hint (keyword arguments)
 
     def __init__(self, context: DocumentContext):
         self.context = context
@@ -81,8 +82,6 @@ class _JediMonitor:
         ctx = self.context
         return ctx.jedi.completions(ctx.path, code, offset)
 
-    def _extra(self) -> dict[str, object]:
-        return {}
 
     def prefetch(self, text_before: str) -> None:
         """Start jedi on the question `trigger` would ask here, without waiting for the answer."""
@@ -98,7 +97,7 @@ class _JediMonitor:
             return None
         # jedi is asked where the identifier starts, so one answer serves every prefix of it
         answer = self._ask(text_before[: point.start] + self.context.text_after, point.start)
-        return _state(self.name, point, answer, **self._extra())
+        return _state(self.name, point, answer, self.constrains)
 
 
 class DereferenceMonitor(_JediMonitor):
@@ -124,6 +123,7 @@ class KeywordArgumentMonitor(_JediMonitor):
 
     name = "keyword_argument"
     question = "keywords"
+    constrains = False
 
     def _point(self, text_before: str) -> triggers.TriggerPoint | None:
         return triggers.call_argument_point(text_before)
@@ -131,9 +131,6 @@ class KeywordArgumentMonitor(_JediMonitor):
     def _ask(self, code: str, offset: int) -> JediAnswer:
         ctx = self.context
         return ctx.jedi.keyword_parameters(ctx.path, code, offset)
-
-    def _extra(self) -> dict[str, object]:
-        return {"constrains": False}
 
 
 class NamesInScopeMonitor(_JediMonitor):

@@ -59,7 +59,9 @@ class CursorView:
         `scratch_visible` [n, used + n] (bool) says which scratch tokens each new token sees; None means
         a chain (each sees all earlier scratch tokens and itself).
         """
-        n = (input_ids if input_ids is not None else inputs_embeds).shape[0]
+        given = input_ids if input_ids is not None else inputs_embeds
+        assert given is not None, "input_ids or inputs_embeds"
+        n = given.shape[0]
         if positions is None:
             positions = torch.arange(self.next_position, self.next_position + n)
         write_at = self.base + self.used

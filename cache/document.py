@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer
@@ -107,7 +108,8 @@ class DocumentCache:
         self.chunk = chunk
         self.exact_after = exact_after  # pie: tokens behind each hunk re-encoded exactly
         self.dtype = self.runner.kv_dtype  # of the KV and of the masks
-        self.store = KVStore(model.config.num_hidden_layers)
+        hf: Any = model  # an HF model: its config is not in nn.Module's type
+        self.store = KVStore(hf.config.num_hidden_layers)
         self.text = ""
         self.ids: list[int] = []  # cached ids (the window)
         self.offsets: list[tuple[int, int]] = []  # char spans of the cached ids in `text`

@@ -49,7 +49,9 @@ def rope_spec_of(model: torch.nn.Module) -> RopeSpec:
     if module is None:
         model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
         raise ValueError(f"model type '{model_type}' has no rotary position embeddings; superpie needs a RoPE model")
-    inv_freq = module.inv_freq.detach().to(torch.float32).clone()
+    found = module.inv_freq
+    assert isinstance(found, torch.Tensor)  # checked in _find_rotary_module
+    inv_freq = found.detach().to(torch.float32).clone()
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", "")
     rope_type = getattr(module, "rope_type", "default") or "default"

@@ -38,16 +38,16 @@ def lsp_position(text: str, offset: int, encoding: str, first_line: int = 0) -> 
     return types.Position(line=first_line + line, character=character)
 
 
-def lsp_apply_changes(text: str, changes: Sequence[object], encoding: str) -> str:
+def lsp_apply_changes(text: str, changes: Sequence[types.TextDocumentContentChangeEvent], encoding: str) -> str:
     """The text after a didChange's content changes, applied in order; ValueError on a bad range.
 
     A character past the end of its line is that line's end (LSP); a line past the document's end is an error.
     """
     for change in changes:
-        rng = getattr(change, "range", None)
-        if rng is None:
+        if isinstance(change, types.TextDocumentContentChangeWholeDocument):
             text = change.text
             continue
+        rng = change.range
         starts = line_starts(text)
         start = offset_at(text, rng.start.line, rng.start.character, encoding, starts, clamp=True)
         end = offset_at(text, rng.end.line, rng.end.character, encoding, starts, clamp=True)
@@ -89,7 +89,8 @@ def lsp_menu_list(
 
     `text` may be a view of the document that begins at its line `first_line` (a huge document's window).
     """
-    word = _WORD_BEFORE.search(text, max(0, offset - 256), offset).group(0)
+    found = _WORD_BEFORE.search(text, max(0, offset - 256), offset)
+    word = found.group(0) if found else ""
     cursor = lsp_position(text, offset, encoding, first_line)
     edit_range = types.Range(start=lsp_position(text, offset - len(word), encoding, first_line), end=cursor)
     items = [_menu_item(c, word, edit_range, rank, request_id, markdown) for rank, c in enumerate(completions)]

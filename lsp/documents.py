@@ -16,6 +16,7 @@ which the memory budget bounds like any other document's.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from lsprotocol import types
@@ -72,7 +73,7 @@ class Document:
         """Str offset of an LSP position (a character past its line: the line's end); ValueError past the end."""
         return self.lines.offset(self.text, position.line, position.character, encoding)
 
-    def apply(self, changes: list[types.TextDocumentContentChangeEvent], encoding: str) -> None:
+    def apply(self, changes: Sequence[types.TextDocumentContentChangeEvent], encoding: str) -> None:
         """Apply a didChange's changes in order, all or none: ValueError names the change that did not fit."""
         text, lines, anchor = self.text, self.lines, self.anchor
         for number, change in enumerate(changes, start=1):

@@ -150,13 +150,15 @@ class FrameReader:
             if eol < 0:
                 if len(self._buf) - pos <= MAX_HEADER_LINE and await self._fill():
                     continue
-                return self._bad_header(pos, "a header line without its end")
+                self._bad_header(pos, "a header line without its end")
+                return None
             line = bytes(self._buf[pos:eol])
             if not line:
                 del self._buf[: eol + 2]
                 break
             if _ANY_HEADER.fullmatch(line) is None or len(lines) >= MAX_HEADER_LINES:
-                return self._bad_header(pos, f"malformed header line {line[:80]!r}")
+                self._bad_header(pos, f"malformed header line {line[:80]!r}")
+                return None
             lines.append(line)
             pos = eol + 2
         lengths = [m.group(1) for m in map(_LENGTH.fullmatch, lines) if m is not None]

@@ -77,7 +77,7 @@ class _Starts(Sequence[int]):
     def __len__(self) -> int:
         return len(self._starts)
 
-    def __getitem__(self, i):  # type: ignore[override]
+    def __getitem__(self, i):
         return int(self._starts[i])
 
 

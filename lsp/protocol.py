@@ -106,8 +106,7 @@ class SuperpieProtocol(LanguageServerProtocol):
             raise JsonRpcInvalidRequest("Invalid Request: the session is already initialized")
         self._initialize_seen = True
         general = params.capabilities.general
-        offered = list(general.position_encodings or []) if general else []
-        if types.PositionEncodingKind.Utf8 in offered:
+        if general is not None and types.PositionEncodingKind.Utf8 in (general.position_encodings or []):
             general.position_encodings = [types.PositionEncodingKind.Utf8]
         return (yield from super().lsp_initialize(params))
 
@@ -132,7 +131,9 @@ class SuperpieProtocol(LanguageServerProtocol):
 def _null_version_read(data: dict[str, Any]) -> dict[str, Any]:
     """A didChange whose document version is null, with `NULL_VERSION` in its place (its changes still apply)."""
     params = data.get("params")
-    document = params.get("textDocument") if isinstance(params, dict) else None
+    if not isinstance(params, dict):
+        return data
+    document = params.get("textDocument")
     if isinstance(document, dict) and "version" in document and document["version"] is None:
         params = {**params, "textDocument": {**document, "version": NULL_VERSION}}
         return {**data, "params": params}
