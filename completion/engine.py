@@ -98,6 +98,7 @@ class Engine:
             lm.model,
             lm.tokenizer,
             lm.rope,
+            runner=lm.runner,
             mode=ccfg.mode,
             stale_threshold=ccfg.stale_threshold,
             max_tokens=max(64, min(ccfg.context_tokens, lm.context_length - reserve)),

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from superpie.cache.document import DocumentCache
 from superpie.completion.config import EngineConfig
 from superpie.completion.constraints.base import ConstraintContext, ConstraintFactory, TokenConstraint
-from superpie.completion.decoding.stops import line_end_stop
+from superpie.completion.decoding.stops import stop_rule
 from superpie.completion.decoding.task import DecodeTask, task_constraints
 from superpie.completion.model.loading import LoadedModel
 from superpie.completion.request import CompletionRequest
@@ -65,7 +65,7 @@ def plan_request(
         first_input=first,
         max_tokens=max_tokens,
         typed=split.typed,
-        stop=None if multiline else line_end_stop,
+        stop=stop_rule(req.text, req.offset, multiline, config.postprocess),
         constraints=task_constraints(lm, split.typed, extra),
         prefix_tail=tuple(cache.ids[max(0, n - _NGRAM_TAIL) : n]),
     )

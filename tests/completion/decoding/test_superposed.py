@@ -35,7 +35,7 @@ def save(path, text):
 
 def document(kind: str = "llama", text: str = SOURCE) -> DocumentCache:
     lm = tiny_model(kind)
-    doc = DocumentCache(lm.model, lm.tokenizer, lm.rope, mode="exact")
+    doc = DocumentCache(lm.model, lm.tokenizer, lm.rope, mode="exact", runner=lm.runner)
     doc.sync(text)
     return doc
 
