@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from superpie.analysis import monitor_triggers as triggers
+from superpie.analysis.defaults import JEDI_BUDGET_MS
 from superpie.analysis.jedi_service import JediAnswer, JediService, JediStats
 from superpie.analysis.monitor_state import Monitor, MonitorState, mask_for
 from superpie.analysis.syntax import region_at
@@ -40,7 +41,7 @@ _KEYWORDS = (*keyword.kwlist, *keyword.softkwlist)
 class AnalyzerConfig:
     """Which monitors run and how long jedi may take per question."""
 
-    budget_ms: float = 150.0
+    budget_ms: float = JEDI_BUDGET_MS
     dereference: bool = True
     imports: bool = True
     keyword_arguments: bool = True

@@ -30,6 +30,7 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from superpie.analysis.defaults import WATCHER_DEBOUNCE_MS
 from superpie.analysis.workspace_files import SourceRules, WorkspaceFiles
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class WorkspaceWatcher:
         on_changed: PathCallback,
         on_removed: PathCallback,
         rules: SourceRules | None = None,
-        debounce_s: float = 0.2,
+        debounce_s: float = WATCHER_DEBOUNCE_MS / 1000,
         *,
         max_pending: int = 10_000,
         saturation: int | None = None,

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
+from superpie.cache.defaults import STALE_THRESHOLD, WINDOW_STEP
 from superpie.cache.diff import Hunk, diff_ids
 from superpie.cache.forward import HFRunner, Runner, encode_span
 from superpie.cache.kv import KVStore
@@ -87,9 +88,9 @@ class DocumentCache:
         tokenizer: Tokenizer,
         rope: RopeSpec,
         mode: str = "pie",
-        stale_threshold: int = 16384,
+        stale_threshold: int = STALE_THRESHOLD,
         max_tokens: int = 8192,
-        window_step: int = 256,
+        window_step: int = WINDOW_STEP,
         chunk: int = 512,
         exact_after: int = 16,
         runner: Runner | None = None,

@@ -16,7 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Literal, get_args
 
-from superpie.analysis.workspace_files import IGNORED_DIRS
+from superpie.analysis.defaults import JEDI_BUDGET_MS, WATCHER_DEBOUNCE_MS
+from superpie.analysis.workspace_files import IGNORED_DIRS, MAX_SOURCE_BYTES
+from superpie.cache.defaults import STALE_THRESHOLD, WINDOW_STEP
 from superpie.completion.config.fields import Checked, Range
 
 # Modes. Where a lower layer keeps its own tuple (cache.document.MODES, model.precision.PRECISIONS), a
@@ -44,7 +46,7 @@ class NgramConfig(Checked):
     order: Positive = 4
     max_ngrams: Positive = 500_000  # distinct n-grams of order >= 2
     max_files: Positive = 5_000
-    max_file_bytes: Positive = 1_000_000
+    max_file_bytes: Positive = MAX_SOURCE_BYTES
     ignored_dirs: frozenset[str] = IGNORED_DIRS
     persist: bool = True
 
@@ -131,9 +133,9 @@ class CacheConfig(Checked):
     """How document caches follow edits and how much memory they may hold."""
 
     mode: CacheMode = "pie"
-    stale_threshold: Positive = 16384  # stale tokens, summed over edits, before an exact re-encode
+    stale_threshold: Positive = STALE_THRESHOLD  # stale tokens, summed over edits, before an exact re-encode
     context_tokens: Positive = 4096  # window of a document the model sees (capped by the model's context)
-    window_step: Positive = 256
+    window_step: Positive = WINDOW_STEP
     memory_budget_mb: Positive = 2048  # all documents' KV together; least recently used evicted
     idle_refresh_ms: NonNegative = 1500  # server: re-encode stale tokens exactly after this long without work
     # server: a longer document (thousands of characters) is completed through a window around the cursor,
@@ -207,7 +209,7 @@ class MonitorConfig(Checked):
     """Monitor-guided decoding (Agrawal et al., 2023): jedi keeps identifiers after `obj.` and in imports valid."""
 
     enabled: bool = True
-    jedi_budget_ms: NonNegativeFloat = 150.0  # per jedi question; past it the draft goes on unconstrained
+    jedi_budget_ms: NonNegativeFloat = JEDI_BUDGET_MS  # per jedi question; past it the draft goes on unconstrained
     dereference: bool = True  # `expr.` -> expr's attributes
     imports: bool = True  # `import a.`, `from a import ` -> modules and members
     # a call's parameter names: only a hint (never a mask, positional arguments are as valid), so off by
@@ -240,8 +242,8 @@ class WatcherConfig(Checked):
     """The language server's workspace watcher, which keeps the n-gram index current."""
 
     enabled: bool = True
-    max_file_kb: Positive = 1000  # larger files are ignored
-    debounce_ms: Positive = 200  # file-system events of one path are coalesced for this long
+    max_file_kb: Positive = MAX_SOURCE_BYTES // 1000  # larger files are ignored
+    debounce_ms: Positive = WATCHER_DEBOUNCE_MS  # file-system events of one path are coalesced for this long
 
 
 @dataclass
