@@ -87,7 +87,6 @@ def build_engine(args: argparse.Namespace, workspace: Path) -> Engine:
         ngram_by_share=args.ngram_by_share,
         spare=args.spare,
         exact_lead=bool(args.exact_lead),
-        alt_history=args.alt_history,
         patience=args.sup_patience if args.sup_patience >= 0 else None,
     )
     config.decoding.verify = replace(
@@ -271,9 +270,6 @@ def main() -> None:
     sup = EngineConfig().decoding.superposed
     parser.add_argument(
         "--exact-lead", type=int, default=int(sup.exact_lead), help="superposed: 1 feeds greedy exactly"
-    )
-    parser.add_argument(
-        "--alt-history", default=sup.alt_history, choices=("lead", "own", "branch", "vote"), help="superposed"
     )
     parser.add_argument(
         "--sup-patience",

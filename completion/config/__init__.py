@@ -26,7 +26,6 @@ from superpie.completion.config.fields import Checked, Range
 CacheMode = Literal["pie", "exact", "full"]
 DType = Literal["auto", "float32", "fp16w", "bf16", "int8", "q4"]
 Strategy = Literal["greedy", "superposed", "beam"]
-AltHistory = Literal["lead", "own", "branch", "vote"]
 Repair = Literal["best", "all", "off"]
 LogLevel = Literal["error", "warning", "info", "debug"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -157,10 +156,6 @@ class SuperposedConfig(Checked):
     ngram_order: Positive = 4  # context of the n-gram term = the draft's last order-1 tokens (<= the index's order)
     exact_lead: bool = True  # feed the greedy draft exactly beside the superposed input (2 tokens per step)
     patience: float | None = 0.0  # exact lead: steps the others get after it ended, as a share of its steps
-    # what the superposed input sees at each earlier depth: the lead's path ("lead"), its own chain ("own"),
-    # the lead's path up to the first branch then its own chain ("branch"), or per depth whichever the
-    # drafts holding most of its weight were on there ("vote")
-    alt_history: AltHistory = "vote"
 
 
 @dataclass

@@ -109,10 +109,10 @@ def _decode_with_exact_lead(
     Each step is one forward of two tokens: the lead's own last token (a chain through its exact
     path, so the lead is exactly the greedy draft: where a monitor constrains an identifier, the lead
     spells it whole by the same lookahead, over its own path) and the weighted sum of the other
-    drafts' last tokens. What the superposed token sees at each earlier depth (`alt_history`, see
-    `_alt_history`): by default ("vote") the lead's token where the drafts holding most of its weight
-    still followed the lead there, else the superposed token fed there ("vote" found the most lines on
-    the multidraft benchmark: benchmarks/RESULTS.md). The lead's non-greedy tokens are candidates
+    drafts' last tokens. What the superposed token sees at each earlier depth (`_alt_history`): the
+    lead's token where the drafts holding most of its weight still followed the lead there, else the
+    superposed token fed there (this "vote" found the most lines on the multidraft benchmark of its
+    time; the other histories measured there are in benchmarks/RESULTS.md and are gone from the code). The lead's non-greedy tokens are candidates
     too, scored exactly, so drafts branch off the greedy line wherever the model hesitates. With `patience`, once
     the greedy line has ended after s tokens the others get at most ceil(patience * s) more steps,
     however far behind they are (as beam search's patience); without it, they stop once they fall
@@ -198,31 +198,21 @@ def _alt_history(
 
     At each earlier depth there are two slots to choose from: the lead's token there (exact) and the
     superposed input fed there. A draft's own token at depth d is the lead's if it left the lead later
-    (d <= its common prefix with the lead). "lead": always the lead's slot; "own": always the
-    superposed one; "branch": the lead's up to where the first of these drafts left it; "vote": at
-    each depth the slot of the drafts holding most of the input's weight, so the input's history is
-    that of the drafts it mostly is. A depth with no superposed input (no draft had branched yet) is
-    the lead's.
+    (d <= its common prefix with the lead). At each depth the slot of the drafts holding most of the
+    input's weight is taken, so the input's history is that of the drafts it mostly is. A depth with
+    no superposed input (no draft had branched yet) is the lead's.
     """
-    mode = config.alt_history
     depth = len(alts[0].ids)  # of the drafts' last tokens, fed now
-    if mode == "lead":
-        return list(lead_path)
-    if mode == "vote":
-        shares = _weights(alts, config).tolist()
-        common = [common_prefix(a.ids, lead_ids) for a in alts]
-        slots = [lead_path[0]]
-        for d in range(1, depth):
-            on_lead = sum(w for w, c in zip(shares, common, strict=True) if d <= c) >= 0.5
-            if d < len(lead_path) and (on_lead or d not in own_slots):
-                slots.append(lead_path[d])
-            elif d in own_slots:
-                slots.append(own_slots[d])
-        return slots
-    split = 0
-    if mode == "branch":
-        split = min(min(common_prefix(a.ids, lead_ids) for a in alts), len(lead_path) - 1)
-    return list(lead_path[: split + 1]) + [own_slots[d] for d in range(split + 1, depth) if d in own_slots]
+    shares = _weights(alts, config).tolist()
+    common = [common_prefix(a.ids, lead_ids) for a in alts]
+    slots = [lead_path[0]]
+    for d in range(1, depth):
+        on_lead = sum(w for w, c in zip(shares, common, strict=True) if d <= c) >= 0.5
+        if d < len(lead_path) and (on_lead or d not in own_slots):
+            slots.append(lead_path[d])
+        elif d in own_slots:
+            slots.append(own_slots[d])
+    return slots
 
 
 def _rows_candidates(

@@ -38,7 +38,7 @@ def test_the_defaults_pass_their_own_checks() -> None:
     ("build", "message"),
     [
         (lambda: CacheConfig(mode="incremental"), "CacheConfig.mode: expected one of pie, exact, full"),
-        (lambda: SuperposedConfig(alt_history="mine"), "SuperposedConfig.alt_history: expected one of lead, own"),
+        (lambda: SuperposedConfig(top_m=0), "SuperposedConfig.top_m"),
         (lambda: VerifyConfig(repair="some"), "VerifyConfig.repair: expected one of best, all, off"),
         (lambda: ModelConfig(dtype="fp8"), "ModelConfig.dtype: expected one of auto, float32"),
         (lambda: CompletionConfig(strategy="nucleus"), "CompletionConfig.strategy: expected one of greedy"),

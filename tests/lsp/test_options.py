@@ -39,7 +39,7 @@ def test_null_is_not_set_and_never_overrides_the_command_line() -> None:
 
 def test_every_field_of_the_tree_is_an_option_in_camel_case_or_snake_case() -> None:
     raw = {
-        "decoding": {"superposed": {"altHistory": "lead"}, "verify": {"repair": "off"}},
+        "decoding": {"superposed": {"ngramOrder": 3}, "verify": {"repair": "off"}},
         "postprocess": {"rank": {"greedy_bonus": 0.5}},
         "ngram": {"ignoredDirs": ["build"]},
         "monitors": {"jedi_budget_ms": 20},
@@ -47,7 +47,7 @@ def test_every_field_of_the_tree_is_an_option_in_camel_case_or_snake_case() -> N
     parsed = parse_options(raw)
     assert (parsed.unknown, parsed.invalid) == ([], [])
     o = parsed.options
-    assert (o.decoding.superposed.alt_history, o.decoding.verify.repair) == ("lead", "off")
+    assert (o.decoding.superposed.ngram_order, o.decoding.verify.repair) == (3, "off")
     assert (o.postprocess.rank.greedy_bonus, o.ngram.ignored_dirs) == (0.5, frozenset({"build"}))
     assert o.monitors.jedi_budget_ms == 20.0
     assert set(OPTIONS.values()) == set(leaf_hints(EngineConfig)) - SERVER_DECIDES

@@ -109,13 +109,12 @@ def test_superposed_drafts_are_distinct_and_verify_keeps_the_exact_trunk(exact_l
 
 
 @pytest.mark.parametrize("offset", CURSORS)
-@pytest.mark.parametrize("history", ["lead", "own", "branch", "vote"])
-def test_the_exact_lead_is_the_greedy_draft(offset, history):
+def test_the_exact_lead_is_the_greedy_draft(offset):
     lm = tiny_model("llama")
     doc = document()
     task, context = task_at(doc, offset, max_tokens=8, stop=line_end_stop)
     greedy = chain_decode(lm, CursorView(doc, context, reserve=16), task)
-    cfg = SuperposedConfig(branch_ratio=0.01, alt_history=history, patience=1.0)
+    cfg = SuperposedConfig(branch_ratio=0.01, patience=1.0)
     out = superposed_decode(lm, CursorView(doc, context, reserve=64), task, 4, cfg, ngram_for(SOURCE))
     assert len(out.drafts) > 1
     lead = next(d for d in out.drafts if d.tokens == greedy.tokens)
@@ -132,16 +131,13 @@ def test_vote_history_follows_the_drafts_holding_most_weight():
     own = {2: 20, 3: 21, 4: 22}  # the superposed inputs fed at depths 2..4
     early = Partial(ids=(1, 9, 9, 9), score=0.0)  # left the lead at depth 2
     late = Partial(ids=(1, 2, 3, 7), score=-3.0)  # left it at depth 4
-    cfg = SuperposedConfig(alt_history="vote", weight_temperature=1.0)
+    cfg = SuperposedConfig(weight_temperature=1.0)
     # mostly the early draft: from depth 2 on, the superposed chain
     assert _alt_history(cfg, [early, late], lead_ids, lead_path, own) == [10, 11, 20, 21]
     # mostly the late one: the lead's path, up to where it left the lead
     late_first = Partial(ids=late.ids, score=0.0)
     early_behind = Partial(ids=early.ids, score=-3.0)
     assert _alt_history(cfg, [late_first, early_behind], lead_ids, lead_path, own) == [10, 11, 12, 13]
-    # "branch" follows the lead only up to the first draft's branch, whatever the weights
-    branch = SuperposedConfig(alt_history="branch")
-    assert _alt_history(branch, [late_first, early_behind], lead_ids, lead_path, own) == [10, 11, 20, 21]
 
 
 def test_superposed_input_is_the_weighted_sum_of_embeddings():
