@@ -55,7 +55,7 @@ def test_every_field_of_the_tree_is_an_option_in_camel_case_or_snake_case() -> N
 
 def test_invalid_modes_and_server_decided_settings_are_reported() -> None:
     raw = {
-        "decoding": {"superposed": {"altHistory": "mine"}, "maxTokens": 5},
+        "decoding": {"verify": {"repair": "mine"}, "maxTokens": 5},
         "cache": {"mode": "incremental"},
         "model": {"dtype": "fp8"},
         "workspace": "/elsewhere",
@@ -64,9 +64,9 @@ def test_invalid_modes_and_server_decided_settings_are_reported() -> None:
     parsed = parse_options(raw)
     assert parsed.unknown == ["decoding.maxTokens", "workspace"]
     assert [p.split(":")[0] for p in parsed.invalid] == [
-        "decoding.superposed.altHistory", "cache.mode", "model.dtype", "logLevel"
+        "decoding.verify.repair", "cache.mode", "model.dtype", "logLevel"
     ]  # fmt: skip
-    assert "expected one of lead, own, branch, vote, got 'mine' (kept 'vote')" in parsed.invalid[0]
+    assert "expected one of best, all, off, got 'mine' (kept 'all')" in parsed.invalid[0]
     assert parsed.options == EngineConfig()
 
 
