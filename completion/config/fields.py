@@ -166,7 +166,7 @@ def is_section(hint: object) -> bool:
 
 
 def leaf_hints(cls: type, prefix: str = "") -> dict[str, object]:
-    """Every value field under `cls` by dotted path ("decoding.superposed.alt_history"), in field order."""
+    """Every value field under `cls` by dotted path ("decoding.superposed.ngram_order"), in field order."""
     out: dict[str, object] = {}
     for name, hint in field_hints(cls).items():
         if is_section(hint):
