@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
 _KEYWORD_KINDS = (Parameter.POSITIONAL_OR_KEYWORD, Parameter.KEYWORD_ONLY)
+_ATTRIBUTE_HOOKS = ("__getattr__", "__getattribute__")  # methods that answer attributes no listing shows
 _WARM_NAMES = 40  # names inferred when a document opens, to load its imports
 # jedi's inference caches are process-wide: two services (an engine being replaced, tests) must not
 # run it at once, or one thread sees the other's half-built state
@@ -147,15 +148,24 @@ class JediStats:
     fallbacks: int = 0  # answers that missed their budget (or were not asked: queue full)
     errors: int = 0  # jedi raised
     late_answers: int = 0  # answers that came after their budget and were cached
+    # monitors that stayed silent on a non-positive answer, by "monitor.reason" (analysis.monitors counts)
+    silenced: dict[str, int] = field(default_factory=dict)
     seconds: deque[float] = field(default_factory=lambda: deque(maxlen=1024), repr=False)  # per answer
 
 
 @dataclass(frozen=True)
 class JediAnswer:
-    """Names jedi gave for one question; fell_back when it could not answer within the budget."""
+    """Names jedi gave for one question; fell_back when it could not answer within the budget.
+
+    `open_by` carries what makes `names` an incomplete list, so that a monitor can tell a positive
+    answer from one it must not constrain on: the `__getattr__`/`__getattribute__` hooks (full names)
+    of the object's class or module that answer any attribute at run time (`ctypes.CDLL.__getattr__`,
+    a PEP 562 module's `__getattr__`), or a callee's `**kwargs` parameters (`f(**kwargs)`).
+    """
 
     names: tuple[str, ...]
     fell_back: bool = False
+    open_by: tuple[str, ...] = ()
 
 
 def position(code: str, offset: int) -> tuple[int, int]:
@@ -164,16 +174,24 @@ def position(code: str, offset: int) -> tuple[int, int]:
     return len(lines), len(lines[-1])
 
 
-def _completion_names(script: jedi.Script, line: int, column: int) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(c.name for c in script.complete(line, column)))
+def _completion_names(script: jedi.Script, line: int, column: int) -> JediAnswer:
+    completions = script.complete(line, column)
+    hooks = (c.full_name or c.name for c in completions if c.name in _ATTRIBUTE_HOOKS)
+    # object's own hooks (builtins.object.__getattribute__) are on every object and answer nothing extra
+    return JediAnswer(
+        tuple(dict.fromkeys(c.name for c in completions)),
+        open_by=tuple(dict.fromkeys(h for h in hooks if not h.startswith("builtins."))),
+    )
 
 
-def _keyword_names(script: jedi.Script, line: int, column: int) -> tuple[str, ...]:
-    names = (p.name for sig in script.get_signatures(line, column) for p in sig.params if p.kind in _KEYWORD_KINDS)
-    return tuple(dict.fromkeys(names))
+def _keyword_names(script: jedi.Script, line: int, column: int) -> JediAnswer:
+    params = [p for sig in script.get_signatures(line, column) for p in sig.params]
+    names = (p.name for p in params if p.kind in _KEYWORD_KINDS)
+    var_keyword = (f"**{p.name}" for p in params if p.kind == Parameter.VAR_KEYWORD)
+    return JediAnswer(tuple(dict.fromkeys(names)), open_by=tuple(dict.fromkeys(var_keyword)))
 
 
-_QUESTIONS: dict[str, Callable[[jedi.Script, int, int], tuple[str, ...]]] = {
+_QUESTIONS: dict[str, Callable[[jedi.Script, int, int], JediAnswer]] = {
     "complete": _completion_names,
     "keywords": _keyword_names,
 }
@@ -193,7 +211,7 @@ class JediService:
         self.project = jedi.Project(Path(workspace), environment_path=environment_path)
         self.budget_s = budget_s
         self.stats = JediStats()
-        self._cache: OrderedDict[tuple, tuple[str, ...]] = OrderedDict()
+        self._cache: OrderedDict[tuple, JediAnswer] = OrderedDict()
         self._cache_size = cache_size
         self._pending: dict[tuple, Future] = {}
         self._late: set[tuple] = set()
@@ -231,7 +249,13 @@ class JediService:
     def stats_snapshot(self) -> JediStats:
         """A copy of the counters, safe to read while jedi works."""
         with self._lock:
-            return replace(self.stats, seconds=deque(self.stats.seconds, maxlen=1024))
+            stats = self.stats
+            return replace(stats, seconds=deque(stats.seconds, maxlen=1024), silenced=dict(stats.silenced))
+
+    def count_silenced(self, reason: str) -> None:
+        """Count a monitor that did not constrain because jedi's answer was not a positive one."""
+        with self._lock:
+            self.stats.silenced[reason] = self.stats.silenced.get(reason, 0) + 1
 
     def close(self) -> None:
         """Stop the worker thread (pending questions are dropped)."""
@@ -245,7 +269,7 @@ class JediService:
             if hit is not None:
                 self._cache.move_to_end(key)
                 self.stats.cache_hits += 1
-                return JediAnswer(hit)
+                return hit
             budget = self.budget_s if budget_s is None else budget_s
             timeout = None if math.isinf(budget) else budget
             future = self._pending.get(key)
@@ -255,40 +279,38 @@ class JediService:
                     return JediAnswer((), fell_back=True)
                 future = self._pending[key] = self._executor.submit(self._compute, key, path, code, offset)
         try:
-            names = future.result(timeout=timeout)
+            answer = future.result(timeout=timeout)
         except FutureTimeout:
             with self._lock:
                 self.stats.fallbacks += 1
                 self._late.add(key)
             return JediAnswer((), fell_back=True)
-        if names is None:
-            return JediAnswer((), fell_back=True)
-        return JediAnswer(names)
+        return JediAnswer((), fell_back=True) if answer is None else answer
 
-    def _compute(self, key: tuple, path: str | None, code: str, offset: int) -> tuple[str, ...] | None:
+    def _compute(self, key: tuple, path: str | None, code: str, offset: int) -> JediAnswer | None:
         """Runs on the jedi thread only."""
         t0 = time.perf_counter()
         try:
             with _JEDI_LOCK:
                 script = jedi.Script(code=code, path=path, project=self.project)
-                names: tuple[str, ...] | None = _QUESTIONS[key[0]](script, *position(code, offset))
+                answer: JediAnswer | None = _QUESTIONS[key[0]](script, *position(code, offset))
         except Exception:  # jedi is third-party and fails in many ways on unfinished code
             log.warning("jedi failed on %s at offset %d", path, offset, exc_info=True)
-            names = None
+            answer = None
         with self._lock:
             self._pending.pop(key, None)
-            if names is None:
+            if answer is None:
                 self.stats.errors += 1
                 self._late.discard(key)
                 return None
             self.stats.seconds.append(time.perf_counter() - t0)
-            self._cache[key] = names
+            self._cache[key] = answer
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
             if key in self._late:
                 self._late.discard(key)
                 self.stats.late_answers += 1
-        return names
+        return answer
 
     def _warm(self, path: str | None, text: str) -> None:
         """Runs on the jedi thread only."""

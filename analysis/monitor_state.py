@@ -27,7 +27,10 @@ class MonitorState:
     typed: str  # identifier characters already typed since the trigger point
     candidates: tuple[str, ...]  # valid identifiers (full names)
     fell_back: bool = False  # jedi timed out or failed: decoding goes on unconstrained
-    constrains: bool = True  # False: candidates are only a hint (keyword arguments)
+    constrains: bool = True  # False: candidates are only a hint (keyword arguments, or a silent monitor)
+    # why the monitor stays silent although jedi answered: the answer was not a positive one
+    # ("object_only", "dynamic", "var_keyword", "star_import"); "" when it is
+    silent: str = ""
 
     def matching_continuations(self) -> set[str]:
         """Remaining suffixes of the candidates that start with what was typed (hint or constraint)."""
@@ -36,7 +39,7 @@ class MonitorState:
 
     def allowed_continuations(self) -> set[str]:
         """Suffixes the model may still spell; the empty set means unconstrained."""
-        if self.fell_back or not self.constrains:
+        if self.fell_back or self.silent or not self.constrains:
             return set()
         return self.matching_continuations()
 

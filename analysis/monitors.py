@@ -14,6 +14,19 @@ inserted at the cursor, so imports and other workspace modules resolve. Monitors
   name jedi knows or a keyword. Off by default because jedi cannot know names that the draft is about
   to define (comprehension variables, names bound later in the draft).
 
+A monitor constrains only on a positive answer. A monitor must never make a completion worse for
+lack of knowledge, and jedi's lists are incomplete in known ways; then the state is silent (it
+spells nothing, `silent` says why, the jedi stats count it under "monitor.reason"):
+
+- nothing: jedi inferred nothing (an unknown object, `Any`): no state at all;
+- object_only: every name is a dunder, i.e. jedi knows only what every object has (a bare `object`,
+  `None`, a parameter inferred from its `None` default) and the real attribute is not among them;
+- dynamic: the object's class or module answers attributes at run time (`__getattr__`, a
+  `__getattribute__` of its own: ctypes libraries, PEP 562 modules, proxies), for `obj.` and
+  `from m import `;
+- var_keyword: the callee takes `**kwargs`, so any keyword may follow (a hint only, but a wrong one);
+- star_import: names in scope, in a module with `from m import *` (jedi may not know m's names).
+
 Usage per completion request: `monitors = analyzer.monitors(path, text_after_cursor)`, then per draft
 and step `state = monitors.step(state, text_before, emitted)` and `mask_for(state, trie, vocab_size)`.
 """
@@ -21,6 +34,7 @@ and step `state = monitors.step(state, text_before, emitted)` and `mask_for(stat
 from __future__ import annotations
 
 import keyword
+import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -58,12 +72,11 @@ class DocumentContext:
     text_after: str
 
 
-def _state(name: str, point: triggers.TriggerPoint, answer: JediAnswer, constrains: bool) -> MonitorState | None:
-    if answer.fell_back:
-        return MonitorState(name, point.typed, (), fell_back=True, constrains=constrains)
-    if not answer.names:
-        return None  # jedi knows nothing here: unconstrained
-    return MonitorState(name, point.typed, answer.names, constrains=constrains)
+_STAR_IMPORT = re.compile(r"^[ \t]*from[ \t]+[\w.]+[ \t]+import[ \t]+\*", re.MULTILINE)
+
+
+def _is_dunder(name: str) -> bool:
+    return len(name) > 4 and name.startswith("__") and name.endswith("__")
 
 
 class _JediMonitor:
@@ -83,6 +96,25 @@ class _JediMonitor:
         ctx = self.context
         return ctx.jedi.completions(ctx.path, code, offset)
 
+    def _not_positive(self, answer: JediAnswer, code: str) -> str:
+        """Why answer's names are not the whole list of what may follow ("" when they are)."""
+        if answer.open_by:
+            return "dynamic"
+        return "object_only" if all(_is_dunder(name) for name in answer.names) else ""
+
+    def _state(self, point: triggers.TriggerPoint, answer: JediAnswer, code: str) -> MonitorState | None:
+        """The state for jedi's answer at a trigger point; silent (and counted) unless the answer is positive."""
+        if answer.fell_back:
+            return MonitorState(self.name, point.typed, (), fell_back=True, constrains=self.constrains)
+        jedi = self.context.jedi
+        if not answer.names:
+            jedi.count_silenced(f"{self.name}.nothing")
+            return None  # jedi knows nothing here: unconstrained
+        reason = self._not_positive(answer, code)
+        if reason:
+            jedi.count_silenced(f"{self.name}.{reason}")
+            return MonitorState(self.name, point.typed, answer.names, constrains=False, silent=reason)
+        return MonitorState(self.name, point.typed, answer.names, constrains=self.constrains)
 
     def prefetch(self, text_before: str) -> None:
         """Start jedi on the question `trigger` would ask here, without waiting for the answer."""
@@ -97,8 +129,8 @@ class _JediMonitor:
         if point is None or region_at(text_before, len(text_before)) != "code":
             return None
         # jedi is asked where the identifier starts, so one answer serves every prefix of it
-        answer = self._ask(text_before[: point.start] + self.context.text_after, point.start)
-        return _state(self.name, point, answer, self.constrains)
+        code = text_before[: point.start] + self.context.text_after
+        return self._state(point, self._ask(code, point.start), code)
 
 
 class DereferenceMonitor(_JediMonitor):
@@ -133,6 +165,9 @@ class KeywordArgumentMonitor(_JediMonitor):
         ctx = self.context
         return ctx.jedi.keyword_parameters(ctx.path, code, offset)
 
+    def _not_positive(self, answer: JediAnswer, code: str) -> str:
+        return "var_keyword" if answer.open_by else ""
+
 
 class NamesInScopeMonitor(_JediMonitor):
     """A name begun at an expression start must be a name in scope or a keyword."""
@@ -147,6 +182,10 @@ class NamesInScopeMonitor(_JediMonitor):
         if answer.fell_back or not answer.names:
             return answer
         return JediAnswer(tuple(dict.fromkeys(answer.names + _KEYWORDS)))
+
+    def _not_positive(self, answer: JediAnswer, code: str) -> str:
+        # a module `__getattr__` (answer.open_by) serves other modules' imports, not the names in scope here
+        return "star_import" if _STAR_IMPORT.search(code) else ""
 
 
 class MonitorSet:

@@ -5,10 +5,11 @@
 draft's text and state: `mask` turns the state into a bool mask over the vocabulary through the token
 trie, `advance` moves the state along the emitted token, and looks for a new trigger once the
 identifier is finished (so `a.b().c` fires again at each dot). Being a value, it is shared by the
-drafts of superposed and beam decoding until they diverge. A jedi timeout or an empty answer leaves
-the draft unconstrained. What the monitors did in one request is kept in a `MonitorTrace` shared by
-its drafts: the states where they fired (for the per-draft verdict used in ranking and reporting)
-and the time spent in masks and in jedi.
+drafts of superposed and beam decoding until they diverge. A jedi timeout, an empty answer or one
+that is not positive (a silent state: jedi knows only `object`'s names, a `__getattr__` object, see
+`analysis.monitors`) leaves the draft unconstrained. What the monitors did in one request is kept in
+a `MonitorTrace` shared by its drafts: the states where they fired (for the per-draft verdict used in
+ranking and reporting) and the time spent in masks and in jedi.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def edit_end(old: str, new: str) -> int | None:
 class MonitorVerdict:
     """What the monitors said about one finished draft."""
 
-    fired: tuple[str, ...] = ()  # monitors that fired while the draft was spelled, first firing first
+    fired: tuple[str, ...] = ()  # monitors that fired (not silent) while the draft was spelled, first firing first
     fell_back: bool = False  # some jedi question missed its budget: that part was not constrained
     checked: int = 0  # identifiers spelled where a constraining monitor had names
     valid: int = 0  # ... of which were among those names
@@ -143,8 +144,8 @@ class MonitorTrace:
         fell_back = False
         checked = valid = 0
         for key, state in sorted(self.fired.items(), key=lambda kv: len(kv[0])):
-            if not text.startswith(key):
-                continue
+            if not text.startswith(key) or state.silent:
+                continue  # a silent monitor did not take part in this draft
             if state.monitor not in fired:
                 fired.append(state.monitor)
             fell_back = fell_back or state.fell_back
