@@ -44,11 +44,10 @@ from superpie.lsp.options import (
 )
 from superpie.lsp.protocol import SuperpieProtocol
 from superpie.lsp.scheduler import ModelWorker, Outcome
+from superpie.lsp.startup import LOG_LEVELS
 from superpie.lsp.stats import ServerStats
 
 log = logging.getLogger("superpie.lsp")
-
-LOG_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG}
 
 
 def _version() -> str:

@@ -16,16 +16,15 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
-
-from pygls.exceptions import JsonRpcException
-from pygls.io_ import StdoutWriter
+from typing import TYPE_CHECKING, Any
 
 from superpie.completion.config import LogLevel
 from superpie.lsp.auth import authorizes, check_host, session_token
 from superpie.lsp.framing import FrameReader, Message, Unreadable
-from superpie.lsp.handlers import create_server
-from superpie.lsp.server import LOG_LEVELS, SuperpieServer
+from superpie.lsp.startup import Screen, configure_logging, early_answer, frame, reduced_params
+
+if TYPE_CHECKING:  # the server proper is imported once initialize is answered (`serve_stdio`)
+    from superpie.lsp.server import SuperpieServer
 
 log = logging.getLogger("superpie.lsp")
 
@@ -46,6 +45,8 @@ def structured(value: Any, hook: Callable[[dict[str, Any]], Any]) -> Any:
 
 def dispatch(server: SuperpieServer, event: Message | Unreadable) -> None:
     """Hand one message to the protocol, or answer what could not be read."""
+    from pygls.exceptions import JsonRpcException  # loaded by then: the server is made
+
     protocol = server.protocol
     if isinstance(event, Unreadable):
         server.stats.framing_problems += 1
@@ -98,14 +99,40 @@ async def until_signalled(session: Awaitable[None]) -> int | None:
     return received[0] if received else None
 
 
-def serve_stdio(server: SuperpieServer, stdin_fd: int, stdout: Any) -> int | None:
-    """Serve over stdio until `exit`, the end of stdin or a signal (returned)."""
+def serve_stdio(make_server: Callable[[], SuperpieServer], stdin_fd: int, stdout: Any) -> int | None:
+    """Serve over stdio until `exit`, the end of stdin or a signal (returned).
+
+    The first message is read before the server exists: a well-formed `initialize` is answered at
+    once (`startup`), and only then are pygls, the engine, torch and jedi imported (`make_server`, in
+    a thread: a signal still stops the process meanwhile). The server reads that initialize too;
+    its own answer is held back (`startup.Screen`), and where pygls cannot read the client's
+    capabilities it is given the params with only the encoding answered (`startup.reduced_params`).
+    """
     reader_thread = ThreadPoolExecutor(1, thread_name_prefix="superpie-stdin")  # never joined: os._exit ends it
+    import_thread = ThreadPoolExecutor(1, thread_name_prefix="superpie-import")  # nor this one (a signal mid-import)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         frames = FrameReader(lambda: loop.run_in_executor(reader_thread, os.read, stdin_fd, _CHUNK))
-        server.protocol.set_writer(StdoutWriter(stdout))
+        first = await frames.next()
+        if first is None:
+            return
+        answer = early_answer(first.value) if isinstance(first, Message) else None
+        if answer is not None:
+            stdout.write(frame(answer))
+            stdout.flush()
+            log.debug("initialize answered before the server was made")
+        server = await loop.run_in_executor(import_thread, make_server)
+        from pygls.io_ import StdoutWriter
+
+        screen = Screen(StdoutWriter(stdout), answer) if answer is not None else None
+        server.protocol.set_writer(screen or StdoutWriter(stdout))
+        dispatch(server, first)
+        if screen is not None and screen.held is not None and "error" in screen.held:
+            assert answer is not None and isinstance(first, Message) and isinstance(first.value, dict)
+            log.warning("the client's capabilities could not be read; the session goes on without them")
+            screen.expect_again()
+            dispatch(server, Message(reduced_params(first.value, answer)))
         await run_session(server, frames)
 
     return asyncio.run(until_signalled(main()))
@@ -167,15 +194,6 @@ def _refuse(writer: asyncio.StreamWriter, first: object) -> None:
     writer.close()
 
 
-def _configure_logging(level: str, levels: dict[str, int]) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(levels[level])
-    logging.getLogger("superpie").addHandler(handler)
-    logging.getLogger("superpie").setLevel(levels[level])
-    logging.getLogger("pygls").setLevel(logging.WARNING)  # pygls logs every message body at INFO
-
-
 def _parse_tcp(tcp: str) -> tuple[str, int]:
     host, sep, port = tcp.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:  # 0: any free port (printed)
@@ -198,7 +216,7 @@ def serve(tcp: str | None, model: str | None, log_level: LogLevel, allow_remote:
     After a session the process ends at once (`os._exit`): a helper thread still inside jedi or a
     reader blocked on stdin must not keep an editor waiting, and tearing down torch takes seconds.
     """
-    _configure_logging(log_level, LOG_LEVELS)
+    configure_logging(log_level)
     try:
         if tcp:
             host, port = _parse_tcp(tcp)
@@ -207,7 +225,14 @@ def serve(tcp: str | None, model: str | None, log_level: LogLevel, allow_remote:
     except ValueError as exc:
         print(f"superpie: error: {exc}", file=sys.stderr)
         return 2
-    server = create_server(model=model, log_level=log_level)
+    made: list[SuperpieServer] = []
+
+    def make_server() -> SuperpieServer:
+        from superpie.lsp.handlers import create_server  # pygls, the engine, torch, jedi: seconds
+
+        made.append(create_server(model=model, log_level=log_level))
+        return made[-1]
+
     signalled = None
     try:
         if tcp:
@@ -216,17 +241,19 @@ def serve(tcp: str | None, model: str | None, log_level: LogLevel, allow_remote:
             def announce(bound: int) -> None:
                 print(f"superpie: listening on {host}:{bound} (token: {shown})", file=sys.stderr, flush=True)
 
-            signalled = serve_tcp(server, host, port, token, announce)
+            signalled = serve_tcp(make_server(), host, port, token, announce)
         else:
-            signalled = serve_stdio(server, sys.stdin.fileno(), _private_stdout())
+            signalled = serve_stdio(make_server, sys.stdin.fileno(), _private_stdout())
     except OSError as exc:
         print(f"superpie: error: {exc}", file=sys.stderr)
         signalled = None
     except SystemExit:  # `exit` from the client
         pass
     finally:
-        server.close(timeout=2.0)
-    code = 128 + signalled if signalled else 0 if server.protocol._shutdown else 1
+        for server in made:
+            server.close(timeout=2.0)
+    shut_down = any(server.protocol._shutdown for server in made)
+    code = 128 + signalled if signalled else 0 if shut_down else 1
     logging.shutdown()
     sys.stderr.flush()
     os._exit(code)

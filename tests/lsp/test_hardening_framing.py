@@ -90,7 +90,11 @@ class RawClient:
         params = {"processId": None, "capabilities": {}, "initializationOptions": options}
         if root is not None:
             params["rootUri"] = root.as_uri()
-        return await self.response(self.request("initialize", params), 60)
+        answer = await self.response(self.request("initialize", params), 60)
+        if "result" in answer:  # answered before the server proper is imported (issue 17): wait until it serves
+            stats = {"command": "superpie.stats"}
+            assert "result" in await self.response(self.request("workspace/executeCommand", stats), 60)
+        return answer
 
     async def alive(self) -> None:
         """A well-formed request is answered at once."""
