@@ -23,7 +23,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +192,8 @@ def uri_to_path(uri: str) -> Path | None:
     The path is decoded once (`%2541` is the file `%41`); a host other than localhost becomes a UNC path
     as the editors' own conversion does.
     """
+    from urllib.request import url2pathname  # not at import: http.client and email, on `superpie serve`'s start-up path
+
     parsed = urlparse(uri)
     if parsed.scheme != "file" or not parsed.path:
         return None

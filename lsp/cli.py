@@ -21,12 +21,9 @@ EXIT_USAGE = 2
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from superpie.lsp.startup import server_version  # without importlib.metadata: `serve` answers sooner
 
-    try:
-        return version("superpie")
-    except PackageNotFoundError:
-        return "unknown"
+    return server_version()
 
 
 class UserError(Exception):

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from superpie.lsp.framing import Message
-from superpie.lsp.startup import early_answer, position_encoding, reduced_params
+from superpie.lsp.startup import early_answer, position_encoding, reduced_params, server_version
 
 SERVE = [sys.executable, "-X", "importtime", "-m", "superpie.lsp.cli", "serve"]
 HEAVY = ("torch", "transformers", "jedi", "tree_sitter", "tree_sitter_python", "pygls", "lsprotocol", "numpy")
@@ -244,6 +244,12 @@ def test_the_early_answer_is_what_pygls_answers(capabilities: dict) -> None:
 )
 def test_the_early_answer_leaves_anything_unusual_to_the_server(message: object) -> None:
     assert early_answer(message) is None
+
+
+def test_the_version_is_importlib_metadata_s() -> None:
+    from importlib.metadata import version
+
+    assert server_version() == version("superpie")
 
 
 def test_utf8_is_chosen_whenever_offered() -> None:
