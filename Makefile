@@ -36,7 +36,7 @@ typecheck: setup
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p superpie
 
 test: lint typecheck extensions-check extensions-e2e
-	@rc=0; $(BIN)/pytest -q $(PYTEST_ARGS) || rc=$$?; \
+	@rc=0; $(BIN)/pytest -q --durations=20 $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then \
 		if [ -n "$(PYTEST_ARGS)" ]; then echo "no tests matched PYTEST_ARGS='$(PYTEST_ARGS)'"; exit 0; fi; \
 		echo "error: pytest collected no tests"; exit 1; \
