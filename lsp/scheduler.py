@@ -10,11 +10,12 @@ it within one step.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -26,7 +27,6 @@ from superpie.completion.request import CompletionRequest, CompletionResult
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_MAX_BACKGROUND = 10_000  # queued workspace events; the oldest are dropped past this
 
 
 class CancelToken:
@@ -72,6 +72,7 @@ class Snapshot:
     sync_ms: float = 0.0
     refreshed_tokens: int = 0
     workspace_events: int = 0
+    workspace_coalesced: int = 0  # workspace events replaced in the queue by a newer one for the same file
     stopped_decodes: int = 0  # decodes stopped between steps by a cancel or a newer request
     monitor_questions: int | None = None  # None: the engine runs no monitors
     monitor_fallbacks: int | None = None
@@ -104,7 +105,10 @@ class ModelWorker:
         self._completions: deque[_CompletionJob] = deque()
         self._latest: dict[tuple[str, str], _CompletionJob] = {}
         self._dirty: dict[str, None] = {}  # ordered set
-        self._background: deque[Callable[[Engine], Any]] = deque(maxlen=_MAX_BACKGROUND)
+        # workspace events, one per file (a newer event replaces the queued one), in arrival order; none is
+        # dropped: a burst larger than any bound (a 20,000-file checkout) must reach the index whole
+        self._background: dict[Hashable, Callable[[Engine], Any]] = {}
+        self._unkeyed = itertools.count()
         self._stopped = False
         self._last_activity = time.perf_counter()
         self._synced: dict[str, str] = {}  # worker only: uri -> text the engine's cache holds
@@ -163,9 +167,17 @@ class ModelWorker:
         """Free the document's cache."""
         return self.submit(lambda engine: self._close(engine, uri))
 
-    def background(self, fn: Callable[[Engine], Any]) -> None:
-        """Run `fn(engine)` when no request or sync is waiting (workspace events)."""
-        self._put(lambda: self._background.append(fn))
+    def background(self, fn: Callable[[Engine], Any], key: Hashable | None = None) -> None:
+        """Run `fn(engine)` when no request or sync is waiting (workspace events).
+
+        A job with the `key` of one still queued (the same file) takes its place: only the newest runs.
+        """
+
+        def queue() -> None:
+            self.snapshot.workspace_coalesced += key is not None and key in self._background
+            self._background[("unkeyed", next(self._unkeyed)) if key is None else key] = fn
+
+        self._put(queue)
 
     def replace_engine(self, engine: Engine) -> Future[None]:
         """Swap in a new engine (another model); the caller marks open documents for a sync."""
@@ -209,7 +221,7 @@ class ModelWorker:
                     del self._dirty[uri]
                     return lambda: self._sync(uri)
                 if self._background:
-                    fn = self._background.popleft()
+                    fn = self._background.pop(next(iter(self._background)))
                     return lambda: self._run_background(fn)
                 idle_for = time.perf_counter() - self._last_activity
                 if self._stale and idle_for >= self.idle_refresh_s:

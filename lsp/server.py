@@ -333,12 +333,12 @@ class SuperpieServer(LanguageServer):
         if path.as_uri() in self.documents:
             return
         self.stats.workspace_changed += 1
-        self.worker.background(lambda engine: engine.workspace_file_changed(path))
+        self.worker.background(lambda engine: engine.workspace_file_changed(path), key=path)
 
     def on_file_removed(self, path: Path) -> None:
         """A workspace file was deleted or moved away: forget it."""
         self.stats.workspace_removed += 1
-        self.worker.background(lambda engine: engine.workspace_file_removed(path))
+        self.worker.background(lambda engine: engine.workspace_file_removed(path), key=path)
 
     # ------------------------------------------------------------------ errors, end
 

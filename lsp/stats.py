@@ -106,6 +106,7 @@ class ServerStats:
                 "changed": self.workspace_changed,
                 "removed": self.workspace_removed,
                 "applied": snap.workspace_events,
+                "coalesced": snap.workspace_coalesced,  # replaced while queued by a newer event for the file
             },
             "protocol": {
                 "framing_problems": self.framing_problems,
