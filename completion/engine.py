@@ -2,13 +2,16 @@
 
 It owns the model, the open documents' caches (`cache.pool`), the workspace n-gram index and the
 monitors, and answers a request in three steps: plan it (`plan`), decode it (`decoding.strategies`),
-finish it (`finish`: post-processing and ranking). It knows no LSP types: positions arrive as
+finish it (`finish`: post-processing and ranking). With `model.backend: remote` the drafts come from a
+serving engine instead (`backend.remote`), and are finished the same way; when the engine is down and
+`model.fallback` is on, the local model answers. It knows no LSP types: positions arrive as
 Python string offsets, results leave as `Draft`s. Calls are expected from a single worker thread
 (the model is not re-entrant).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -17,12 +20,14 @@ from typing import TYPE_CHECKING
 from superpie.cache.cursor import CursorView
 from superpie.cache.document import DocumentCache, SyncStats
 from superpie.cache.pool import DocumentPool
+from superpie.completion.backend.base import EngineDown, EngineRefused
+from superpie.completion.backend.remote import NO_SYNC, RemoteBackend
 from superpie.completion.config import EngineConfig
 from superpie.completion.constraints.base import ConstraintFactory
 from superpie.completion.decoding.strategies import decode
 from superpie.completion.decoding.task import Cancelled, never_cancelled
 from superpie.completion.finish import finish
-from superpie.completion.model.loading import LoadedModel, load_model
+from superpie.completion.model.loading import LoadedModel, ModelLoadError, load_model
 from superpie.completion.ngram.index import NgramIndex
 from superpie.completion.plan import plan_request
 from superpie.completion.postprocess.pipeline import MonitorHook
@@ -58,11 +63,30 @@ class Engine:
         self.workspace = WorkspaceNgrams(self.config.workspace)
         self._load_lock = threading.Lock()
         self._monitors: MonitorRuntime | None = None  # one jedi project for the workspace, made on first use
+        # the serving engine the drafts come from (model.backend: remote); None: this process decodes them
+        self.remote = RemoteBackend(self.config.model) if self.config.model.backend == "remote" else None
 
     # ----------------------------------------------------------------- model, configuration
 
     def ensure_loaded(self) -> float:
-        """Load the model if needed; return the milliseconds this call spent loading."""
+        """Load the model (or find the remote engine) if needed; the milliseconds this call spent.
+
+        A remote engine that is down is a `ModelLoadError` naming it, unless `model.fallback` loads the
+        local model instead (completions then try the engine first and fall back per request)."""
+        remote = self.remote
+        if remote is None:
+            return self._load_local()
+        if remote.ready:
+            return 0.0
+        try:
+            return remote.connect()
+        except (EngineDown, EngineRefused) as exc:
+            if not self.config.model.fallback:
+                state = "is down" if isinstance(exc, EngineDown) else "refused"
+                raise ModelLoadError(f"remote engine {self.config.model.url} {state}: {exc}") from None
+        return self._load_local()
+
+    def _load_local(self) -> float:
         with self._load_lock:
             if self.lm is not None:
                 return 0.0
@@ -73,11 +97,26 @@ class Engine:
 
     @property
     def loaded(self) -> bool:
-        """Whether the model is ready."""
-        return self.lm is not None
+        """Whether the model (or the remote engine) is ready."""
+        return self.lm is not None or (self.remote is not None and self.remote.ready)
+
+    @property
+    def model_name(self) -> str | None:
+        """What answers completions: the local model's name, or the remote engine's model."""
+        remote = self.remote
+        if remote is not None and remote.info is not None:
+            return f"{remote.info.model} ({remote.info.api} at {remote.info.url})"
+        return self.lm.name if self.lm is not None else None
+
+    def backend_status(self) -> dict[str, object]:
+        """Which backend answers and its state (the remote engine's API, model, last error), for the stats."""
+        local: dict[str, object] = {"backend": "local", "loaded": self.lm is not None}
+        if self.remote is None:
+            return local
+        return {**self.remote.status(), "fallback": self.config.model.fallback, "local_loaded": self.lm is not None}
 
     def _model(self) -> LoadedModel:
-        self.ensure_loaded()
+        self._load_local()
         assert self.lm is not None
         return self.lm
 
@@ -106,7 +145,11 @@ class Engine:
         )
 
     def sync(self, uri: str, text: str, anchor: int | None = None, mode: str | None = None) -> SyncStats:
-        """Bring the document's cache in step with `text` (call on every edit, in the background)."""
+        """Bring the document's cache in step with `text` (call on every edit, in the background).
+
+        A remote backend keeps no local cache (nothing to do) until a fallback has loaded the local model."""
+        if self.remote is not None and self.lm is None:
+            return NO_SYNC
         doc = self.documents.get(uri)
         if doc is None:
             self.warm_monitors(uri, text)
@@ -185,7 +228,18 @@ class Engine:
     # ------------------------------------------------------------ completion
 
     def complete(self, req: CompletionRequest, cancelled: Cancelled = never_cancelled) -> CompletionResult:
-        """Ranked drafts at the cursor, decoded over the document's cached prefix."""
+        """Ranked drafts at the cursor: from the remote engine, else decoded over the document's cached prefix."""
+        remote = self.remote
+        if remote is None:
+            return self._complete_local(req, cancelled)
+        result = remote.complete(req, self.config, cancelled, self.monitor_hook)
+        if result.empty_reason not in ("engine_down", "engine_error") or not self.config.model.fallback:
+            return result
+        local = self._complete_local(req, cancelled)
+        local.remote = result.remote if result.remote is None else dataclasses.replace(result.remote, fallback=True)
+        return local
+
+    def _complete_local(self, req: CompletionRequest, cancelled: Cancelled) -> CompletionResult:
         if not 0 <= req.offset <= len(req.text):
             raise ValueError(f"offset {req.offset} is past the end of the document (length {len(req.text)})")
         if req.drafts is not None and req.drafts < 1:

@@ -12,6 +12,7 @@ from superpie.cache.document import SyncStats
 from superpie.completion.draft import Draft
 
 if TYPE_CHECKING:
+    from superpie.completion.backend.remote import RemoteStats
     from superpie.completion.constraints.monitor import MonitorTrace
 
 
@@ -43,5 +44,7 @@ class CompletionResult:
     strategy: str = "greedy"
     monitors: MonitorTrace | None = None  # what the monitors did (firings, jedi and mask times); None: off
     # why `completions` is empty: "stopped" (cancelled while decoding), "blank" (every draft was whitespace:
-    # the model ended at once), "cut" (post-processing kept nothing); None when there are completions
+    # the model ended at once), "cut" (post-processing kept nothing), "engine_down" / "engine_error" (a remote
+    # serving engine did not answer / refused); None when there are completions
     empty_reason: str | None = None
+    remote: RemoteStats | None = None  # what a serving engine did (None: the local model answered alone)

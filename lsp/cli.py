@@ -8,6 +8,7 @@ line on stderr and exit with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -98,6 +99,10 @@ ENGINE_FLAGS = (
     MODEL_FLAG,
     TreeFlag("--dtype", "model.dtype", "weight precision; auto = bf16 prefill, the GGUF's own 4-bit weights to decode"),
     TreeFlag("--threads", "model.threads", "CPU threads", "the cores allowed, minus one"),
+    TreeFlag("--backend", "model.backend", "where drafts are decoded: this process, or a serving engine at --url"),
+    TreeFlag("--url", "model.url", "the serving engine's base URL (--backend remote)", "none", "URL"),
+    TreeFlag("--remote-model", "model.name", "the model asked of the serving engine", "the first it lists", "NAME"),
+    TreeFlag("--fallback", "model.fallback", "complete with the local model while the engine is down", switch=True),
     TreeFlag("--max-tokens", "decoding.max_tokens", "new tokens per draft"),
     TreeFlag("--multiline", "decoding.multiline", "complete a block, not just the line", switch=True),
     TreeFlag("--drafts", "completion.drafts", "drafts per completion", metavar="K"),
@@ -178,6 +183,9 @@ def cmd_complete(args: argparse.Namespace) -> int:
             "completions": [completion_json(c) for c in result.completions],
             "timings_ms": {k: round(v, 3) if args.deterministic == "off" else None for k, v in times.items()},
         }
+        if result.remote is not None:  # which engine answered, what it took from its cache, why nothing came
+            out["remote"] = dataclasses.asdict(result.remote)
+            out["empty_reason"] = result.empty_reason
         print(json.dumps(out, ensure_ascii=False))
         return 0
     _print_human(text, offset, result, load_ms)

@@ -76,6 +76,7 @@ class Snapshot:
     stopped_decodes: int = 0  # decodes stopped between steps by a cancel or a newer request
     monitor_questions: int | None = None  # None: the engine runs no monitors
     monitor_fallbacks: int | None = None
+    backend: dict[str, object] = field(default_factory=dict)  # Engine.backend_status(): local, or the remote engine
 
 
 @dataclass
@@ -323,7 +324,8 @@ class ModelWorker:
     def _publish(self) -> None:
         engine, snap = self.engine, self.snapshot
         snap.loaded = engine.loaded
-        snap.model = engine.lm.name if engine.lm is not None else None
+        snap.model = engine.model_name
+        snap.backend = engine.backend_status()
         snap.load_ms = engine.lm.load_ms if engine.lm is not None else 0.0
         snap.kv_bytes = engine.memory_bytes()
         snap.documents = len(self._synced)

@@ -123,6 +123,7 @@ class ServerStats:
                 "loaded": snap.loaded,
                 "load_ms": round(snap.load_ms),
                 "error": self.load_error,
+                "backend": snap.backend,  # which backend answers; for a serving engine its API, model and state
             },
         }
 

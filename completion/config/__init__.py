@@ -28,6 +28,8 @@ DType = Literal["auto", "float32", "fp16w", "bf16", "int8", "q4"]
 Strategy = Literal["greedy", "superposed", "beam"]
 Repair = Literal["best", "all", "off"]
 LogLevel = Literal["error", "warning", "info", "debug"]
+BackendKind = Literal["local", "remote"]
+RemoteApi = Literal["auto", "llama.cpp", "openai"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 
@@ -125,6 +127,19 @@ class ModelConfig(Checked):
     # it has not (figures: benchmarks/RESULTS.md, cpu_inference).
     dtype: DType = "auto"
     threads: Positive | None = None  # None: the cores this process may use, minus one (model.default_threads)
+    # "local": decode in this process over the PIE cache; "remote": a serving engine over HTTP (completion/backend/)
+    backend: BackendKind = "local"
+    url: str | None = None  # remote: the engine's base URL, e.g. http://127.0.0.1:8080
+    name: str | None = None  # remote: the model the engine serves (None: the one it lists first)
+    api: RemoteApi = "auto"  # remote: which HTTP API; auto: llama.cpp if /props answers, else /v1/models
+    # remote: the NAME of the environment variable holding the API key (the key never sits in a settings file)
+    api_key_env: str = "SUPERPIE_API_KEY"
+    connect_timeout_ms: Positive = 1000
+    read_timeout_ms: Positive = 10000  # remote: one request's answer, from the moment it was sent
+    retries: NonNegative = 1  # remote: a request that could not be sent (refused, reset, 503) is tried again
+    fallback: bool = False  # remote: the engine down or failing, complete with the local model (`path`)
+    prompt_chars: Positive = 6000  # remote: text before the cursor sent as the prompt (moves in quarter steps)
+    suffix_chars: NonNegative = 1500  # remote: text after the cursor sent where the API takes a suffix (infill)
 
 
 @dataclass
