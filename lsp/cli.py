@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from superpie.completion.config import DecodingConfig, EngineConfig
+from superpie.completion.config import MODEL_NAMES, DecodingConfig, EngineConfig
 from superpie.completion.config.fields import bare_type, check, choices, get_path, leaf_hints, replaced
 
 EXIT_USAGE = 2
@@ -94,11 +94,15 @@ class TreeFlag:
 
 
 _HINTS, _DEFAULTS = leaf_hints(EngineConfig), EngineConfig()
-MODEL_FLAG = TreeFlag("--model", "model.path", "local Hugging Face model directory", "the embedded SmolLM2", "PATH")
+MODEL_FLAG = TreeFlag(
+    "--model", "model.path", f"a named model ({', '.join(MODEL_NAMES)}) or a local Hugging Face model directory",
+    "the embedded SmolLM2", "PATH",
+)
 ENGINE_FLAGS = (
     MODEL_FLAG,
     TreeFlag("--dtype", "model.dtype", "weight precision; auto = bf16 prefill, the GGUF's own 4-bit weights to decode"),
     TreeFlag("--threads", "model.threads", "CPU threads", "the cores allowed, minus one"),
+    TreeFlag("--layout", "model.layout", "the cached sequence: the text before the cursor, or fill-in-the-middle"),
     TreeFlag("--backend", "model.backend", "where drafts are decoded: this process, or a serving engine at --url"),
     TreeFlag("--url", "model.url", "the serving engine's base URL (--backend remote)", "none", "URL"),
     TreeFlag("--remote-model", "model.name", "the model asked of the serving engine", "the first it lists", "NAME"),

@@ -29,6 +29,12 @@ def depended_on_a_timeout(result: CompletionResult) -> bool:
     return trace is not None and any(state.fell_back for state in trace.fired.values())
 
 
+def remote_json(counts: Counter[str]) -> dict[str, float | None]:
+    """A serving engine's summed counts with the share of prompt tokens it took from its prefix cache."""
+    prompt = counts["prompt_tokens"]
+    return {**counts, "cached_share": round(counts["cached_tokens"] / prompt, 4) if prompt else None}
+
+
 def rss_bytes() -> int | None:
     """Resident memory of this process (Linux), else None."""
     try:
@@ -60,6 +66,8 @@ class ServerStats:
     dropped_notifications: int = 0  # notifications whose params could not be read (the protocol's count)
     unversioned_changes: int = 0  # didChange with `"version": null` (applied)
     after_jedi_timeout: int = 0  # answers in which a monitor's jedi question missed its budget
+    # a serving engine's answers (model.backend remote): requests, HTTP requests, prompt and cached tokens, fallbacks
+    remote: Counter[str] = field(default_factory=Counter)
     load_error: str | None = None  # set once the user was told (so the stats never say it first)
 
     def record(self, kind: str, ms: float, outcome: Outcome) -> None:
@@ -73,6 +81,15 @@ class ServerStats:
             self.reused_tokens += outcome.result.cache.reused
             self.encoded_tokens += outcome.result.cache.encoded
             self.after_jedi_timeout += depended_on_a_timeout(outcome.result)
+            remote = outcome.result.remote
+            if remote is not None:
+                self.remote.update(
+                    requests=1,
+                    http_requests=remote.http_requests,
+                    prompt_tokens=remote.prompt_tokens or 0,
+                    cached_tokens=remote.cached_tokens or 0,
+                    fallbacks=int(remote.fallback),
+                )
 
     def to_json(self, snap: Snapshot, budget_mb: int, open_documents: int) -> dict[str, object]:
         """The `superpie.stats` answer."""
@@ -124,6 +141,7 @@ class ServerStats:
                 "load_ms": round(snap.load_ms),
                 "error": self.load_error,
                 "backend": snap.backend,  # which backend answers; for a serving engine its API, model and state
+                "remote": remote_json(self.remote),
             },
         }
 

@@ -59,21 +59,25 @@ class RemoteBackend:
     """Completions from a serving engine over HTTP (`model.backend: remote`)."""
 
     def __init__(self, config: ModelConfig, environ: Mapping[str, str] = os.environ) -> None:
-        if not config.url:
-            raise ValueError("model.url must be set when model.backend is remote")
+        """A URL that is missing or not http(s) is reported by `connect` (a load error), never raised here:
+        the language server builds its engine from the editor's options and must keep running."""
         key = environ.get(config.api_key_env) if config.api_key_env else None
         settings = HttpSettings(
-            url=config.url,
+            url=config.url or "",
             connect_timeout_s=config.connect_timeout_ms / 1000,
             read_timeout_s=config.read_timeout_ms / 1000,
             retries=config.retries,
             api_key=key or None,
         )
         self.config = config
-        self.http = HttpTransport(settings)
+        self.http: HttpTransport | None = None
+        self.error: str | None = None  # the last failure, until a request succeeds
+        try:
+            self.http = HttpTransport(settings)
+        except ValueError as exc:
+            self.error = "model.url must be set when model.backend is remote" if not config.url else str(exc)
         self.client: EngineClient | None = None
         self.info: EngineInfo | None = None
-        self.error: str | None = None  # the last failure, until a request succeeds
 
     @property
     def ready(self) -> bool:
@@ -83,6 +87,8 @@ class RemoteBackend:
     def connect(self) -> float:
         """Detect the engine's API and model; the milliseconds it took. EngineDown / EngineRefused when not."""
         t0 = time.perf_counter()
+        if self.http is None:
+            raise EngineRefused(str(self.error))
         candidates: list[EngineClient] = []
         if self.config.api in ("auto", "llama.cpp"):
             candidates.append(LlamaCppClient(self.http))
@@ -128,7 +134,7 @@ class RemoteBackend:
         if req.drafts is not None and req.drafts < 1:
             raise ValueError(f"drafts must be at least 1 (got {req.drafts})")
         t0 = time.perf_counter()
-        sent = self.http.requests
+        sent = self._sent()
         k = req.drafts if req.drafts is not None else config.completion.drafts
         multiline = req.multiline if req.multiline is not None else config.decoding.multiline
         prompt = layout(req.text, req.offset, self.config.prompt_chars, self.config.suffix_chars)
@@ -165,7 +171,7 @@ class RemoteBackend:
             model=None if info is None else info.model,
             prompt_tokens=None if reply is None else reply.prompt_tokens,
             cached_tokens=None if reply is None else reply.cached_tokens,
-            http_requests=self.http.requests - sent,
+            http_requests=self._sent() - sent,
             error=None if reply is not None else error,
         )
         completions: list[Draft] = []
@@ -189,6 +195,10 @@ class RemoteBackend:
             empty_reason=reason,
             remote=stats,
         )
+
+
+    def _sent(self) -> int:
+        return 0 if self.http is None else self.http.requests
 
 
 def _draft(d: EngineDraft, index: int, greedy: bool) -> Draft:

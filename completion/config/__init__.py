@@ -28,6 +28,11 @@ DType = Literal["auto", "float32", "fp16w", "bf16", "int8", "q4"]
 Strategy = Literal["greedy", "superposed", "beam"]
 Repair = Literal["best", "all", "off"]
 LogLevel = Literal["error", "warning", "info", "debug"]
+# Models known by name (completion/model/catalog.py, which a test holds to this); `model.path` takes one of
+# these or a local directory.
+ModelName = Literal["smollm2-135m", "qwen2.5-coder-0.5b"]
+MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
+Layout = Literal["auto", "prefix", "fim"]  # how a document is cached: its text, or the FIM layout at the cursor
 BackendKind = Literal["local", "remote"]
 RemoteApi = Literal["auto", "llama.cpp", "openai"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -121,12 +126,15 @@ class PostprocessConfig(Checked):
 class ModelConfig(Checked):
     """Which model to run and how."""
 
-    path: str | None = None  # None: the embedded default model
+    path: str | None = None  # a model name (MODEL_NAMES) or a local HF directory; None: the embedded default model
     # Weight precision (completion/model/precision.py). "auto" picks by CPU: bf16 prefill plus the GGUF's own
     # 4-bit weights for decoding where the CPU has bf16 matrix units, fp16 weights with fp32 activations where
     # it has not (figures: benchmarks/RESULTS.md, cpu_inference).
     dtype: DType = "auto"
     threads: Positive | None = None  # None: the cores this process may use, minus one (model.default_threads)
+    # auto: the layout that measured best for a named model (completion/model/catalog.py), prefix for a path;
+    # fim needs fill-in-the-middle tokens in the tokenizer (completion/model/fim.py)
+    layout: Layout = "auto"
     # "local": decode in this process over the PIE cache; "remote": a serving engine over HTTP (completion/backend/)
     backend: BackendKind = "local"
     url: str | None = None  # remote: the engine's base URL, e.g. http://127.0.0.1:8080
@@ -150,6 +158,7 @@ class CacheConfig(Checked):
     stale_threshold: Positive = STALE_THRESHOLD  # stale tokens, summed over edits, before an exact re-encode
     context_tokens: Positive = 4096  # window of a document the model sees (capped by the model's context)
     window_step: Positive = WINDOW_STEP
+    fim_suffix_tokens: Positive = 512  # FIM layout: tokens after the cursor the model sees (the rest is prefix)
     memory_budget_mb: Positive = 2048  # all documents' KV together; least recently used evicted
     idle_refresh_ms: NonNegative = 1500  # server: re-encode stale tokens exactly after this long without work
     # server: a longer document (thousands of characters) is completed through a window around the cursor,

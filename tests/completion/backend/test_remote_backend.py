@@ -271,5 +271,26 @@ def test_the_backend_is_read_off_the_tree_by_the_cli() -> None:
     assert (model.backend, model.url, model.name, model.fallback) == ("remote", "http://h:1", "coder", True)
     with pytest.raises(ValueError, match="backend"):
         ModelConfig(backend="cloud")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="model.url must be set"):
-        Engine(EngineConfig(model=ModelConfig(backend="remote")))
+    engine = Engine(EngineConfig(model=ModelConfig(backend="remote")))  # the server keeps running: no raise here
+    with pytest.raises(ModelLoadError, match="model.url must be set"):
+        engine.ensure_loaded()
+    with pytest.raises(ModelLoadError, match="must be an http"):
+        Engine(EngineConfig(model=ModelConfig(backend="remote", url="gpu-box:8080"))).ensure_loaded()
+    assert Engine(EngineConfig(model=ModelConfig(backend="remote"))).complete(request()).empty_reason == "engine_error"
+
+
+def test_the_server_stats_say_which_engine_answered_and_its_cached_share() -> None:
+    from superpie.lsp.scheduler import Outcome, Snapshot
+    from superpie.lsp.stats import ServerStats
+
+    with llama_engine(lambda body: (200, llama_result("th)", ["th", ")"]))) as fake:
+        engine = Engine(remote_config(fake.url))
+        engine.ensure_loaded()
+        stats = ServerStats()
+        for _ in range(2):
+            stats.record("inline", 5.0, Outcome(engine.complete(request())))
+    out = stats.to_json(Snapshot(loaded=True, model=engine.model_name, backend=engine.backend_status()), 0, 0)
+    model: Any = out["model"]
+    assert model["backend"]["api"] == "llama.cpp" and model["backend"]["state"] == "up"
+    assert model["remote"]["requests"] == 2 and model["remote"]["cached_share"] == 0.9  # 36 of 40, twice
+    assert "llama.cpp at http://127.0.0.1:" in model["name"]
