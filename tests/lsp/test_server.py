@@ -82,6 +82,9 @@ async def start(
             initialization_options=options,
         )
     )
+    # initialize is answered before the server proper is imported (issue 17): wait until it serves
+    serving = client.workspace_execute_command_async(t.ExecuteCommandParams(command="superpie.stats"))
+    await asyncio.wait_for(serving, 120)
     return client, result
 
 
