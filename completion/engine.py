@@ -93,7 +93,7 @@ class Engine:
                 return 0.0
             t0 = time.perf_counter()
             cfg = self.config.model
-            self.lm = load_model(cfg.path, dtype=cfg.dtype, threads=cfg.threads)
+            self.lm = load_model(cfg.path, dtype=cfg.dtype, threads=cfg.threads, layout=cfg.layout)
             return (time.perf_counter() - t0) * 1000
 
     @property
@@ -143,6 +143,8 @@ class Engine:
             stale_threshold=ccfg.stale_threshold,
             max_tokens=max(64, min(ccfg.context_tokens, lm.context_length - reserve)),
             window_step=ccfg.window_step,
+            fim=None if lm.fim is None else lm.fim.markers,
+            fim_suffix_tokens=ccfg.fim_suffix_tokens,
         )
 
     def sync(self, uri: str, text: str, anchor: int | None = None, mode: str | None = None) -> SyncStats:
