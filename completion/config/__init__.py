@@ -211,6 +211,9 @@ class DecodingConfig(Checked):
     # (benchmarks/RESULTS.md, multidraft: patience).
     beam_patience: float | None = 1.0
     sample_temperature: float = 0.8  # drafts 2..k of strategy greedy are sampled at this temperature
+    # greedy drafts verify tokens proposed from the document, the workspace and recycled candidates several per
+    # forward, with plain greedy decoding's output (decoding/speculative.py; benchmarks/RESULTS.md, speculative)
+    speculate: bool = False
     ngram_debounce_s: NonNegativeFloat = 2.0  # an open document is re-fed to the n-gram index at most this often
     superposed: SuperposedConfig = field(default_factory=SuperposedConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
