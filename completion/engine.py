@@ -24,6 +24,8 @@ from superpie.completion.backend.base import EngineDown, EngineRefused
 from superpie.completion.backend.remote import NO_SYNC, RemoteBackend
 from superpie.completion.config import EngineConfig
 from superpie.completion.constraints.base import ConstraintFactory
+from superpie.completion.decoding.proposals import Speculation
+from superpie.completion.decoding.speculative import Speculator
 from superpie.completion.decoding.strategies import decode
 from superpie.completion.decoding.task import Cancelled, never_cancelled
 from superpie.completion.finish import finish
@@ -63,6 +65,7 @@ class Engine:
         self.workspace = WorkspaceNgrams(self.config.workspace)
         self._load_lock = threading.Lock()
         self._monitors: MonitorRuntime | None = None  # one jedi project for the workspace, made on first use
+        self.speculation = Speculation()  # what speculative decoding learns across requests
         # the serving engine the drafts come from (model.backend: remote); None: this process decodes them
         self.remote = RemoteBackend(self.config.model) if self.config.model.backend == "remote" else None
 
@@ -262,8 +265,13 @@ class Engine:
             ngram = self.workspace.feed(lm, self.config.ngram, docs, self.config.decoding.ngram_debounce_s)
         t_feed = time.perf_counter()
         view = CursorView(doc.cache, plan.context, reserve=plan.drafts * plan.task.max_tokens + 2)
+        speculate = self.config.decoding.speculate if req.speculate is None else req.speculate
+        speculator = None
+        if speculate and plan.strategy == "greedy":
+            proposer = self.speculation.proposer(doc.cache.ids, plan.context + 1, self.ngram, lm.vocab_size)
+            speculator = Speculator(proposer)
         decoded, verify_ms = decode(
-            lm, view, plan.task, plan.strategy, plan.drafts, self.config.decoding, ngram, cancelled
+            lm, view, plan.task, plan.strategy, plan.drafts, self.config.decoding, ngram, cancelled, speculator
         )
         t_dec = time.perf_counter()
         stopped = cancelled() or any(d.cancelled for d in decoded)
@@ -287,4 +295,5 @@ class Engine:
             strategy=plan.strategy,
             monitors=plan.trace,
             empty_reason=empty_reason,
+            speculation=None if speculator is None else speculator.stats,
         )

@@ -14,6 +14,7 @@ from superpie.completion.draft import Draft
 if TYPE_CHECKING:
     from superpie.completion.backend.remote import RemoteStats
     from superpie.completion.constraints.monitor import MonitorTrace
+    from superpie.completion.decoding.speculative import SpeculationStats
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class CompletionRequest:
     strategy: str | None = None
     multiline: bool | None = None
     monitors: bool | None = None
+    speculate: bool | None = None
 
 
 @dataclass
@@ -47,4 +49,5 @@ class CompletionResult:
     # the model ended at once), "cut" (post-processing kept nothing), "engine_down" / "engine_error" (a remote
     # serving engine did not answer / refused); None when there are completions
     empty_reason: str | None = None
+    speculation: SpeculationStats | None = None  # what speculative decoding did (None: it did not run)
     remote: RemoteStats | None = None  # what a serving engine did (None: the local model answered alone)

@@ -121,6 +121,7 @@ ENGINE_FLAGS = (
         "monitors.enabled",
         "monitor-guided decoding: jedi keeps identifiers after `obj.` and in imports valid",
     ),
+    TreeFlag("--speculate", "decoding.speculate", "greedy drafts verify proposed tokens in batches (same output)"),
 )
 MODE_FLAG = TreeFlag("--mode", "cache.mode", "how the cache follows edits")
 LOG_LEVEL_FLAG = TreeFlag("--log-level", "log_level", "the least severe messages logged")

@@ -27,6 +27,7 @@ DOCUMENTED = (
     "cache.mode", "cache.memoryBudgetMb", "cache.contextTokens", "cache.staleThreshold", "cache.idleRefreshMs",
     "completion.drafts", "completion.strategy", "completion.maxTokensInline", "completion.maxTokensMenu",
     "completion.inlineMultiline", "completion.menuMultiline", "completion.readyTimeoutMs",
+    "decoding.speculate",
     "monitors.enabled", "monitors.jediBudgetMs",
     "watcher.enabled", "watcher.maxFileKb", "watcher.debounceMs",
     "logLevel",

@@ -2,8 +2,9 @@
 
 Events mirror what an editor sends: `open`, `change` (LSP TextDocumentContentChangeEvent shapes,
 UTF-16 positions) and `complete` (optional `max_tokens`, `drafts`: K, `strategy`: greedy | superposed |
-beam, `monitors`: true | false). Each change is synced to the cache right away, as the language
-server does in the background; a `complete` reports the sync work done since the previous one.
+beam, `monitors`: true | false, `speculate`: true | false). Each change is synced to the cache right
+away, as the language server does in the background; a `complete` reports the sync work done since the
+previous one.
 
 The headless front doors run deterministically by default (`deterministic_config`): the same session
 gives byte-for-byte the same output, so scripted tests can compare it.
@@ -173,6 +174,9 @@ class Replayer:
         monitors = event.get("monitors")
         if monitors is not None and not isinstance(monitors, bool):
             raise ReplayError(f"line {number}: 'monitors' must be true or false")
+        speculate = event.get("speculate")
+        if speculate is not None and not isinstance(speculate, bool):
+            raise ReplayError(f"line {number}: 'speculate' must be true or false")
         req = CompletionRequest(
             uri=uri,
             text=engine_text(text),  # a lone surrogate (legal in JSON) becomes U+FFFD, offsets unchanged
@@ -181,6 +185,7 @@ class Replayer:
             drafts=drafts,
             strategy=strategy,
             monitors=monitors,
+            speculate=speculate,
         )
         result = self.engine.complete(req)
         return ReplayOutput(uri, {"line": int(pos["line"]), "character": int(pos["character"])}, result)

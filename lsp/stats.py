@@ -29,6 +29,17 @@ def depended_on_a_timeout(result: CompletionResult) -> bool:
     return trace is not None and any(state.fell_back for state in trace.fired.values())
 
 
+def speculation_json(counts: Counter[str]) -> dict[str, float | None]:
+    """Speculative decoding's summed counts (`SpeculationStats.counts`) with the share of proposed tokens
+    taken and the positions decided per forward (None before any speculative request)."""
+    proposed, forwards = counts["proposed"], counts["forwards"]
+    return {
+        **counts,
+        "acceptance": round(counts["accepted"] / proposed, 4) if proposed else None,
+        "tokens_per_forward": round(counts["plain_forwards"] / forwards, 4) if forwards else None,
+    }
+
+
 def remote_json(counts: Counter[str]) -> dict[str, float | None]:
     """A serving engine's summed counts with the share of prompt tokens it took from its prefix cache."""
     prompt = counts["prompt_tokens"]
@@ -66,6 +77,7 @@ class ServerStats:
     dropped_notifications: int = 0  # notifications whose params could not be read (the protocol's count)
     unversioned_changes: int = 0  # didChange with `"version": null` (applied)
     after_jedi_timeout: int = 0  # answers in which a monitor's jedi question missed its budget
+    speculation: Counter[str] = field(default_factory=Counter)  # speculative decoding's counts, summed
     # a serving engine's answers (model.backend remote): requests, HTTP requests, prompt and cached tokens, fallbacks
     remote: Counter[str] = field(default_factory=Counter)
     load_error: str | None = None  # set once the user was told (so the stats never say it first)
@@ -90,6 +102,8 @@ class ServerStats:
                     cached_tokens=remote.cached_tokens or 0,
                     fallbacks=int(remote.fallback),
                 )
+            if outcome.result.speculation is not None:
+                self.speculation.update(outcome.result.speculation.counts())
 
     def to_json(self, snap: Snapshot, budget_mb: int, open_documents: int) -> dict[str, object]:
         """The `superpie.stats` answer."""
@@ -119,6 +133,7 @@ class ServerStats:
             },
             "memory": {"kv_bytes": snap.kv_bytes, "budget_mb": budget_mb, "rss_bytes": rss_bytes()},
             "accepts": dict(self.accepts),
+            "speculation": speculation_json(self.speculation),
             "workspace": {
                 "changed": self.workspace_changed,
                 "removed": self.workspace_removed,

@@ -9,6 +9,7 @@ import torch
 from superpie.cache.cursor import CursorView
 from superpie.completion.constraints.base import TokenConstraint, apply_mask
 from superpie.completion.decoding.lookahead import span_lookahead
+from superpie.completion.decoding.speculative import Speculator, speculative_decode
 from superpie.completion.decoding.stops import StopRule
 from superpie.completion.decoding.task import Cancelled, DecodeTask, Partial, never_cancelled, task_constraints
 from superpie.completion.draft import Draft
@@ -26,6 +27,7 @@ def greedy_decode(
     constraints: Sequence[TokenConstraint] | None = None,
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
+    speculator: Speculator | None = None,
 ) -> Draft:
     """Decode one draft token by token (argmax, or sampling when temperature > 0).
 
@@ -34,7 +36,7 @@ def greedy_decode(
     if constraints is None:
         constraints = task_constraints(lm, typed)
     task = DecodeTask(first_input, max_tokens, typed, stop, tuple(constraints))
-    return chain_decode(lm, view, task, cancelled, temperature, generator)
+    return chain_decode(lm, view, task, cancelled, temperature, generator, speculator)
 
 
 def chain_decode(
@@ -44,12 +46,16 @@ def chain_decode(
     cancelled: Cancelled = never_cancelled,
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
+    speculator: Speculator | None = None,
 ) -> Draft:
     """One draft of a `DecodeTask`, one token per step through the view's chain.
 
     Greedy: where a constraint asks for it (a monitored identifier), the identifier is chosen whole by
-    `span_lookahead` and its tokens are committed at once.
+    `span_lookahead` and its tokens are committed at once. With a `speculator`, greedy decoding verifies
+    proposed tokens several per forward (`speculative`), with the same output.
     """
+    if speculator is not None and temperature <= 0:
+        return speculative_decode(lm, view, task, speculator, cancelled)
     draft = Partial.start(task)
     token = task.first_input
     while len(draft.ids) < task.max_tokens:

@@ -11,6 +11,7 @@ from superpie.cache.cursor import CursorView
 from superpie.completion.config import DecodingConfig
 from superpie.completion.decoding.beam import beam_decode
 from superpie.completion.decoding.greedy import chain_decode
+from superpie.completion.decoding.speculative import Speculator
 from superpie.completion.decoding.superposed import superposed_decode
 from superpie.completion.decoding.task import Cancelled, DecodeTask
 from superpie.completion.decoding.verify import verify
@@ -28,8 +29,11 @@ def decode(
     config: DecodingConfig,
     ngram: NgramIndex | None,
     cancelled: Cancelled,
+    speculator: Speculator | None = None,
 ) -> tuple[list[Draft], float]:
-    """The strategy's drafts (in the decoder's order) and the milliseconds spent verifying them."""
+    """The strategy's drafts (in the decoder's order) and the milliseconds spent verifying them.
+
+    `speculator`: the greedy draft is decoded speculatively (the same tokens, fewer forwards)."""
     if strategy == "beam":
         return beam_decode(lm, view, task, k, cancelled, config.beam_patience), 0.0
     if strategy == "superposed":
@@ -40,18 +44,24 @@ def decode(
         t0 = time.perf_counter()
         drafts = verify(lm, view, task, out.drafts, vcfg, trunk=out.trunk)
         return drafts, (time.perf_counter() - t0) * 1000
-    return independent(lm, view, task, k, config.sample_temperature, cancelled), 0.0
+    return independent(lm, view, task, k, config.sample_temperature, cancelled, speculator), 0.0
 
 
 def independent(
-    lm: LoadedModel, view: CursorView, task: DecodeTask, k: int, temperature: float, cancelled: Cancelled
+    lm: LoadedModel,
+    view: CursorView,
+    task: DecodeTask,
+    k: int,
+    temperature: float,
+    cancelled: Cancelled,
+    speculator: Speculator | None = None,
 ) -> list[Draft]:
     """k chain decodes: the greedy draft, then k-1 sampled ones (seeded, so results repeat)."""
     gen = torch.Generator().manual_seed(0)
     out: list[Draft] = []
     for i in range(k):
         view.rewind(0)
-        draft = chain_decode(lm, view, task, cancelled, 0.0 if i == 0 else temperature, gen)
+        draft = chain_decode(lm, view, task, cancelled, 0.0 if i == 0 else temperature, gen, speculator)
         out.append(dataclasses.replace(draft, greedy=i == 0))
         if out[-1].cancelled:
             break
