@@ -110,10 +110,10 @@ def test_k_drafts_in_one_request(server: LlamaServer) -> None:
     client.detect()
     req = sample_request()
     prompt = layout(req.text, req.offset, 6000, 0)
-    asked = EngineRequest(prompt, drafts=3, max_tokens=12, stop=("\n",), temperature=0.8)
+    asked = EngineRequest(prompt, drafts=3, max_tokens=12, stop=(), temperature=0.8)
     reply = client.complete(asked, never_cancelled)
     assert len(reply.drafts) == 3 and client.http.requests == 3  # detection (/props, the /infill probe), then one
-    assert all(d.token_logprobs and "".join(d.token_texts) == d.text for d in reply.drafts)
+    assert all(len(d.token_logprobs) == len(d.token_texts) > 0 for d in reply.drafts)  # n_probs: per token
     result = Engine(remote(server.url)).complete(sample_request(drafts=3))
     assert result.remote is not None and result.remote.http_requests == 3  # detection's two, then one completion
     assert 1 <= len(result.completions) <= 3
