@@ -353,12 +353,50 @@ def rerun(engine: Engine, records: list[dict], kinds: set[str], args: argparse.N
             ]
             offset = sorted(same)[seen[key] - 1]
         site = Site(r["path"], text, offset, r["base"], r["attr"])
-        uri, prompt = open_at(engine, site, opened)
-        again = {k: r[k] for k in ("path", "line", "project", "base", "attr", "random_sample", "unseen", "kind")}
-        again.update(off_and_on(engine, site, uri, prompt, args.max_tokens))
-        out.append(again)
-        off, on = again["off"]["identifier"], again["on"]["identifier"]
-        print(f"  {r['project']} {site.base}.{site.attr} {r['kind']} off={off!r} on={on!r}", flush=True)
+        out.append(_again(engine, site, r, opened, args.max_tokens))
+    return out
+
+
+def _again(engine: Engine, site: Site, meta: dict, opened: set[str], max_tokens: int) -> dict:
+    uri, prompt = open_at(engine, site, opened)
+    again = {k: meta[k] for k in ("path", "line", "project", "base", "attr", "random_sample", "unseen", "kind")}
+    again.update(off_and_on(engine, site, uri, prompt, max_tokens))
+    off, on = again["off"]["identifier"], again["on"]["identifier"]
+    print(f"  {meta['project']} {site.base}.{site.attr} {meta['kind']} off={off!r} on={on!r}", flush=True)
+    return again
+
+
+_LOG_LINE = re.compile(r"^  \[(\d+)/\d+\] \S+ (\S+) (\S+)  off=", re.MULTILINE)
+
+
+def follow(engine: Engine, log: Path, kinds: set[str], args: argparse.Namespace) -> list[dict]:
+    """`rerun` while a run is going: its sites sampled again (the same seed and options give the same
+    sites in the same order), each completed when the run's log shows its analysis kind is in `kinds`.
+    Stops when the run printed its summary, or after 10 minutes without a new site in the log."""
+    sites = sample_sites(engine, args)
+    out: list[dict] = []
+    opened: set[str] = set()
+    last = time.monotonic()
+    for i, h in enumerate(sites, 1):
+        while True:
+            text = log.read_text()
+            kinds_seen = {int(m.group(1)): m.group(3) for m in _LOG_LINE.finditer(text)}
+            names = {int(m.group(1)): m.group(2) for m in _LOG_LINE.finditer(text)}
+            if i in kinds_seen or '"sites_run"' in text or max(kinds_seen, default=0) > i:
+                break
+            if time.monotonic() - last > 600:
+                return out
+            time.sleep(5)
+        last = time.monotonic()
+        kind = kinds_seen.get(i)
+        if kind not in kinds:
+            continue
+        if names[i] != f"{h.site.base}.{h.site.attr}":
+            raise RuntimeError(f"site {i}: {names[i]} in the log, {h.site.base}.{h.site.attr} here (other sites)")
+        prompt = h.site.text[: h.site.offset]
+        meta = {"path": h.site.path, "line": prompt.count("\n") + 1, "project": "/".join(h.project), "kind": kind}
+        meta.update(base=h.site.base, attr=h.site.attr, random_sample=h.random_sample, unseen=h.unseen)
+        out.append(_again(engine, h.site, meta, opened, args.max_tokens))
     return out
 
 
@@ -376,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=OUT / "monitor_quality.json")
     ap.add_argument("--report", type=Path, help="print the markdown tables of a finished run's JSON and stop")
     ap.add_argument("--rerun", type=Path, help="a finished run's JSON: complete its silent sites again (see rerun)")
-    ap.add_argument("--kinds", default="object_only,dynamic", help="--rerun: the analysis kinds to run again")
+    ap.add_argument("--follow", type=Path, help="a running run's log: complete its silent sites as it logs them")
+    ap.add_argument("--kinds", default="object_only,dynamic", help="--rerun/--follow: the analysis kinds to run again")
     args = ap.parse_args(argv)
     if args.report is not None:
         print(markdown(json.loads(args.report.read_text())["summary"]))
@@ -388,8 +427,12 @@ def main(argv: list[str] | None = None) -> int:
     config.cache.context_tokens = args.doc_tokens + 256  # the whole head fits: the window never slides
     engine = Engine(deterministic_config(config))
     engine.ensure_loaded()
-    if args.rerun is not None:
-        again = rerun(engine, json.loads(args.rerun.read_text())["records"], set(args.kinds.split(",")), args)
+    if args.rerun is not None or args.follow is not None:
+        kinds = set(args.kinds.split(","))
+        if args.follow is not None:
+            again = follow(engine, args.follow, kinds, args)
+        else:
+            again = rerun(engine, json.loads(args.rerun.read_text())["records"], kinds, args)
         engine.shutdown()
         args.out.parent.mkdir(parents=True, exist_ok=True)
         config_json = {k: str(v) for k, v in vars(args).items()}
