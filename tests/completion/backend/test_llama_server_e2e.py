@@ -84,7 +84,8 @@ def server() -> Iterator[LlamaServer]:
 
 
 def remote(url: str, **model: object) -> EngineConfig:
-    config = EngineConfig(model=ModelConfig(backend="remote", url=url, read_timeout_ms=60_000, **model))  # type: ignore[arg-type]
+    settings: dict[str, object] = {"read_timeout_ms": 60_000, **model}
+    config = EngineConfig(model=ModelConfig(backend="remote", url=url, **settings))  # type: ignore[arg-type]
     return replaced(config, "monitors.enabled", False)
 
 
