@@ -115,8 +115,8 @@ def _decode_with_exact_lead(
     time; the other histories measured there are in benchmarks/RESULTS.md and are gone from the code).
     The lead's non-greedy tokens are candidates too, scored exactly, so drafts branch off the greedy
     line wherever the model hesitates. With `patience`, once the greedy line has ended after s tokens
-    the others get at most ceil(patience * s) more steps, however far behind they are (as beam search's patience); without it, they stop once they fall
-    `branch_ratio` behind it.
+    the others get at most ceil(patience * s) more steps, however far behind they are (as beam
+    search's patience); without it, they stop once they fall `branch_ratio` behind it.
     """
     prune = _prune(config)
     embed = lm.embeddings
