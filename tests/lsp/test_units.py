@@ -100,6 +100,10 @@ class FakeEngine:
     lm: object = None
     config: object = None
     jedi: object = None  # no monitors
+    model_name: str | None = "fake"
+
+    def backend_status(self) -> dict[str, object]:
+        return {"backend": "local", "loaded": self.loaded}
 
     def shutdown(self) -> None:
         """Nothing to stop: the fake runs no jedi thread."""
