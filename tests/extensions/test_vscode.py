@@ -517,10 +517,14 @@ def test_ghost_text_is_the_servers_top_draft_and_tab_inserts_it(vscode: VSCode):
     vscode.press("Control+End")
     vscode.type("cfg = ")
     draft = vscode.top_draft_shown()
-    assert vscode.server_drafts()[0]["range"]["start"] == {"line": 13, "character": 6}  # at the cursor
+    item = vscode.server_drafts()[0]
+    assert item["range"]["start"] == {"line": 13, "character": 6}  # at the cursor
     vscode.press("Tab")
-    vscode.wait("the ghost text to go", lambda: not vscode.state()["ghost"])
+    vscode.wait("the ghost text to go", lambda: vscode.state()["ghost"] != ghost_of(item))
     assert vscode.saved("ghost.py", SOURCE) == SOURCE + "cfg = " + draft
+    # the line is finished, and the server may suggest again at its end: only ever its newest top draft
+    ghost = vscode.state()["ghost"]
+    assert not ghost or ghost == ghost_of(vscode.server_drafts()[0]), ghost
     accepts = [p for p in vscode.sent("workspace/executeCommand") if p["command"] == "superpie.accept"]
     assert [a["arguments"][0]["rank"] for a in accepts] == [0]
     assert vscode.stats()["accepts"] == {"inline": 1}
