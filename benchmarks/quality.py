@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from metrics import edit_similarity
+
 from superpie.completion.config import EngineConfig
 from superpie.completion.engine import Engine
 from superpie.completion.request import CompletionRequest
@@ -109,19 +111,6 @@ def make_sites(count: int, seed: int, before: int, after: int) -> list[Site]:
         tail = "\n" + "".join(lines[i + 1 : i + 1 + after])
         sites.append(Site(str(f), i, head + tail, len(head), lines[i].strip(), split_of(f)))
     return sites
-
-
-def edit_similarity(a: str, b: str) -> float:
-    """1 - Levenshtein(a, b) / max(len): 1 for the same line, 0 for nothing in common."""
-    if not a and not b:
-        return 1.0
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return 1.0 - prev[-1] / max(len(a), len(b))
 
 
 def mean_ci(values: list[float], seed: int = 0, resamples: int = 2000) -> tuple[float, float, float]:
