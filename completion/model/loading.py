@@ -170,10 +170,10 @@ def _eos_ids(model: torch.nn.Module, tokenizer: Tokenizer) -> frozenset[int]:
             ids.add(eos)
         elif isinstance(eos, (list, tuple)):
             ids.update(int(e) for e in eos)
-    for name in ("<|endoftext|>", "</s>", "<|im_end|>", "<eos>"):
-        tid = tokenizer.token_to_id(name)
-        if tid is not None:
-            ids.add(tid)
+    # only where the name is one of the tokenizer's special tokens: Qwen's vocabulary, for one, has an
+    # ordinary `</s>` that code may well contain
+    special = {t.content: i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special}
+    ids.update(special[name] for name in ("<|endoftext|>", "</s>", "<|im_end|>", "<eos>") if name in special)
     return frozenset(ids)
 
 

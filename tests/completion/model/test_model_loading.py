@@ -29,6 +29,19 @@ def test_local_model_directory_loads_with_its_rope(tmp_path, kind):
         assert torch.allclose(lm.model(input_ids=ids).logits, ref.model(input_ids=ids).logits, atol=1e-5)
 
 
+def test_an_ordinary_token_named_like_an_end_of_text_does_not_end_drafts(tmp_path):
+    from transformers import PreTrainedTokenizerFast
+
+    tok = tiny_tokenizer()
+    tok.add_tokens(["</s>"])  # in the vocabulary, not special (as in Qwen2.5-Coder's)
+    path = tmp_path / "llama"
+    tiny_model("llama").model.save_pretrained(path)
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(path)
+    lm = load_model(path, dtype="float32")
+    assert lm.tokenizer.token_to_id("</s>") is not None
+    assert lm.eos_ids == frozenset({0})
+
+
 def test_model_without_rope_is_refused(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
