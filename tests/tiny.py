@@ -89,3 +89,14 @@ def tiny_model(kind: str = "llama", seed: int = 0) -> LoadedModel:
             if p.dim() == 2:
                 p.normal_(0.0, 0.3)
     return from_model(model, tok, name=f"tiny-{kind}")
+
+
+def save_tiny_model(path: Path, kind: str = "llama", tokenizer: Tokenizer | None = None) -> Path:
+    """`tiny_model(kind)` saved as a local Hugging Face model directory (for `--model PATH`), with
+    `tokenizer` (default: the tiny tokenizer)."""
+    from transformers import PreTrainedTokenizerFast
+
+    tiny_model(kind).model.save_pretrained(path)
+    tok = tokenizer if tokenizer is not None else tiny_tokenizer()
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=SPECIAL[0]).save_pretrained(path)
+    return path

@@ -160,13 +160,9 @@ class Editor:
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tiny import tiny_model, tiny_tokenizer
-    from transformers import PreTrainedTokenizerFast
+    from tiny import save_tiny_model
 
-    path = tmp_path_factory.mktemp("tiny-llama")
-    tiny_model("llama").model.save_pretrained(path)
-    PreTrainedTokenizerFast(tokenizer_object=tiny_tokenizer(), eos_token="<|endoftext|>").save_pretrained(path)
-    return path
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="module", params=NVIM_BINS)

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import tiny_model, tiny_tokenizer
+from tiny import save_tiny_model, tiny_model, tiny_tokenizer
 
 from superpie.completion.model.loading import ModelLoadError, load_model
 
 
 def save_tiny(kind: str, path):
-    from transformers import PreTrainedTokenizerFast
-
-    tiny_model(kind).model.save_pretrained(path)
-    PreTrainedTokenizerFast(tokenizer_object=tiny_tokenizer(), eos_token="<|endoftext|>").save_pretrained(path)
-    return path
+    return save_tiny_model(path, kind)
 
 
 @pytest.mark.parametrize("kind", ["llama", "qwen2", "phi"])
@@ -30,14 +26,9 @@ def test_local_model_directory_loads_with_its_rope(tmp_path, kind):
 
 
 def test_an_ordinary_token_named_like_an_end_of_text_does_not_end_drafts(tmp_path):
-    from transformers import PreTrainedTokenizerFast
-
     tok = tiny_tokenizer()
     tok.add_tokens(["</s>"])  # in the vocabulary, not special (as in Qwen2.5-Coder's)
-    path = tmp_path / "llama"
-    tiny_model("llama").model.save_pretrained(path)
-    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(path)
-    lm = load_model(path, dtype="float32")
+    lm = load_model(save_tiny_model(tmp_path / "llama", tokenizer=tok), dtype="float32")
     assert lm.tokenizer.token_to_id("</s>") is not None
     assert lm.eos_ids == frozenset({0})
 
