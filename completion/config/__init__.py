@@ -148,6 +148,9 @@ class ModelConfig(Checked):
     fallback: bool = False  # remote: the engine down or failing, complete with the local model (`path`)
     prompt_chars: Positive = 6000  # remote: text before the cursor sent as the prompt (moves in quarter steps)
     suffix_chars: NonNegative = 1500  # remote: text after the cursor sent where the API takes a suffix (infill)
+    # remote: extra requests per completion to re-spell a monitored identifier the engine got wrong (two each:
+    # the name under a grammar or regex, then the rest); past them the draft is cut before the name
+    monitor_requests: NonNegative = 6
 
 
 @dataclass
