@@ -238,7 +238,9 @@ class Engine:
         remote = self.remote
         if remote is None:
             return self._complete_local(req, cancelled)
-        result = remote.complete(req, self.config, cancelled, self.monitor_hook)
+        use_monitors = self.config.monitors.enabled if req.monitors is None else req.monitors
+        monitors = self.monitor_runtime() if use_monitors else None
+        result = remote.complete(req, self.config, cancelled, self.monitor_hook, monitors)
         if result.empty_reason not in ("engine_down", "engine_error") or not self.config.model.fallback:
             return result
         local = self._complete_local(req, cancelled)

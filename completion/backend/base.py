@@ -48,6 +48,9 @@ class EngineRequest:
     stop: tuple[str, ...]
     temperature: float  # 0: greedy (one draft); > 0 samples the k drafts
     logit_bias: tuple[tuple[int, float], ...] = ()
+    # a monitored identifier: the continuation must be one of these (suffixes of the allowed names, "" where
+    # what is typed is already a name) and then one non-identifier character, and nothing more
+    allowed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class EngineDraft:
     token_ids: tuple[int, ...] = ()
     token_logprobs: tuple[float, ...] = ()
     finished: bool = True  # the engine stopped on a stop string or end of text, not on the token budget
+    token_constrained: tuple[bool, ...] = ()  # per token: spelled under a monitor's constraint (a re-asked name)
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,8 @@ class EngineClient(Protocol):
     """One serving engine's HTTP API."""
 
     api: str
+    # whether `complete` honours `EngineRequest.allowed` (a grammar, a regex); known after `detect`
+    constrains: bool
 
     def detect(self) -> EngineInfo:
         """What the engine serves; `EngineDown` when it does not answer, `EngineRefused` when it is not this API."""

@@ -25,6 +25,7 @@ class LlamaCppClient:
     """An `EngineClient` for llama.cpp's server."""
 
     api = "llama.cpp"
+    constrains = True  # a GBNF `grammar` per request
 
     def __init__(self, http: HttpTransport) -> None:
         self.http = http
@@ -71,6 +72,8 @@ class LlamaCppClient:
             body["top_k"] = 1
         if request.logit_bias:
             body["logit_bias"] = [[tok, bias] for tok, bias in request.logit_bias]
+        if request.allowed:
+            body["grammar"] = allowed_grammar(request.allowed)
         if self.infill:
             endpoint = "/infill"
             body.update(input_prefix=p.prefix, input_suffix=p.suffix, prompt=p.line)
@@ -89,6 +92,18 @@ class LlamaCppClient:
             prompt_tokens=_int(first.get("tokens_evaluated")),
             cached_tokens=_int(timings.get("cache_n", first.get("tokens_cached"))),
         )
+
+
+def allowed_grammar(allowed: tuple[str, ...]) -> str:
+    """GBNF: one of the allowed continuations, then one character that ends an identifier, then the end.
+
+    The engine's grammar sampler matches it character by character across tokens, so a token that spells
+    the name and the character after it (`cwd(`) is kept; once the grammar is complete only the end of
+    text may follow, and the engine stops there."""
+    names = [n for n in allowed if n]
+    group = " | ".join(f'"{n}"' for n in names)
+    body = "" if not names else f"({group})?" if "" in allowed else f"({group})"
+    return f"root ::= {body} [^A-Za-z0-9_]".replace("::=  ", "::= ")
 
 
 def _draft(result: dict[str, Any]) -> EngineDraft:

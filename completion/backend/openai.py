@@ -8,6 +8,7 @@ vLLM and SGLang and in the per-token shape (`content`) from llama.cpp; the cache
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from superpie.completion.backend.base import (
@@ -22,6 +23,16 @@ from superpie.completion.backend.llamacpp import content_probs
 from superpie.completion.decoding.task import Cancelled
 
 _MAX_STOPS = 4  # the OpenAI API takes at most four stop strings
+# the structured-output fields of /v1/completions, by `owned_by`: vLLM's older `guided_regex` and its newer
+# `structured_outputs` (each ignores the other's), SGLang's `regex`
+_REGEX_FIELDS: dict[str, tuple[str, ...]] = {"vllm": ("guided_regex", "structured_outputs"), "sglang": ("regex",)}
+
+
+def allowed_regex(allowed: tuple[str, ...]) -> str:
+    """One of the allowed continuations, then one character that ends an identifier (as `allowed_grammar`)."""
+    names = "|".join(re.escape(n) for n in allowed if n)
+    group = "" if not names else f"(?:{names})?" if "" in allowed else f"(?:{names})"
+    return group + "[^A-Za-z0-9_]"
 
 
 class OpenAIClient:
@@ -32,6 +43,8 @@ class OpenAIClient:
     def __init__(self, http: HttpTransport, model: str | None = None) -> None:
         self.http = http
         self.model = model
+        self.server = ""  # who serves it (`owned_by` of /v1/models): "vllm", "sglang", ...
+        self.constrains = False  # a regex per request: vLLM and SGLang take one, the plain API does not
 
     def detect(self) -> EngineInfo:
         """The model to ask for, from `/v1/models`."""
@@ -44,13 +57,16 @@ class OpenAIClient:
             self.model = served[0]
         elif self.model not in served:
             raise EngineRefused(f"model {self.model!r} is not served (the engine has {', '.join(served)})")
-        length = next((m.get("max_model_len") for m in data if m.get("id") == self.model), None)
+        entry = next((m for m in data if isinstance(m, dict) and m.get("id") == self.model), {})
+        length = entry.get("max_model_len")
+        self.server = str(entry.get("owned_by") or "")
+        self.constrains = self.server in _REGEX_FIELDS
         return EngineInfo(
             api=self.api,
             url=self.http.settings.url,
             model=self.model,
             context_length=length if isinstance(length, int) else None,
-            features=("n", "logprobs", "stop", "logit_bias"),
+            features=("n", "logprobs", "stop", "logit_bias") + _REGEX_FIELDS.get(self.server, ()),
         )
 
     def complete(self, request: EngineRequest, cancelled: Cancelled) -> EngineReply:
@@ -66,6 +82,10 @@ class OpenAIClient:
         }
         if request.logit_bias:
             body["logit_bias"] = {str(tok): bias for tok, bias in request.logit_bias}
+        if request.allowed and self.constrains:
+            pattern = allowed_regex(request.allowed)
+            for name in _REGEX_FIELDS[self.server]:
+                body[name] = {"regex": pattern} if name == "structured_outputs" else pattern
         answer = self.http.post("/v1/completions", body, cancelled)
         choices = answer.get("choices") if isinstance(answer, dict) else None
         if not isinstance(choices, list) or not choices:

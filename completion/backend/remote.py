@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from superpie.cache.document import SyncStats
 from superpie.completion.backend.base import (
@@ -29,6 +30,7 @@ from superpie.completion.backend.base import (
 )
 from superpie.completion.backend.http import HttpSettings, HttpTransport, RequestCancelled
 from superpie.completion.backend.llamacpp import LlamaCppClient
+from superpie.completion.backend.monitored import RemoteMonitors
 from superpie.completion.backend.openai import OpenAIClient
 from superpie.completion.backend.prompt import layout
 from superpie.completion.config import EngineConfig, ModelConfig
@@ -37,6 +39,9 @@ from superpie.completion.draft import Draft
 from superpie.completion.finish import finish_drafts
 from superpie.completion.postprocess.pipeline import MonitorHook
 from superpie.completion.request import CompletionRequest, CompletionResult
+
+if TYPE_CHECKING:
+    from superpie.completion.constraints.monitor import MonitorRuntime, MonitorTrace
 
 NO_SYNC = SyncStats(mode="none", reused=0, encoded=0, rotated=0, refreshed=0, hunks=0, ms=0.0)
 
@@ -50,7 +55,11 @@ class RemoteStats:
     model: str | None
     prompt_tokens: int | None = None
     cached_tokens: int | None = None  # prompt tokens from the engine's prefix cache, where it reports them
-    http_requests: int = 0  # sent for this completion, retries included
+    http_requests: int = 0  # sent for this completion, retries included (and detection, the first time)
+    round_trips: int = 0  # completion requests to the engine: one for the drafts, plus the monitors' below
+    monitor_requests: int = 0  # extra requests that re-spelled a monitored identifier (and what followed it)
+    monitor_corrected: int = 0  # identifiers the engine spelled again under a monitor's grammar or regex
+    monitor_cut: int = 0  # drafts cut before a ruled-out identifier (no bound left, or no way to constrain)
     error: str | None = None  # why there are no drafts (engine down, refused, cancelled)
     fallback: bool = False  # the local model answered instead
 
@@ -127,8 +136,11 @@ class RemoteBackend:
         config: EngineConfig,
         cancelled: Cancelled = never_cancelled,
         hook: MonitorHook | None = None,
+        monitors: MonitorRuntime | None = None,
     ) -> CompletionResult:
-        """Ranked drafts from the engine; an empty result with the reason when it is down or failing."""
+        """Ranked drafts from the engine; an empty result with the reason when it is down or failing.
+
+        With `monitors`, every draft's monitored identifiers are checked and re-asked (`monitored`)."""
         if not 0 <= req.offset <= len(req.text):
             raise ValueError(f"offset {req.offset} is past the end of the document (length {len(req.text)})")
         if req.drafts is not None and req.drafts < 1:
@@ -149,19 +161,30 @@ class RemoteBackend:
         )
         reply: EngineReply | None = None
         reason: str | None = None
+        trace: MonitorTrace | None = None
+        walk: RemoteMonitors | None = None
+        drafts: list[EngineDraft] = []
+        trips = 0
         try:
             if self.client is None:
                 self.connect()
             assert self.client is not None
+            if monitors is not None:  # jedi works on the cursor's question while the engine decodes
+                monitors.prefetch(req.uri, req.text, req.offset)
+            trips += 1
             reply = self.client.complete(request, cancelled)
+            drafts = list(reply.drafts)
+            if monitors is not None:
+                walk, trace = self._monitors(monitors, req)
+                drafts = walk.check(request, reply.drafts, cancelled)
             self.error = None
         except RequestCancelled as exc:
-            reason, error = "stopped", str(exc)
+            reason, error, reply = "stopped", str(exc), None
         except EngineDown as exc:
-            reason, error = "engine_down", f"engine down: {exc}"
+            reason, error, reply = "engine_down", f"engine down: {exc}", None
             self.error = error
         except EngineRefused as exc:
-            reason, error = "engine_error", str(exc)
+            reason, error, reply = "engine_error", str(exc), None
             self.error = error
         t_dec = time.perf_counter()
         info = self.info
@@ -172,12 +195,18 @@ class RemoteBackend:
             prompt_tokens=None if reply is None else reply.prompt_tokens,
             cached_tokens=None if reply is None else reply.cached_tokens,
             http_requests=self._sent() - sent,
+            round_trips=trips + (0 if walk is None else walk.requests),
+            monitor_requests=0 if walk is None else walk.requests,
+            monitor_corrected=0 if walk is None else walk.corrected,
+            monitor_cut=0 if walk is None else walk.cut,
             error=None if reply is not None else error,
         )
         completions: list[Draft] = []
         if reply is not None:
-            decoded = [_draft(d, i, greedy=request.temperature <= 0) for i, d in enumerate(reply.drafts)]
-            completions = finish_drafts(req, decoded, config.postprocess, multiline=multiline, k=k, hook=hook)
+            decoded = [_draft(d, i, greedy=request.temperature <= 0) for i, d in enumerate(drafts)]
+            completions = finish_drafts(
+                req, decoded, config.postprocess, multiline=multiline, k=k, trace=trace, hook=hook
+            )
             if not completions:
                 reason = "blank" if all(not d.text.strip() for d in decoded) else "cut"
         t_end = time.perf_counter()
@@ -192,10 +221,21 @@ class RemoteBackend:
             cache=NO_SYNC,
             cancelled=reason == "stopped",
             strategy="remote",
+            monitors=trace,
             empty_reason=reason,
             remote=stats,
         )
 
+    def _monitors(self, runtime: MonitorRuntime, req: CompletionRequest) -> tuple[RemoteMonitors, MonitorTrace]:
+        """The walk of this request's drafts through the engine's monitors, and the trace it fills."""
+        from superpie.analysis.workspace_files import uri_to_path
+        from superpie.completion.constraints.monitor import MonitorTrace
+
+        monitors = runtime.analyzer.monitors(uri_to_path(req.uri), req.text[req.offset :])
+        trace = MonitorTrace(runtime.analyzer.jedi.stats)
+        assert self.client is not None
+        walk = RemoteMonitors(self.client, monitors, trace, req.text[: req.offset], self.config.monitor_requests)
+        return walk, trace
 
     def _sent(self) -> int:
         return 0 if self.http is None else self.http.requests
@@ -215,7 +255,7 @@ def _draft(d: EngineDraft, index: int, greedy: bool) -> Draft:
         finished=d.finished,
         token_logprobs=logprobs,
         token_ends=tuple(ends),
-        token_constrained=(False,) * len(ends),
+        token_constrained=d.token_constrained if len(d.token_constrained) == len(ends) else (False,) * len(ends),
         greedy=greedy,
         id=index,
     )
