@@ -1,29 +1,36 @@
-"""Multi-draft benchmark: what k drafts cost next to one greedy draft, and what they buy.
+"""Multi-draft benchmark: what k drafts cost next to one greedy draft, and what they buy, on real code.
 
-Documents are real Python files of the running interpreter's standard library (each cut to its first
-~`--doc-tokens` tokens at a line end). A cursor sits at the start of a real line; the document the
-engine sees is the file with that line removed (the user is about to write it), so the line after
-the cursor is the following real line, and the target is the removed one. Strategies, all through
-`Engine.complete` with the same post-processing and ranking:
+Sites come from several real projects: the standard library's top-level modules and the packages
+installed in the virtualenv's site-packages (each top-level module or package is one project). The
+projects are split once, by a fixed hash of their name (`split_of`), into a TUNING part (about a
+third, plus every stdlib module the earlier stdlib-only runs of this benchmark tuned on) and a
+HELD-OUT part; settings are chosen on `--split tuning` only, figures are reported on `--split heldout`.
+Each sampled project gives one file (cut to its first ~`--doc-tokens` tokens at a line end) and
+`--per-file` sites. A site is a real non-blank line: the editor's view is the file with that line's
+text removed but its indentation and line break kept (the user pressed Enter and is about to type
+the line), the cursor after the indentation, the code after it present; the target is the removed
+line. Strategies, all through `Engine.complete` with the same post-processing and ranking:
 
 - greedy, 1 draft (the reference cost);
 - superposed, k drafts, verified exactly in one tree-masked forward;
 - beam search, width k (tree mask: one forward of k tokens per step);
 - k independent chain decodes (the greedy one and k-1 sampled at T=0.8).
 
-The n-gram index of superposed decoding is built over a different set of stdlib files (the
-"workspace") plus the open document; the test files are never in it. Cursor positions of one file are
-visited bottom-up, so each PIE sync's first hunk sits at the cursor and the prefix the model reads is
-exact. Cost is the time of `Engine.complete` (decode + verify + post-processing; the cache is already
-in sync), wall and CPU time; the machine is shared, so CPU time is the steadier figure.
+The n-gram index of superposed decoding is built over stdlib files of the TUNING split (the
+"workspace") plus the open document; no held-out file is in it. Cursor positions of one file are
+visited bottom-up, so each PIE sync's first hunk sits at the cursor. Each site runs every strategy
+side by side (their order rotates from site to site); cost is the time of `Engine.complete` (decode +
+verify + post-processing; the cache is already in sync), wall and CPU time, one thread; the machine
+is shared, so CPU time is the steadier figure. Intervals: paired bootstrap over sites (95%).
 
-    .venv/bin/python benchmarks/multidraft.py --samples 80 --files 8   # ~6 min on 2 busy cores
-    .venv/bin/python benchmarks/multidraft.py --samples 8     # smoke run
+    nice -n 10 .venv/bin/python benchmarks/multidraft.py --split heldout --projects 105 --runs greedy,beam,superposed
+    .venv/bin/python benchmarks/multidraft.py --projects 2 --per-file 3   # smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import shutil
@@ -31,6 +38,7 @@ import statistics
 import sysconfig
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,19 +49,61 @@ from superpie.completion.engine import Engine
 from superpie.completion.request import CompletionRequest
 
 OUT = Path(__file__).parent / "out"
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+PURELIB = Path(sysconfig.get_paths()["purelib"])
 RUNS = {  # name -> (strategy, drafts)
     "greedy": ("greedy", 1),
     "superposed": ("superposed", 4),
     "beam": ("beam", 4),
     "independent": ("greedy", 4),
 }
+# the stdlib modules of the earlier stdlib-only runs (seeds 0-5, 10 files each) that set today's defaults
+EARLIER_TUNED = {
+    *"enum warnings asynchat shutil pickle modulefinder filecmp uuid string gettext".split(),
+    *"locale cgi wave cgitb threading datetime asyncore imp compileall ast code bdb smtplib aifc".split(),
+    *"tracemalloc argparse platform posixpath queue nntplib tarfile mailcap types tokenize pathlib".split(),
+    *"shlex tempfile fileinput statistics configparser traceback optparse sunau functools hashlib bz2".split(),
+    *"socketserver random".split(),
+}
+_STDLIB_SKIPPED = {"test", "idlelib", "tkinter", "turtledemo", "lib2to3", "ensurepip", "site-packages", "this"}
+_SITE_SKIPPED = {"superpie", "_distutils_hack", "pip", "setuptools", "pkg_resources"}  # the project itself; shims
 
 
-def stdlib_files() -> list[Path]:
-    """Plain-module .py files of the standard library with some substance, in a fixed order."""
-    lib = Path(sysconfig.get_paths()["stdlib"])
-    files = [p for p in sorted(lib.glob("*.py")) if 8_000 <= p.stat().st_size <= 200_000]
-    return [p for p in files if "test" not in p.name and not p.name.startswith("_")]
+def split_of(source: str, name: str) -> str:
+    """'tuning' or 'heldout', fixed by the project's name (5 of 16 hash buckets tune)."""
+    if source == "stdlib" and name in EARLIER_TUNED:
+        return "tuning"
+    digest = hashlib.sha256(f"multidraft:{source}/{name}".encode()).hexdigest()
+    return "tuning" if int(digest[-1], 16) < 5 else "heldout"
+
+
+def projects(split: str) -> dict[str, list[Path]]:
+    """'source/name' -> the project's .py files of 8-200 KB outside tests, for one split."""
+    out: dict[str, list[Path]] = {}
+    for source, root, skipped in (("stdlib", STDLIB, _STDLIB_SKIPPED), ("site-packages", PURELIB, _SITE_SKIPPED)):
+        for top in sorted(root.iterdir()):
+            name = top.name.removesuffix(".py")
+            if name in skipped or "." in name or "-" in name or name.startswith("_") or split_of(source, name) != split:
+                continue
+            files = [top] if top.suffix == ".py" else sorted(top.rglob("*.py")) if top.is_dir() else []
+            ok = [f for f in files if not {"test", "tests"} & set(f.parts) and 8_000 <= f.stat().st_size <= 200_000]
+            if ok:
+                out[f"{source}/{name}"] = ok
+    return out
+
+
+def pick_projects(split: str, n: int, rng: random.Random) -> list[tuple[str, Path]]:
+    """n projects of the split, stdlib and site-packages alternating, and one random file of each."""
+    by_source: dict[str, list[str]] = {"stdlib": [], "site-packages": []}
+    table = projects(split)
+    for key in table:
+        by_source[key.split("/")[0]].append(key)
+    for keys in by_source.values():
+        rng.shuffle(keys)
+    order = [k for pair in zip(by_source["site-packages"], by_source["stdlib"]) for k in pair]
+    longer = max(by_source.values(), key=len)
+    order += longer[min(map(len, by_source.values())) :]
+    return [(key, rng.choice(table[key])) for key in order[:n]]
 
 
 def head(engine: Engine, source: str, n_tokens: int) -> str:
@@ -71,6 +121,12 @@ def cursor_lines(text: str, rng: random.Random, n: int, min_line: int = 20) -> l
     return sorted(rng.sample(ok, min(n, len(ok))), reverse=True)
 
 
+def tuning_stdlib_files(limit: int) -> list[Path]:
+    """Stdlib modules of the tuning split, for the n-gram workspace (no held-out file)."""
+    files = [f for key, fs in sorted(projects("tuning").items()) if key.startswith("stdlib/") for f in fs]
+    return files[:limit]
+
+
 def build_engine(args: argparse.Namespace, workspace: Path) -> Engine:
     """An engine as the benchmark runs it: n-gram over `workspace`, fed the document on every request."""
     config = EngineConfig(workspace=str(workspace))
@@ -84,7 +140,7 @@ def build_engine(args: argparse.Namespace, workspace: Path) -> Engine:
         branch_ratio=args.branch_ratio,
         top_m=args.top_m,
         weight_temperature=args.weight_temperature,
-        ngram_by_share=args.ngram_by_share,
+        ngram_by_share=bool(args.ngram_by_share),
         spare=args.spare,
         exact_lead=bool(args.exact_lead),
         patience=args.sup_patience if args.sup_patience >= 0 else None,
@@ -127,73 +183,79 @@ def score(texts: list[str], target: str, after: str) -> dict:
     }
 
 
-def samples(args: argparse.Namespace, engine: Engine, files: list[Path], rng: random.Random):
-    """(uri, document, offset, target, next line) per cursor, bottom-up within each file."""
-    per_file = max(1, -(-args.samples // args.files))
-    count = 0
-    for path in files:
-        text = head(engine, path.read_text(encoding="utf-8"), args.doc_tokens)
+def samples(args: argparse.Namespace, engine: Engine, rng: random.Random) -> Iterator[tuple[str, ...]]:
+    """(project, uri, document, offset, target, next line) per site, bottom-up within each file."""
+    index, count = (int(x) for x in args.shard.split("/"))
+    for project, path in pick_projects(args.split, args.projects, rng)[index::count]:
+        text = head(engine, path.read_text(encoding="utf-8", errors="replace"), args.doc_tokens)
         lines = text.splitlines(keepends=True)
-        for line in cursor_lines(text, rng, per_file):
-            if count >= args.samples:
-                return
-            offset = len("".join(lines[:line]))
+        for line in cursor_lines(text, rng, args.per_file):
+            real = lines[line]
+            indent = real[: len(real) - len(real.lstrip())].rstrip("\n")
+            start = len("".join(lines[:line]))
+            doc = text[:start] + indent + "\n" + text[start + len(real) :]
             after = next((x for x in lines[line + 1 :] if x.strip()), "")
-            yield path.resolve().as_uri(), text[:offset] + text[offset + len(lines[line]) :], offset, lines[line], after
-            count += 1
+            yield project, path.resolve().as_uri(), doc, str(start + len(indent)), real, after
+
+
+def bootstrap(rows: list[dict], stat, n: int = 2000, seed: int = 1) -> tuple[float, float]:
+    """95% paired bootstrap interval of stat(rows) over sites."""
+    rng = random.Random(seed)
+    vals = sorted(stat([rows[rng.randrange(len(rows))] for _ in rows]) for _ in range(n))
+    return round(vals[int(0.025 * n)], 4), round(vals[int(0.975 * n) - 1], 4)
+
+
+def _ratio(num, den):
+    def f(rs: list[dict]) -> float:
+        d = sum(den(r) for r in rs)
+        return sum(num(r) for r in rs) / d if d else float("nan")
+
+    return f
 
 
 def summarize(rows: list[dict], runs: list[str]) -> dict:
-    """Per strategy: means of the quality figures, and costs relative to greedy on the same cursors."""
+    """Per strategy: rates with intervals, and costs relative to greedy on the same sites."""
     out: dict[str, dict] = {}
     for name in runs:
-        have = [r for r in rows if name in r]
-        if not have:
-            continue
-        s = {"n": len(have)}
-        for key in ("em_top", "em_best", "es_top", "es_best", "distinct", "repeats_suffix"):
-            s[key] = round(statistics.fmean(r[name]["q"][key] for r in have), 4)
-        for unit in ("wall_ms", "cpu_ms"):
-            s[unit] = round(statistics.fmean(r[name][unit] for r in have), 1)
-            s[f"{unit[:-3]}_x_greedy"] = round(
-                sum(r[name][unit] for r in have) / sum(r["greedy"][unit] for r in have), 3
-            )
-            s[f"{unit[:-3]}_x_greedy_median"] = round(
-                statistics.median(r[name][unit] / r["greedy"][unit] for r in have), 3
-            )
-        s["tokens_top"] = round(statistics.fmean(r[name]["tokens_top"] for r in have), 2)
-        out[name] = s
-    g = out.get("greedy", {})
-    for name, s in out.items():
-        if name != "greedy" and g.get("em_top"):
-            greedy_same = statistics.fmean(r["greedy"]["q"]["em_top"] for r in rows if name in r)
-            s["em_best_x_greedy"] = round(s["em_best"] / greedy_same, 3) if greedy_same else None
+        have = [r for r in rows if name in r and "greedy" in r]
+        if have:
+            out[name] = _strategy_summary(have, name)
     return out
 
 
-def plot(summary: dict, path: Path) -> None:
-    """Cost next to greedy, and exact match of the top draft and of the best of k."""
-    import matplotlib
+def _strategy_summary(have: list[dict], name: str) -> dict:
+    s: dict = {"n": len(have)}
+    for key in ("em_top", "em_best", "es_top", "es_best", "distinct", "repeats_suffix"):
+        s[key] = round(statistics.fmean(r[name]["q"][key] for r in have), 4)
+    for key in ("em_top", "em_best"):
+        s[f"{key}_ci"] = bootstrap(have, lambda rs, key=key: statistics.fmean(r[name]["q"][key] for r in rs))
+        s[f"{key}_count"] = int(sum(r[name]["q"][key] for r in have))
+    for unit in ("wall_ms", "cpu_ms"):
+        s[unit] = round(statistics.fmean(r[name][unit] for r in have), 1)
+        cost = _ratio(lambda r, u=unit: r[name][u], lambda r, u=unit: r["greedy"][u])
+        s[f"{unit[:-3]}_x_greedy"] = round(cost(have), 3)
+        per_site = [r[name][unit] / r["greedy"][unit] for r in have]
+        s[f"{unit[:-3]}_x_greedy_median"] = round(statistics.median(per_site), 3)
+    s["cpu_x_greedy_ci"] = bootstrap(have, _ratio(lambda r: r[name]["cpu_ms"], lambda r: r["greedy"]["cpu_ms"]))
+    s["tokens_top"] = round(statistics.fmean(r[name]["tokens_top"] for r in have), 2)
+    if name == "greedy":
+        return s
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def g(r: dict) -> float:
+        return r["greedy"]["q"]["em_top"]
 
-    names = list(summary)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.bar(names, [summary[n]["cpu_x_greedy"] for n in names], color="tab:blue", label="CPU time")
-    a.plot(names, [summary[n]["wall_x_greedy"] for n in names], "o", color="tab:red", label="wall time")
-    a.axhline(1.5, ls="--", color="gray", lw=1)
-    a.set_ylabel("cost / one greedy draft")
-    a.legend()
-    x = range(len(names))
-    b.bar([i - 0.2 for i in x], [summary[n]["em_top"] for n in names], width=0.4, label="top-ranked EM")
-    b.bar([i + 0.2 for i in x], [summary[n]["em_best"] for n in names], width=0.4, label="best-of-k EM")
-    b.set_xticks(list(x), names)
-    b.set_ylabel("next-line exact match")
-    b.legend()
-    fig.suptitle("k = 4 drafts vs one greedy draft (stdlib, cursor at line start)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    for key in ("em_best", "em_top"):
+        ratio = _ratio(lambda r, key=key: r[name]["q"][key], g)
+        s[f"{key}_x_greedy"] = round(ratio(have), 3)
+        s[f"{key}_x_greedy_ci"] = bootstrap(have, ratio)
+        diff = lambda rs, key=key: statistics.fmean(r[name]["q"][key] - g(r) for r in rs)  # noqa: E731
+        s[f"{key}_minus_greedy"] = round(diff(have), 4)
+        s[f"{key}_minus_greedy_ci"] = bootstrap(have, diff)
+    s["top_wins_losses_vs_greedy"] = (
+        sum(1 for r in have if r[name]["q"]["em_top"] > g(r)),
+        sum(1 for r in have if r[name]["q"]["em_top"] < g(r)),
+    )
+    return s
 
 
 def tokens_of(engine: Engine, text: str) -> int:
@@ -202,75 +264,70 @@ def tokens_of(engine: Engine, text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> dict:
-    """Run every strategy at every cursor; return the summary and the per-cursor rows."""
+    """Run every strategy at every site; return the summary and the per-site rows."""
     rng = random.Random(args.seed)
-    files = stdlib_files()
-    rng.shuffle(files)
-    test, pool = files[: args.files], files[args.files :]
     runs = [r for r in args.runs.split(",") if r]
     with tempfile.TemporaryDirectory() as tmp:
         workspace = Path(tmp)
-        for p in pool[: args.workspace_files]:
-            shutil.copyfile(p, workspace / p.name)  # copies: links out of the workspace are not read
+        for i, p in enumerate(tuning_stdlib_files(args.workspace_files)):
+            shutil.copyfile(p, workspace / f"{i:03d}_{p.name}")  # copies: links out of the workspace are not read
         engine = build_engine(args, workspace)
         engine.ensure_loaded()
         t0 = time.perf_counter()
         engine.workspace.built(engine.lm, engine.config.ngram)
         ngram_ms = (time.perf_counter() - t0) * 1000
         rows = []
-        for i, (uri, text, offset, target, after) in enumerate(samples(args, engine, test, rng)):
+        log = (OUT / f"{args.tag}.jsonl").open("w")
+        for i, (project, uri, text, off, target, after) in enumerate(samples(args, engine, rng)):
+            offset = int(off)
             engine.sync(uri, text, anchor=offset)
-            row: dict = {"uri": uri, "offset": offset, "target": target}
-            for name in runs:
-                if name in ("beam", "independent") and i % args.baseline_every:
-                    continue
+            row: dict = {"project": project, "uri": uri, "offset": offset, "target": target}
+            for name in runs[i % len(runs) :] + runs[: i % len(runs)]:  # rotate: no strategy always runs first
                 strategy, k = RUNS[name]
                 out = run_one(engine, uri, text, offset, strategy, k)
                 out["q"] = score(out["texts"], target, after)
                 out["tokens_top"] = tokens_of(engine, out["texts"][0]) if out["texts"] else 0
                 row[name] = out
             rows.append(row)
-            shown = {n: row[n]["texts"][:4] for n in runs if n in row}
-            print(json.dumps({"i": i, "target": target.strip()[:60], **shown}), flush=True)
-    summary = summarize(rows, runs)
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            shown = {n: row[n]["texts"][:4] for n in runs}
+            print(json.dumps({"i": i, "project": project, "target": target.strip()[:60], **shown}), flush=True)
     return {
-        "config": {k: v for k, v in vars(args).items()},
+        "config": dict(vars(args)),
         "ngram_build_ms": round(ngram_ms, 1),
-        "test_files": [p.name for p in test],
-        "summary": summary,
+        "projects": sorted({r["project"] for r in rows}),
+        "summary": summarize(rows, runs),
         "rows": rows,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=60)
-    parser.add_argument("--files", type=int, default=6, help="test files (positions are spread over them)")
-    parser.add_argument("--workspace-files", type=int, default=60, help="other stdlib files in the n-gram index")
+    parser.add_argument("--split", default="tuning", choices=("tuning", "heldout"))
+    parser.add_argument("--projects", type=int, default=40, help="projects sampled (one file each)")
+    parser.add_argument("--per-file", type=int, default=4, help="sites per file")
+    parser.add_argument("--workspace-files", type=int, default=60, help="tuning-split stdlib files in the n-gram index")
     parser.add_argument("--doc-tokens", type=int, default=1536)
     parser.add_argument("--max-tokens", type=int, default=24)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU time is meaningful)")
-    parser.add_argument("--ngram-weight", type=float, default=EngineConfig().decoding.superposed.ngram_weight)
-    parser.add_argument("--branch-ratio", type=float, default=EngineConfig().decoding.superposed.branch_ratio)
-    parser.add_argument(
-        "--weight-temperature", type=float, default=EngineConfig().decoding.superposed.weight_temperature
-    )
-    parser.add_argument("--ngram-by-share", type=int, default=int(EngineConfig().decoding.superposed.ngram_by_share))
-    parser.add_argument("--top-m", type=int, default=EngineConfig().decoding.superposed.top_m)
-    parser.add_argument("--cut-confidence", type=float, default=EngineConfig().decoding.verify.cut_confidence)
+    sup, dec = EngineConfig().decoding.superposed, EngineConfig().decoding
+    parser.add_argument("--ngram-weight", type=float, default=sup.ngram_weight)
+    parser.add_argument("--branch-ratio", type=float, default=sup.branch_ratio)
+    parser.add_argument("--weight-temperature", type=float, default=sup.weight_temperature)
+    parser.add_argument("--ngram-by-share", type=int, default=int(sup.ngram_by_share))
+    parser.add_argument("--top-m", type=int, default=sup.top_m)
+    parser.add_argument("--cut-confidence", type=float, default=dec.verify.cut_confidence)
     parser.add_argument(
         "--beam-patience",
         type=float,
-        default=EngineConfig().decoding.beam_patience or 0.0,
+        default=dec.beam_patience or 0.0,
         help="beam: steps after the first ended beam, as a share of its steps (0: until k ended)",
     )
-    parser.add_argument("--repair", default=EngineConfig().decoding.verify.repair, choices=("best", "all", "off"))
-    parser.add_argument("--repair-tokens", type=int, default=EngineConfig().decoding.verify.repair_tokens)
-    parser.add_argument("--spare", type=int, default=EngineConfig().decoding.superposed.spare, help="superposed")
-    sup = EngineConfig().decoding.superposed
-    parser.add_argument(
-        "--exact-lead", type=int, default=int(sup.exact_lead), help="superposed: 1 feeds greedy exactly"
-    )
+    parser.add_argument("--repair", default=dec.verify.repair, choices=("best", "all", "off"))
+    parser.add_argument("--repair-tokens", type=int, default=dec.verify.repair_tokens)
+    parser.add_argument("--spare", type=int, default=sup.spare, help="superposed")
+    parser.add_argument("--exact-lead", type=int, default=int(sup.exact_lead), help="superposed: 1: greedy fed exactly")
     parser.add_argument(
         "--sup-patience",
         type=float,
@@ -278,16 +335,20 @@ def main() -> None:
         help="superposed: steps after the greedy line ended, as a share of its steps (< 0: until they fall behind)",
     )
     parser.add_argument("--monitors", type=int, default=0, help="1: jedi monitors on (as the server runs)")
-    parser.add_argument("--runs", default="greedy,superposed,beam,independent")
-    parser.add_argument("--baseline-every", type=int, default=1, help="beam/independent on every n-th cursor")
+    parser.add_argument("--runs", default="greedy,superposed,beam")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shard", default="0/1", help="I/N: this process runs every N-th project from the I-th")
     parser.add_argument("--tag", default="multidraft")
+    parser.add_argument("--merge", nargs="*", help="only summarize these .jsonl row logs (shards) together")
     args = parser.parse_args()
-    result = run(args)
+    if args.merge:
+        rows = [json.loads(line) for f in args.merge for line in Path(f).read_text().splitlines()]
+        runs = [r for r in args.runs.split(",") if r]
+        print(json.dumps({"sites": len(rows), "summary": summarize(rows, runs)}, indent=1))
+        return
     OUT.mkdir(parents=True, exist_ok=True)
+    result = run(args)
     (OUT / f"{args.tag}.json").write_text(json.dumps(result, indent=1))
-    if "greedy" in result["summary"]:
-        plot(result["summary"], OUT / f"{args.tag}.png")
     print(json.dumps({"summary": result["summary"], "ngram_build_ms": result["ngram_build_ms"]}, indent=1))
 
 
