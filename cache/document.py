@@ -22,18 +22,23 @@ Documents longer than `max_tokens` are cached through a window: `max_tokens` tok
 multiple of `window_step` chosen so that the anchor (the cursor) is inside it. Positions count from
 the window start. The start moves in steps, so typing does not slide the window on every keystroke;
 when it moves, PIE sees a deletion at the start and rotates everything behind it.
+
+Repository context (`sync(..., context=ids)`, cache/context.py) is cached ahead of the document; a
+changed snippet is a hunk like any other, so PIE encodes it and rotates the document behind it.
 """
 
 from __future__ import annotations
 
 import bisect
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from tokenizers import Tokenizer
 
+from superpie.cache.context import with_context
 from superpie.cache.defaults import STALE_THRESHOLD, WINDOW_STEP
 from superpie.cache.diff import Hunk, common_prefix, common_suffix, diff_ids
 from superpie.cache.fim import FimMarkers, fim_sequence
@@ -124,6 +129,7 @@ class DocumentCache:
         self.fim = fim
         self.fim_suffix_tokens = fim_suffix_tokens
         self.cursor = 0  # FIM: the char offset the layout is cut at
+        self.context: list[int] = []  # repository context ids cached ahead of the document (cache/context.py)
 
     # ----------------------------------------------------------------- public
 
@@ -149,7 +155,7 @@ class DocumentCache:
             self.max_tokens, self.window_step, self.chunk, self.exact_after, self.runner,
             self.fim, self.fim_suffix_tokens,
         )
-        twin.cursor = self.cursor
+        twin.cursor, twin.context = self.cursor, list(self.context)
         twin.text, twin.ids, twin.offsets = self.text, list(self.ids), list(self.offsets)
         twin.window_start, twin.stale, twin.stale_load = self.window_start, list(self.stale), self.stale_load
         twin.store.keys = [None if k is None else k.clone() for k in self.store.keys]
@@ -165,25 +171,32 @@ class DocumentCache:
         self.cursor = 0
 
     @torch.inference_mode()
-    def sync(self, text: str, anchor: int | None = None, mode: str | None = None) -> SyncStats:
-        """Bring the KV in step with `text` (anchor: a char offset the window must contain)."""
+    def sync(
+        self, text: str, anchor: int | None = None, mode: str | None = None, context: Sequence[int] | None = None
+    ) -> SyncStats:
+        """Bring the KV in step with `text` (anchor: a char offset the window must contain); `context`: the
+        repository context ids to cache ahead of the document (None: keep the current ones)."""
         t0 = time.perf_counter()
         mode = mode or self.mode
         if mode not in MODES:
             raise ValueError(f"unknown cache mode '{mode}' (expected one of {', '.join(MODES)})")
+        ctx = self.context if context is None else list(context)
+        same_context = ctx == self.context
         if self.fim is not None:  # the cursor is the anchor; a sync without one puts it where the edit ended
             anchor = self._edit_end(text) if anchor is None else anchor
-            if text == self.text and self.ids and anchor == self.cursor:
+            if text == self.text and self.ids and anchor == self.cursor and same_context:
                 return NO_SYNC
             ids, offsets = self._fim_layout(self.fim, text, anchor)
-        elif text == self.text and self.ids and self._window_holds(anchor):
+        elif text == self.text and self.ids and self._window_holds(anchor) and same_context:
             return NO_SYNC
         else:
             enc = self.tokenizer.encode(text, add_special_tokens=False)
             ids, offsets = self._window(list(enc.ids), list(enc.offsets), anchor)
+        head = offsets[0][0] if offsets else 0
+        ids, offsets = with_context(ctx, ids, offsets, head)
         stats = self._apply(ids, mode)
         refreshed = self._refresh_if_stale()
-        self.text, self.offsets = text, offsets
+        self.text, self.offsets, self.context = text, offsets, ctx
         ms = (time.perf_counter() - t0) * 1000
         return SyncStats(stats.mode, stats.reused, stats.encoded, stats.rotated, refreshed, stats.hunks, ms)
 
@@ -214,8 +227,8 @@ class DocumentCache:
                 raise ValueError(f"the FIM layout is cut at {self.cursor}, not at {offset}: sync with anchor={offset}")
             return CursorSplit(prefix_len=len(self.ids), typed="")
         n = bisect.bisect_right([end for _, end in self.offsets], offset)
-        if heal and n > 0 and self.offsets[n - 1][1] == offset:
-            n -= 1
+        if heal and n > len(self.context) and self.offsets[n - 1][1] == offset:
+            n -= 1  # (never back into the repository context: it is no text of the document)
         boundary = self.offsets[n - 1][1] if n > 0 else self._window_char_start()
         return CursorSplit(prefix_len=n, typed=self.text[boundary:offset])
 
@@ -242,7 +255,7 @@ class DocumentCache:
         return self.offsets[0][0] if self.offsets else 0
 
     def _window_holds(self, anchor: int | None) -> bool:
-        if anchor is None or self.window_start == 0 and len(self.ids) < self.max_tokens:
+        if anchor is None or self.window_start == 0 and len(self.ids) - len(self.context) < self.max_tokens:
             return True
         if not self.offsets:
             return False

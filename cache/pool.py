@@ -46,13 +46,16 @@ class DocumentPool:
         """The open document, or None (does not count as a use)."""
         return self._docs.get(uri)
 
-    def sync(self, uri: str, text: str, anchor: int | None = None, mode: str | None = None) -> SyncStats:
-        """Bring the document's cache in step with `text` (opening it if new), then fit the budget."""
+    def sync(
+        self, uri: str, text: str, anchor: int | None = None, mode: str | None = None, context: list[int] | None = None
+    ) -> SyncStats:
+        """Bring the document's cache in step with `text` (opening it if new), then fit the budget; `context`:
+        repository context ids ahead of the document (None: keep them)."""
         doc = self._docs.get(uri)
         if doc is None:
             doc = self._docs[uri] = PooledDocument(self._make_cache())
         self._docs.move_to_end(uri)
-        stats = doc.cache.sync(text, anchor=anchor, mode=mode)
+        stats = doc.cache.sync(text, anchor=anchor, mode=mode, context=context)
         doc.text = text
         if stats.mode != "none":
             doc.pending = doc.pending + stats
