@@ -8,6 +8,7 @@ binary (`SUPERPIE_LLAMA_SERVER`, else the cache's path) the tests are skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -162,3 +163,32 @@ def test_the_engine_killed_mid_request_and_down() -> None:
     assert again.empty_reason == "engine_down" and engine.backend_status()["state"] == "down"
     argv = ["complete", str(SAMPLE), "--line", "22", "--character", "12", "--backend", "remote", "--url", own.url]
     assert main(argv) == 2  # the CLI says so in one line: superpie: error: remote engine ... is down
+
+
+ACCOUNT = '''class Account:
+    def __init__(self, owner):
+        self.owner_name = owner
+        self.balance_cents = 0
+
+
+acct = Account("bob")
+'''
+
+
+def test_monitors_over_the_engine_keep_every_name_after_the_dot_valid(server: LlamaServer, tmp_path: Path) -> None:
+    config = replaced(remote(server.url), "monitors.enabled", True)
+    engine = Engine(replaced(config, "monitors.jedi_budget_ms", 20_000))
+    uri = (tmp_path / "acct.py").as_uri()
+    invalid_without = 0
+    for line in ("print(acct.", "total = acct.", "name = acct.", "if acct."):
+        text = ACCOUNT + line
+        ask = CompletionRequest(uri, text, len(text), max_tokens=12)
+        off = engine.complete(dataclasses.replace(ask, monitors=False))
+        invalid_without += not off.completions or not off.completions[0].text.startswith(("owner_name", "balance_cents"))
+        on = engine.complete(ask)
+        assert on.completions and on.completions[0].text.startswith(("owner_name", "balance_cents")), line
+        verdict = on.completions[0].monitor
+        assert verdict is not None and verdict.checked >= 1 and verdict.valid == verdict.checked
+        assert on.remote is not None and on.remote.round_trips == 1 + on.remote.monitor_requests
+    engine.shutdown()
+    assert invalid_without >= 1  # SmolLM2 alone spells attributes Account does not have
