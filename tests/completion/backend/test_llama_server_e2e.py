@@ -180,13 +180,14 @@ def test_monitors_over_the_engine_keep_every_name_after_the_dot_valid(server: Ll
     engine = Engine(replaced(config, "monitors.jedi_budget_ms", 20_000))
     uri = (tmp_path / "acct.py").as_uri()
     invalid_without = 0
+    names = ("owner_name", "balance_cents")
     for line in ("print(acct.", "total = acct.", "name = acct.", "if acct."):
         text = ACCOUNT + line
         ask = CompletionRequest(uri, text, len(text), max_tokens=12)
         off = engine.complete(dataclasses.replace(ask, monitors=False))
-        invalid_without += not off.completions or not off.completions[0].text.startswith(("owner_name", "balance_cents"))
+        invalid_without += not off.completions or not off.completions[0].text.startswith(names)
         on = engine.complete(ask)
-        assert on.completions and on.completions[0].text.startswith(("owner_name", "balance_cents")), line
+        assert on.completions and on.completions[0].text.startswith(names), line
         verdict = on.completions[0].monitor
         assert verdict is not None and verdict.checked >= 1 and verdict.valid == verdict.checked
         assert on.remote is not None and on.remote.round_trips == 1 + on.remote.monitor_requests
