@@ -258,6 +258,39 @@ def _strategy_summary(have: list[dict], name: str) -> dict:
     return s
 
 
+def _common(a: str, b: str) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def why_missed(rows: list[dict], name: str = "superposed", against: str = "beam") -> dict:
+    """Where `against` holds the real line among its drafts and `name` does not: why `name` missed it.
+
+    Greedy leaves the real line at character c (its common prefix with the line). A draft that goes
+    further along the line took the right branch: then it is the line cut short (a prefix of it), or
+    it left the line again later (its continuation went wrong). No draft going further: `name` never
+    branched where the line leaves greedy's, with fewer than k drafts (pruned) or with k (its branches
+    went elsewhere). Also counted: how many of `against`'s hits are the line at its top draft."""
+    out: dict[str, int] = {}
+    for r in rows:
+        want = r["target"].strip()
+        if want not in [t.strip() for t in r[against]["texts"]] or want in [t.strip() for t in r[name]["texts"]]:
+            continue
+        greedy = r["greedy"]["texts"][0].strip() if r["greedy"]["texts"] else ""
+        c = _common(greedy, want)
+        drafts = [t.strip() for t in r[name]["texts"]]
+        further = [d for d in drafts if _common(d, want) > c]
+        if further:
+            why = "right branch, cut short" if any(want.startswith(d) for d in further) else "right branch, went wrong"
+        else:
+            why = "never branched there: fewer drafts" if len(drafts) < 4 else "never branched there: k drafts"
+        out[why] = out.get(why, 0) + 1
+    out["total"] = sum(out.values())
+    return out
+
+
 def tokens_of(engine: Engine, text: str) -> int:
     """Token count of a draft (for the 'same length' context of the cost figures)."""
     return len(engine.lm.tokenizer.encode(text, add_special_tokens=False).ids) if text else 0
@@ -344,7 +377,8 @@ def main() -> None:
     if args.merge:
         rows = [json.loads(line) for f in args.merge for line in Path(f).read_text().splitlines()]
         runs = [r for r in args.runs.split(",") if r]
-        print(json.dumps({"sites": len(rows), "summary": summarize(rows, runs)}, indent=1))
+        missed = why_missed(rows) if {"superposed", "beam", "greedy"} <= set(runs) else {}
+        print(json.dumps({"sites": len(rows), "summary": summarize(rows, runs), "superposed_missed": missed}, indent=1))
         return
     OUT.mkdir(parents=True, exist_ok=True)
     result = run(args)
