@@ -122,10 +122,14 @@ ENGINE_FLAGS = (
         "monitor-guided decoding: jedi keeps identifiers after `obj.` and in imports valid",
     ),
     TreeFlag("--speculate", "decoding.speculate", "greedy drafts verify proposed tokens in batches (same output)"),
+    TreeFlag("--context", "context.enabled", "snippets of other workspace files ahead of the document (definitions)"),
+    TreeFlag("--context-tokens", "context.tokens", "the repository context's token budget", metavar="N"),
 )
 MODE_FLAG = TreeFlag("--mode", "cache.mode", "how the cache follows edits")
 LOG_LEVEL_FLAG = TreeFlag("--log-level", "log_level", "the least severe messages logged")
 FLAGS = (*ENGINE_FLAGS, MODE_FLAG, LOG_LEVEL_FLAG)
+# `serve` takes the engine's flags that choose where drafts come from; the rest are the editor's settings
+SERVE_FLAGS = tuple(f for f in ENGINE_FLAGS if f.path in ("model.backend", "model.url", "model.name", "model.fallback"))
 
 
 def config_from_flags(args: argparse.Namespace) -> EngineConfig:
@@ -252,7 +256,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from superpie.lsp.transport import serve
 
     config = config_from_flags(args)
-    return serve(tcp=args.tcp, model=config.model.path, log_level=config.log_level, allow_remote=args.allow_remote)
+    settings = {flag.path: get_path(config, flag.path) for flag in SERVE_FLAGS}  # the remote engine, if any
+    return serve(
+        tcp=args.tcp,
+        model=config.model.path,
+        log_level=config.log_level,
+        allow_remote=args.allow_remote,
+        settings=settings,
+    )
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -295,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     transport.add_argument("--stdio", action="store_true", help="talk LSP over stdin and stdout (the default)")
     p.add_argument("--allow-remote", action="store_true", help="let --tcp listen on an address that is not loopback")
     MODEL_FLAG.add_to(p)
+    for flag in SERVE_FLAGS:
+        flag.add_to(p)
     LOG_LEVEL_FLAG.add_to(p)
     p.set_defaults(func=cmd_serve)
     return parser

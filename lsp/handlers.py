@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from lsprotocol import types
@@ -156,9 +157,11 @@ FEATURES: list[tuple[str, Any, Any]] = [
 COMMANDS = {STATS_COMMAND: stats_command, ACCEPT_COMMAND: accept_command, DOCUMENT_COMMAND: document_command}
 
 
-def create_server(model: str | None = None, log_level: LogLevel | None = None) -> SuperpieServer:
+def create_server(
+    model: str | None = None, log_level: LogLevel | None = None, settings: Mapping[str, object] | None = None
+) -> SuperpieServer:
     """A server with every feature and command registered (no module-level singleton)."""
-    server = SuperpieServer(model=model, log_level=log_level)
+    server = SuperpieServer(model=model, log_level=log_level, settings=settings)
     for name, handler, options in FEATURES:
         server.feature(name, options)(handler)
     for name, handler in COMMANDS.items():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from superpie.completion.config import EngineConfig, LogLevel
@@ -68,10 +69,14 @@ class ParsedOptions:
     invalid: list[str] = field(default_factory=list)
 
 
-def command_line_options(model: str | None = None, log_level: LogLevel | None = None) -> EngineConfig:
-    """The options `superpie serve` was started with (None: not given): what an unset option falls back to."""
+def command_line_options(
+    model: str | None = None, log_level: LogLevel | None = None, settings: Mapping[str, object] | None = None
+) -> EngineConfig:
+    """The options `superpie serve` was started with (None: not given): what an unset option falls back to.
+
+    `settings`: more of them by tree path (`model.backend`, `model.url`, ... from `--backend`, `--url`)."""
     options = EngineConfig()
-    for path, value in (("model.path", model), ("log_level", log_level)):
+    for path, value in (("model.path", model), ("log_level", log_level), *(settings or {}).items()):
         if value is not None:
             options = replaced(options, path, value)
     return options

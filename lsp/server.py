@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,9 +93,12 @@ class SuperpieServer(LanguageServer):
 
     protocol: SuperpieProtocol  # made by pygls from `protocol_cls`
 
-    def __init__(self, model: str | None = None, log_level: LogLevel | None = None) -> None:
+    def __init__(
+        self, model: str | None = None, log_level: LogLevel | None = None, settings: Mapping[str, object] | None = None
+    ) -> None:
         super().__init__("superpie", _version(), protocol_cls=SuperpieProtocol)
-        self.command_line = command_line_options(model, log_level)  # what an unset (null) option falls back to
+        # what an unset (null) option falls back to; `settings`: more command-line options by tree path
+        self.command_line = command_line_options(model, log_level, settings)
         self.options = self.command_line
         self.documents: dict[str, Document] = {}
         self.encoding = "utf-16"

@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -208,7 +208,13 @@ def _private_stdout() -> Any:
     return lsp_out
 
 
-def serve(tcp: str | None, model: str | None, log_level: LogLevel, allow_remote: bool = False) -> int:
+def serve(
+    tcp: str | None,
+    model: str | None,
+    log_level: LogLevel,
+    allow_remote: bool = False,
+    settings: Mapping[str, object] | None = None,
+) -> int:
     """Run the language server on stdio (or TCP) until the client says exit; 0 after a clean shutdown.
 
     TCP listens on loopback only (unless `allow_remote`) and serves one client holding the session's
@@ -230,7 +236,7 @@ def serve(tcp: str | None, model: str | None, log_level: LogLevel, allow_remote:
     def make_server() -> SuperpieServer:
         from superpie.lsp.handlers import create_server  # pygls, the engine, torch, jedi: seconds
 
-        made.append(create_server(model=model, log_level=log_level))
+        made.append(create_server(model=model, log_level=log_level, settings=settings))
         return made[-1]
 
     signalled = None

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from lsprotocol import types as t
 from pytest_lsp import ClientServerConfig, LanguageClient
-from test_server import SERVE, capabilities, stop, until
+from test_server import SERVE, Doc, capabilities, stop, until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -69,3 +69,24 @@ async def test_a_null_option_keeps_the_model_of_the_command_line(model_dir: Path
     s = await until(client, lambda s: s["model"]["loaded"] and s["model"]["error"] is None, timeout=120)
     assert s["model"]["name"] == model_dir.name
     assert await stop(client) == 0
+
+
+async def test_serve_completes_through_the_remote_engine_its_command_line_names(tmp_path: Path) -> None:
+    from fake_engine import FakeEngine, llama_props, llama_result, no_infill
+
+    def completion(body: dict) -> tuple[int, object]:
+        return 200, llama_result("th)", ["th", ")"])
+
+    routes = {"/props": llama_props, "/infill": no_infill, "/completion": completion}
+    with FakeEngine(routes) as fake:
+        # the editor leaves the backend unset (null): the command line's engine answers
+        options = {"model": {"backend": None, "url": None}, "monitors": {"enabled": False}}
+        client = await start(["--backend", "remote", "--url", fake.url, "--stdio"], tmp_path, options)
+        s = await until(client, lambda s: s["model"]["loaded"] or s["model"]["error"])
+        assert s["model"]["error"] is None and s["model"]["backend"]["backend"] == "remote"
+        assert (s["model"]["backend"]["api"], s["model"]["backend"]["url"]) == ("llama.cpp", fake.url)
+        doc = Doc(client, "p.py", "import os\npath = os.getcwd()\nprint(pa")
+        answer = await asyncio.wait_for(doc.inline(), 90)  # a loaded machine: the first request imports the engine
+        assert answer is not None and [item.insert_text for item in answer.items] == ["th)"]
+        assert fake.posted("/completion")[-1]["prompt"].endswith("print(pa")
+        assert await stop(client) == 0
