@@ -34,6 +34,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from metrics import edit_similarity
 from pie_edits import next_line, timed_sync
 from quality import mean_ci
 
@@ -229,8 +230,20 @@ def summarize(rows: list[dict]) -> dict:
     out["exact_match_pct_ci"] = {m: pct_ci(em[m]) for m in MODES}
     out["pie_minus_full_pts_ci"] = pct_ci([p - f for p, f in zip(em["pie"], em["full"])])
     out["exact_minus_full_pts_ci"] = pct_ci([e - f for e, f in zip(em["exact"], em["full"])])
+    out["edit_similarity_mean"] = {m: round(statistics.mean(edit_similarity(r[f"{m}_line"], r["target"])
+                                                            for r in rows), 4) for m in MODES}
     for m in ("pie", "exact"):
         out[f"{m}_agrees_with_full_pct_ci"] = pct_ci([float(r[f"{m}_line"] == r["full_line"]) for r in rows])
+    # Only where PIE left stale tokens before the cursor can its line differ for a reason other than float error.
+    stale = [r for r in rows if r["stale_before_cursor"] > 0]
+    out["stale_subset"] = {"sessions": len(stale)}
+    if stale:
+        out["stale_subset"] |= {
+            "exact_match_pct_ci": {m: pct_ci([float(r[f"{m}_line"] == r["target"]) for r in stale]) for m in MODES},
+            "pie_agrees_with_full_pct_ci": pct_ci([float(r["pie_line"] == r["full_line"]) for r in stale]),
+            "exact_agrees_with_full_pct_ci": pct_ci([float(r["exact_line"] == r["full_line"]) for r in stale]),
+            "median_stale_tokens": statistics.median(r["stale_before_cursor"] for r in stale),
+        }
     out["median_ms_per_sync"] = {m: round(statistics.median(t for r in rows for t in r[f"{m}_ms"]), 1) for m in MODES}
     out["median_ms_session"] = {m: round(statistics.median(sum(r[f"{m}_ms"]) for r in rows), 1) for m in MODES}
     out["syncs_per_session"] = dict(sorted({n: sum(r["syncs"] == n for r in rows)
@@ -255,6 +268,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split", choices=("held-out", "tuning"), default="held-out")
     ap.add_argument("--sessions", type=int, default=120, help="sessions to run (round-robin over projects)")
+    ap.add_argument("--skip", type=int, default=0, help="start at this session (a second process takes a later part)")
     ap.add_argument("--per-project", type=int, default=40, help="sessions built per project")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--window", type=int, default=1024, help="tokens of the old file in the document")
@@ -266,19 +280,19 @@ def main() -> None:
     ap.add_argument("--dtype", default=None, help="weight precision (default: the engine's)")
     ap.add_argument("--until", default=None, help="stop starting sessions at this UTC time (HH:MM)")
     ap.add_argument("--log", type=Path, default=OUT / "pie_history.jsonl", help="per-session rows (appended)")
-    ap.add_argument("--rows-from", type=Path, default=None, help="summarize the rows of an earlier log (no run)")
+    ap.add_argument("--rows-from", type=Path, nargs="+", default=None, help="summarize earlier logs' rows (no run)")
     ap.add_argument("--list", type=Path, default=None, help="write the session list (project, commit, path, line)")
     args = ap.parse_args()
     OUT.mkdir(exist_ok=True)
     if args.rows_from is not None:
-        rows = [json.loads(x) for x in args.rows_from.read_text().splitlines() if x.startswith("{")]
+        rows = [json.loads(x) for f in args.rows_from for x in f.read_text().splitlines() if x.startswith("{")]
         print(json.dumps(summarize(rows), indent=1))
         return
     config = EngineConfig()
     config.model.threads = args.threads
     lm = load_model(dtype=args.dtype or config.model.dtype, threads=args.threads)
     projects = TUNING if args.split == "tuning" else HELD_OUT
-    sessions = interleave([sessions_of(lm, p, args) for p in projects])[: args.sessions]
+    sessions = interleave([sessions_of(lm, p, args) for p in projects])[args.skip : args.skip + args.sessions]
     print(f"{len(sessions)} sessions, precision {lm.precision}", file=sys.stderr, flush=True)
     if args.list is not None:
         args.list.write_text("".join(
