@@ -8,7 +8,7 @@ import torch
 
 from superpie.cache.cursor import CursorView
 from superpie.completion.constraints.base import TokenConstraint, apply_mask
-from superpie.completion.decoding.lookahead import span_lookahead
+from superpie.completion.decoding.lookahead import commit_span, span_lookahead
 from superpie.completion.decoding.speculative import Speculator, speculative_decode
 from superpie.completion.decoding.stops import StopRule
 from superpie.completion.decoding.task import Cancelled, DecodeTask, Partial, never_cancelled, task_constraints
@@ -66,12 +66,9 @@ def chain_decode(
         width = 0 if temperature > 0 or draft.constraints.empty else draft.constraints.lookahead_width()
         span = span_lookahead(lm, view, task, draft, logp, width) if width > 1 else []
         if span:
-            if len(span) > 1:  # the chain gets the span's tokens but the last, which the next step feeds
-                view.step(input_ids=torch.tensor([t for t, _, _ in span[:-1]]))
-            for t, lp, best in span:
-                draft, stopped = draft.extend(lm, task, t, lp, constrained=True, best=best)
-                if stopped:
-                    return draft.done(True)
+            draft, stopped = commit_span(lm, task, draft, span, lambda ids: view.step(input_ids=torch.tensor(ids)))
+            if stopped:
+                return draft.done(True)
             token = span[-1][0]
             continue
         mask = draft.mask(logp.shape[0])

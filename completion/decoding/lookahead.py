@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -112,3 +112,24 @@ def _feed_span(
     )
     grown = [dataclasses.replace(h, slots=h.slots + (used + j,)) for j, h in enumerate(live)]
     return torch.log_softmax(logits.float(), dim=-1), grown
+
+
+def commit_span(
+    lm: LoadedModel,
+    task: DecodeTask,
+    draft: Partial,
+    span: Sequence[tuple[int, float, float]],
+    feed: Callable[[list[int]], object],
+) -> tuple[Partial, bool]:
+    """Commit a span `span_lookahead` spelled whole: the draft extended by its tokens, and whether it stopped.
+
+    `feed` gives the chain every token of the span but the last (the next step feeds that one), so the
+    greedy chain and the speculative chain, which keep their K/V differently, commit a span the same way.
+    """
+    if len(span) > 1:
+        feed([t for t, _, _ in span[:-1]])
+    for t, lp, best in span:
+        draft, stopped = draft.extend(lm, task, t, lp, constrained=True, best=best)
+        if stopped:
+            return draft, True
+    return draft, False

@@ -32,7 +32,7 @@ import torch
 
 from superpie.cache.cursor import CursorView
 from superpie.completion.constraints.base import apply_mask
-from superpie.completion.decoding.lookahead import span_lookahead
+from superpie.completion.decoding.lookahead import commit_span, span_lookahead
 from superpie.completion.decoding.proposals import ProposalTree
 from superpie.completion.decoding.task import Cancelled, DecodeTask, Partial, never_cancelled
 from superpie.completion.draft import Draft
@@ -243,12 +243,9 @@ def speculative_decode(
             span = span_lookahead(lm, view, task, draft, logp[0], width)
             if span:
                 stats.plain_forwards += 1
-                if len(span) > 1:
-                    chain.feed([t for t, _, _ in span[:-1]])
-                for t, lp, best in span:
-                    draft, stopped = draft.extend(lm, task, t, lp, constrained=True, best=best)
-                    if stopped:
-                        return draft.done(True)
+                draft, stopped = commit_span(lm, task, draft, span, chain.feed)
+                if stopped:
+                    return draft.done(True)
                 token = span[-1][0]
                 continue
             walk = _walk(lm, task, draft, logp, tree, 0.0)
