@@ -39,6 +39,7 @@ from superpie.completion.workspace import WorkspaceNgrams
 if TYPE_CHECKING:
     from superpie.analysis.jedi_service import JediService
     from superpie.completion.constraints.monitor import MonitorRuntime
+    from superpie.completion.context.builder import RepositoryContext
 
 _MB = 1024 * 1024
 
@@ -65,6 +66,7 @@ class Engine:
         self.workspace = WorkspaceNgrams(self.config.workspace)
         self._load_lock = threading.Lock()
         self._monitors: MonitorRuntime | None = None  # one jedi project for the workspace, made on first use
+        self._context: RepositoryContext | None = None  # repository context (context.enabled), made on first use
         self.speculation = Speculation()  # what speculative decoding learns across requests
         # the serving engine the drafts come from (model.backend: remote); None: this process decodes them
         self.remote = RemoteBackend(self.config.model) if self.config.model.backend == "remote" else None
@@ -137,6 +139,7 @@ class Engine:
     def _new_cache(self) -> DocumentCache:
         lm, ccfg = self._model(), self.config.cache
         reserve = self.config.decoding.max_tokens + 64
+        reserve += self.config.context.tokens if self.config.context.enabled else 0  # ahead of the document
         return DocumentCache(
             lm.model,
             lm.tokenizer,
@@ -150,8 +153,11 @@ class Engine:
             fim_suffix_tokens=ccfg.fim_suffix_tokens,
         )
 
-    def sync(self, uri: str, text: str, anchor: int | None = None, mode: str | None = None) -> SyncStats:
-        """Bring the document's cache in step with `text` (call on every edit, in the background).
+    def sync(
+        self, uri: str, text: str, anchor: int | None = None, mode: str | None = None, context: list[int] | None = None
+    ) -> SyncStats:
+        """Bring the document's cache in step with `text` (call on every edit, in the background); `context`:
+        the repository context ids ahead of it (None: keep them).
 
         A remote backend keeps no local cache (nothing to do) until a fallback has loaded the local model."""
         if self.remote is not None and self.lm is None:
@@ -161,12 +167,16 @@ class Engine:
             self.warm_monitors(uri, text)
         else:
             self._prefetch_monitors(uri, doc.text, text, anchor)
-        return self.documents.sync(uri, text, anchor=anchor, mode=mode)
+            if self.config.context.enabled:
+                self.repository_context().edited(uri, doc.text, text, anchor)
+        return self.documents.sync(uri, text, anchor=anchor, mode=mode, context=context)
 
     def close(self, uri: str) -> None:
         """Forget a document and free its KV (the n-gram index goes back to the file on disk)."""
         self.documents.close(uri)
         self.workspace.close(uri)
+        if self._context is not None:
+            self._context.closed(uri)
 
     def refresh_idle(self, uri: str) -> int:
         """Re-encode the document's stale tokens exactly (idle time); return how many."""
@@ -179,6 +189,8 @@ class Engine:
     def workspace_file_changed(self, path: Path) -> None:
         """A workspace file changed on disk (the watcher): re-count it where the n-gram index exists."""
         self.workspace.file_changed(path)
+        if self._context is not None:
+            self._context.file_changed()
 
     def workspace_file_removed(self, path: Path) -> None:
         """A workspace file was deleted or moved away."""
@@ -188,6 +200,26 @@ class Engine:
     def ngram(self) -> NgramIndex | None:
         """The workspace n-gram index, once a request needed it (superposed decoding with k > 1)."""
         return self.workspace.index
+
+    # ------------------------------------------------------------ repository context
+
+    def repository_context(self) -> RepositoryContext:
+        """The engine's repository context for `config.workspace` (completion/context/), following its changes."""
+        from superpie.completion.context.builder import RepositoryContext
+
+        ws = self.config.workspace
+        root = None if ws is None else Path(ws).resolve()
+        if self._context is None or self._context.root != root:
+            self._context = RepositoryContext(ws)
+        return self._context
+
+    def _context_ids(self, req: CompletionRequest, lm: LoadedModel) -> list[int]:
+        """The context ids to cache ahead of the document for this request ([] when `context.enabled` is off)."""
+        cfg = self.config
+        if not cfg.context.enabled:
+            return []
+        budget_s = cfg.monitors.jedi_budget_ms / 1000  # inf in the headless front doors' deterministic mode
+        return self.repository_context().ids(lm.tokenizer, req.uri, req.text, req.offset, cfg.context.tokens, budget_s)
 
     # --------------------------------------------------------------- monitors
 
@@ -252,11 +284,11 @@ class Engine:
             raise ValueError(f"offset {req.offset} is past the end of the document (length {len(req.text)})")
         if req.drafts is not None and req.drafts < 1:
             raise ValueError(f"drafts must be at least 1 (got {req.drafts})")
-        self.sync(req.uri, req.text, anchor=req.offset)
+        lm = self._model()
+        self.sync(req.uri, req.text, anchor=req.offset, context=self._context_ids(req, lm))
         doc = self.documents.get(req.uri)
         assert doc is not None
         pending = doc.take_pending()
-        lm = self._model()
         t0 = time.perf_counter()
         use_monitors = self.config.monitors.enabled if req.monitors is None else req.monitors
         monitors = self.monitor_runtime() if use_monitors else None

@@ -248,6 +248,16 @@ class MonitorConfig(Checked):
 
 
 @dataclass
+class ContextConfig(Checked):
+    """Repository context (completion/context/): snippets of other workspace files ahead of the document in
+    its cache: the definitions of the names used near the cursor (jedi, within `monitors.jedi_budget_ms`),
+    recently edited and visited regions, in the model's repository format."""
+
+    enabled: bool = False
+    tokens: Positive = 1024  # the context's budget, repository and file headers included
+
+
+@dataclass
 class CompletionConfig(Checked):
     """What a completion asks for when its request does not say: how many drafts and how they are
     decoded (every front door), and per kind of the language server's requests, ghost text (inline)
@@ -282,6 +292,7 @@ class EngineConfig(Checked):
     ngram: NgramConfig = field(default_factory=NgramConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     monitors: MonitorConfig = field(default_factory=MonitorConfig)
+    context: ContextConfig = field(default_factory=ContextConfig)
     completion: CompletionConfig = field(default_factory=CompletionConfig)
     watcher: WatcherConfig = field(default_factory=WatcherConfig)  # server
     log_level: LogLevel = "info"  # server
