@@ -3,6 +3,7 @@
 These run at every decoding step while no monitor is active, so they look only at the tail of the
 text and never call jedi. Each returns the point where the identifier being typed starts (jedi is
 asked there, with the typed characters removed, so one answer serves every prefix) or None.
+`attributes_spelled` runs once per firing: what the document itself says about the object.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import keyword
 import re
 from dataclasses import dataclass
 
+from superpie.analysis.syntax import parse, region_at
 from superpie.analysis.token_trie import is_identifier_char
 
 _LOOKBACK = 4000  # chars searched backwards for the call that holds an argument
@@ -23,6 +25,9 @@ _FROM_IMPORT = re.compile(
 _IMPORT_LINE = re.compile(r"^[ \t]*(?:from|import)\b")
 _DEFINITION = re.compile(r"(?:^|[^\w.])(?:def|class)[ \t]+\w+$")
 _EXPRESSION_START = re.compile(r"(?:=|\breturn|\bawait|\byield)[ \t]+$")
+_NAME_CHAIN = re.compile(r"(?<![\w.)\]}'\"])[^\W\d]\w*(?:[ \t]*\.[ \t]*[^\W\d]\w*)*[ \t]*$")
+_INSTANCE_NAMES = frozenset({"self", "cls"})  # bound to the enclosing class's instance (or the class itself)
+_SCOPES = {True: ("class_definition",), False: ("function_definition", "lambda")}
 
 
 @dataclass(frozen=True)
@@ -130,3 +135,52 @@ def expression_start_point(text: str) -> TriggerPoint | None:
     if not _EXPRESSION_START.search(text, max(0, point.start - 20), point.start):
         return None
     return point
+
+
+@dataclass(frozen=True)
+class SpelledAttributes:
+    """What the document spells after the same dotted name, where it names the same object."""
+
+    names: frozenset[str]  # `base.name` spelled in code in that scope (the cursor's own excepted)
+    dynamic: bool  # an instance's class sets attributes by name (`setattr(self, ...)`, `self.__dict__`)
+
+
+def _scope(code: str, offset: int, of_instance: bool) -> tuple[int, int]:
+    """str range where a name means what it means at offset: for `self`/`cls` the enclosing class,
+    else the innermost enclosing function; the whole module when there is none."""
+    data = code.encode("utf-8")
+    at = len(code[:offset].encode("utf-8"))
+    node = parse(code).root_node.descendant_for_byte_range(at, at)
+    while node is not None and node.type not in _SCOPES[of_instance]:
+        node = node.parent
+    if node is None:
+        return 0, len(code)
+    start = len(data[: node.start_byte].decode("utf-8", errors="ignore"))
+    return start, start + len(data[node.start_byte : node.end_byte].decode("utf-8", errors="ignore"))
+
+
+def attributes_spelled(code: str, dot: int) -> SpelledAttributes | None:
+    """The attributes the document spells after the dotted name that ends at `dot` (the `.` of `self.x.`),
+    in the scope where that name is the same object; None when the dereferenced expression is no dotted
+    name (a call, a subscript, a literal). A monitor checks jedi's list against them: a name the code
+    uses that jedi does not list shows the list is incomplete (an unresolved base class, a subclass's or
+    a caller's attribute)."""
+    m = _NAME_CHAIN.search(code, max(0, dot - 200), dot)
+    if m is None:
+        return None
+    parts = [p.strip() for p in m.group().split(".")]
+    of_instance = parts[0] in _INSTANCE_NAMES
+    lo, hi = _scope(code, dot, of_instance)
+    sep = r"[ \t]*\.[ \t]*"
+    chain = sep.join(re.escape(p) for p in parts)
+    pattern = re.compile(r"(?<![\w.])" + chain + sep + r"([^\W\d]\w*)")
+    names = {
+        found.group(1)
+        for found in pattern.finditer(code, lo, hi)
+        if found.start(1) != dot + 1 and region_at(code, found.start(1)) == "code"
+    }
+    dynamic = False
+    if of_instance and len(parts) == 1:
+        hook = re.compile(r"\bsetattr\([ \t]*" + chain + r"[ \t]*,|(?<![\w.])" + chain + sep + r"__dict__\b")
+        dynamic = any(region_at(code, h.start()) == "code" for h in hook.finditer(code, lo, hi))
+    return SpelledAttributes(frozenset(names), dynamic)

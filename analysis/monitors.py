@@ -23,7 +23,15 @@ spells nothing, `silent` says why, the jedi stats count it under "monitor.reason
   `None`, a parameter inferred from its `None` default) and the real attribute is not among them;
 - dynamic: the object's class or module answers attributes at run time (`__getattr__`, a
   `__getattribute__` of its own: ctypes libraries, PEP 562 modules, proxies), for `obj.` and
-  `from m import `;
+  `from m import `; or, for `self.`, the class sets attributes by name (`setattr(self, ...)`,
+  `self.__dict__`), which jedi cannot follow;
+- unresolved_base: an object's list without `__class__` (every object has one; a module's list has
+  `__package__` instead): jedi did not follow the class's bases up to `object` (a base class it
+  cannot resolve, `class A(Unknown)`), so the inherited attributes are missing;
+- unlisted: the document itself spells `expr.name` for the same dotted name in the scope where it is
+  the same object (for `self.` the enclosing class, else the enclosing function), and jedi does not
+  list `name`: jedi's view of the object is incomplete (a base class it cannot resolve, an attribute
+  a subclass or a caller sets), so its list must not decide;
 - var_keyword: the callee takes `**kwargs`, so any keyword may follow (a hint only, but a wrong one);
 - star_import: names in scope, in a module with `from m import *` (jedi may not know m's names).
 
@@ -96,8 +104,9 @@ class _JediMonitor:
         ctx = self.context
         return ctx.jedi.completions(ctx.path, code, offset)
 
-    def _not_positive(self, answer: JediAnswer, code: str) -> str:
-        """Why answer's names are not the whole list of what may follow ("" when they are)."""
+    def _not_positive(self, answer: JediAnswer, code: str, at: int) -> str:
+        """Why answer's names (for the identifier starting at `at` in code) are not the whole list of what
+        may follow ("" when they are)."""
         if answer.open_by:
             return "dynamic"
         return "object_only" if all(_is_dunder(name) for name in answer.names) else ""
@@ -110,7 +119,7 @@ class _JediMonitor:
         if not answer.names:
             jedi.count_silenced(f"{self.name}.nothing")
             return None  # jedi knows nothing here: unconstrained
-        reason = self._not_positive(answer, code)
+        reason = self._not_positive(answer, code, point.start)
         if reason:
             jedi.count_silenced(f"{self.name}.{reason}")
             return MonitorState(self.name, point.typed, answer.names, constrains=False, silent=reason)
@@ -141,6 +150,17 @@ class DereferenceMonitor(_JediMonitor):
     def _point(self, text_before: str) -> triggers.TriggerPoint | None:
         return triggers.dereference_point(text_before)
 
+    def _not_positive(self, answer: JediAnswer, code: str, at: int) -> str:
+        reason = super()._not_positive(answer, code, at)
+        if not reason and not {"__class__", "__package__"} & set(answer.names):
+            reason = "unresolved_base"  # every object has __class__ (modules: jedi lists __package__ instead)
+        spelled = None if reason else triggers.attributes_spelled(code, at - 1)
+        if spelled is None:
+            return reason
+        if spelled.dynamic:
+            return "dynamic"
+        return "unlisted" if spelled.names - set(answer.names) else ""
+
 
 class ImportMonitor(_JediMonitor):
     """In import statements only existing modules and members may be spelled."""
@@ -165,7 +185,7 @@ class KeywordArgumentMonitor(_JediMonitor):
         ctx = self.context
         return ctx.jedi.keyword_parameters(ctx.path, code, offset)
 
-    def _not_positive(self, answer: JediAnswer, code: str) -> str:
+    def _not_positive(self, answer: JediAnswer, code: str, at: int) -> str:
         return "var_keyword" if answer.open_by else ""
 
 
@@ -183,7 +203,7 @@ class NamesInScopeMonitor(_JediMonitor):
             return answer
         return JediAnswer(tuple(dict.fromkeys(answer.names + _KEYWORDS)))
 
-    def _not_positive(self, answer: JediAnswer, code: str) -> str:
+    def _not_positive(self, answer: JediAnswer, code: str, at: int) -> str:
         # a module `__getattr__` (answer.open_by) serves other modules' imports, not the names in scope here
         return "star_import" if _STAR_IMPORT.search(code) else ""
 
