@@ -4,12 +4,16 @@ Sites are every `name.attr` in code (not strings, comments or import lines; `mgd
 of real projects: the running interpreter's standard library (each top-level module or package a
 project) and the packages installed in the venv (each top-level package a project). The split is by
 project and fixed: the projects of `mgd_deref.FILES`, on which the monitor settings were tuned, are
-the tuning split; every other project is held out, and only held-out sites are run here. Unlike
+the tuning split; every other project is held out, and only held-out sites are run here (`--split
+tune` runs the tuning projects instead, for tuning). Unlike
 mgd_deref, sites are NOT filtered to those jedi resolves: an object jedi does not know is exactly where
 a monitor can hurt.
 
 Each held-out project gives up to `--files-per-project` files (each cut to its first `--doc-tokens`
-tokens at a line end, as mgd_deref does); each file gives `--per-file` random sites (the random
+tokens at a line end, as mgd_deref does). The document at a site is what an editor holds: that head
+with the rest of the site's line removed after the cursor and the lines below kept, so jedi reads
+the whole class around a `self.` (the model reads the prefix in the default layout). Each file
+gives `--per-file` random sites (the random
 sample: the headline figures) and up to `--unseen-per-file` more sites whose attribute is spelled
 nowhere in the prompt (not as an identifier): with the random sample's unseen sites they make the
 "unseen" subset, where the model cannot copy the name and only the analysis can know it.
@@ -69,8 +73,9 @@ def project_of(path: Path) -> tuple[str, str]:
 TUNING = {project_of(f) for f in FILES}
 
 
-def held_out_projects() -> dict[tuple[str, str], list[Path]]:
-    """Every held-out project and its .py files (at least 2 KB: a site needs 1000 chars of context)."""
+def held_out_projects(tuning: bool = False) -> dict[tuple[str, str], list[Path]]:
+    """Every held-out project (tuning: every tuning project instead) and its .py files (at least 2 KB:
+    a site needs 1000 chars of context)."""
     projects: dict[tuple[str, str], list[Path]] = {}
     for root, skipped in ((STDLIB, _STDLIB_SKIPPED), (PURELIB, SKIPPED)):
         for top in sorted(root.iterdir()):
@@ -78,7 +83,7 @@ def held_out_projects() -> dict[tuple[str, str], list[Path]]:
             if name in skipped or "." in name or name.startswith("__") or (root, name) == (STDLIB, "dist-packages"):
                 continue
             key = project_of(top)
-            if key in TUNING:
+            if (key in TUNING) != tuning:
                 continue
             files = [top] if top.suffix == ".py" else sorted(top.rglob("*.py")) if top.is_dir() else []
             for f in files:
@@ -108,7 +113,7 @@ class HeldOutSite:
 def sample_sites(engine: Engine, args: argparse.Namespace) -> list[HeldOutSite]:
     """Files of held-out projects, and per file random sites plus extra unseen ones, in file order."""
     rng = random.Random(args.seed)
-    projects = held_out_projects()
+    projects = held_out_projects(args.split == "tune")
     keys = sorted(projects)
     rng.shuffle(keys)
     out: list[HeldOutSite] = []
@@ -152,22 +157,27 @@ def analysis_kind(state: MonitorState | None) -> str:
     return state.silent or "known"
 
 
+def document(site: Site) -> str:
+    """What an editor holds at the site: the file's head with the rest of the site's line removed after
+    the cursor and every line below it kept (jedi sees them: attributes assigned later in a class)."""
+    eol = site.text.find("\n", site.offset)
+    return site.text[: site.offset] + ("" if eol < 0 else site.text[eol:])
+
+
 def open_at(engine: Engine, site: Site, opened: set[str]) -> tuple[str, str]:
-    """Sync the document to the site's cut, as an editor would (first the file up to the site's line); (uri, prompt)."""
-    prompt = site.text[: site.offset]
+    """Sync the document to the site's cut, as an editor would; (uri, document). The cursor is `site.offset`."""
+    doc = document(site)
     uri = Path(site.path).as_uri()
-    if uri not in opened:  # jedi needs no warm-up without a budget
-        opened.add(uri)
-        engine.sync(uri, prompt[: prompt.rfind("\n") + 1])
-    engine.sync(uri, prompt, anchor=len(prompt))
-    return uri, prompt
+    opened.add(uri)  # jedi needs no warm-up without a budget
+    engine.sync(uri, doc, anchor=site.offset)
+    return uri, doc
 
 
-def off_and_on(engine: Engine, site: Site, uri: str, prompt: str, max_tokens: int) -> dict[str, dict]:
+def off_and_on(engine: Engine, site: Site, uri: str, doc: str, max_tokens: int) -> dict[str, dict]:
     """The completion with monitors off and on: its text, first identifier and whether that is the attribute."""
     out = {}
     for on in (False, True):
-        req = CompletionRequest(uri, prompt, len(prompt), max_tokens=max_tokens, drafts=1, multiline=False, monitors=on)
+        req = CompletionRequest(uri, doc, site.offset, max_tokens=max_tokens, drafts=1, multiline=False, monitors=on)
         result = engine.complete(req)
         text = result.completions[0].text if result.completions else ""
         name = first_identifier(text)
@@ -178,9 +188,11 @@ def off_and_on(engine: Engine, site: Site, uri: str, prompt: str, max_tokens: in
 def run_site(engine: Engine, h: HeldOutSite, max_tokens: int, opened: set[str]) -> dict:
     """Complete one site with monitors off and on; what the analysis said there."""
     site = h.site
-    uri, prompt = open_at(engine, site, opened)
+    uri, doc = open_at(engine, site, opened)
+    prompt = doc[: site.offset]
     analyzer = engine.monitor_runtime().analyzer
-    state = analyzer.monitors(site.path, "").trigger(prompt)  # the monitors' own question (cached for the run)
+    # the monitors' own question (answered from jedi's cache in the run)
+    state = analyzer.monitors(site.path, doc[site.offset :]).trigger(prompt)
     kind = analysis_kind(state)
     names = state.candidates if state is not None else ()
     rec: dict = {
@@ -195,8 +207,10 @@ def run_site(engine: Engine, h: HeldOutSite, max_tokens: int, opened: set[str]) 
         "kind": kind,
         "candidates": len(names),
         "attr_listed": site.attr in names,
+        # the attribute is spelled after the cursor (jedi reads it there; the prefix-only model does not)
+        "spelled_after": site.attr in set(_IDENT.findall(doc[site.offset :])),
     }
-    rec.update(off_and_on(engine, site, uri, prompt, max_tokens))
+    rec.update(off_and_on(engine, site, uri, doc, max_tokens))
     for run in ("off", "on"):
         out = rec[run]
         name = out["identifier"]
@@ -358,9 +372,9 @@ def rerun(engine: Engine, records: list[dict], kinds: set[str], args: argparse.N
 
 
 def _again(engine: Engine, site: Site, meta: dict, opened: set[str], max_tokens: int) -> dict:
-    uri, prompt = open_at(engine, site, opened)
+    uri, doc = open_at(engine, site, opened)
     again = {k: meta[k] for k in ("path", "line", "project", "base", "attr", "random_sample", "unseen", "kind")}
-    again.update(off_and_on(engine, site, uri, prompt, max_tokens))
+    again.update(off_and_on(engine, site, uri, doc, max_tokens))
     off, on = again["off"]["identifier"], again["on"]["identifier"]
     print(f"  {meta['project']} {site.base}.{site.attr} {meta['kind']} off={off!r} on={on!r}", flush=True)
     return again
@@ -373,7 +387,7 @@ def follow(engine: Engine, log: Path, kinds: set[str], args: argparse.Namespace)
     """`rerun` while a run is going: its sites sampled again (the same seed and options give the same
     sites in the same order), each completed when the run's log shows its analysis kind is in `kinds`.
     Stops when the run printed its summary, or after 10 minutes without a new site in the log."""
-    sites = sample_sites(engine, args)
+    sites = shard(sample_sites(engine, args), args.shard)
     out: list[dict] = []
     opened: set[str] = set()
     last = time.monotonic()
@@ -400,6 +414,26 @@ def follow(engine: Engine, log: Path, kinds: set[str], args: argparse.Namespace)
     return out
 
 
+def shard(sites: list[HeldOutSite], spec: str) -> list[HeldOutSite]:
+    """The sites of shard i of n ("i/n"): whole projects, every n-th in sampling order (run n processes at once)."""
+    i, n = (int(x) for x in spec.split("/"))
+    order = list(dict.fromkeys(h.project for h in sites))
+    return [h for h in sites if order.index(h.project) % n == i]
+
+
+def merged(paths: list[Path]) -> dict:
+    """The summary of one run, or of shards' runs recomputed over all their records (jedi's counts summed)."""
+    runs = [json.loads(p.read_text()) for p in paths]
+    if len(runs) == 1 and "summary" in runs[0]:
+        return runs[0]["summary"]
+    summary = summarize([r for run in runs for r in run["records"]])
+    silenced: Counter[str] = Counter()
+    for run in runs:
+        silenced.update((run.get("summary", {}).get("jedi") or {}).get("silenced") or {})
+    summary["jedi"] = {"silenced": dict(silenced)}
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     """Sample held-out sites, complete each off and on, write JSON, print the figures."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -411,14 +445,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--doc-tokens", type=int, default=1024, help="each file is cut to its first ~N tokens")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps a shared machine steady)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--until", help="HH:MM UTC: run no site after this time (the figures cover the sites run)")
+    ap.add_argument("--split", choices=("held-out", "tune"), default="held-out", help="tune: the tuning projects")
     ap.add_argument("--out", type=Path, default=OUT / "monitor_quality.json")
-    ap.add_argument("--report", type=Path, help="print the markdown tables of a finished run's JSON and stop")
+    ap.add_argument(
+        "--report", type=Path, nargs="+", help="print the tables of finished runs' JSON (shards: merged) and stop"
+    )
+    ap.add_argument("--shard", default="0/1", help="i/n: run only the projects whose sampled index is i mod n")
     ap.add_argument("--rerun", type=Path, help="a finished run's JSON: complete its silent sites again (see rerun)")
     ap.add_argument("--follow", type=Path, help="a running run's log: complete its silent sites as it logs them")
     ap.add_argument("--kinds", default="object_only,dynamic", help="--rerun/--follow: the analysis kinds to run again")
     args = ap.parse_args(argv)
     if args.report is not None:
-        print(markdown(json.loads(args.report.read_text())["summary"]))
+        print(markdown(merged(args.report)))
         return 0
 
     t0 = time.perf_counter()
@@ -440,11 +479,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: paired([r for r in again if r["kind"] == k]) for k in args.kinds.split(",")}, indent=1))
         print("all:", json.dumps(paired(again)))
         return 0
-    sites = sample_sites(engine, args)
+    sites = shard(sample_sites(engine, args), args.shard)
     print(f"{len(sites)} held-out sites from {len({h.project for h in sites})} projects", flush=True)
     records: list[dict] = []
     opened: set[str] = set()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.out.with_suffix(".partial.json")
     for i, h in enumerate(sites):
+        if args.until and time.strftime("%H:%M", time.gmtime()) >= args.until:
+            print(f"  stopped at {args.until} UTC after {len(records)} sites", flush=True)
+            break
         t_site = time.perf_counter()
         try:
             rec = run_site(engine, h, args.max_tokens, opened)
@@ -452,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  [{i + 1}] {h.site.path}: {exc!r}", flush=True)
             continue
         records.append(rec)
+        partial.write_text(json.dumps({"records": records}))  # what a run stopped early leaves (--report reads it)
         print(
             f"  [{i + 1}/{len(sites)}] {rec['project']} {h.site.base}.{h.site.attr} {rec['kind']}"
             f"  off={rec['off']['identifier']!r} on={rec['on']['identifier']!r}  {time.perf_counter() - t_site:.1f} s",
