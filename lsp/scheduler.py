@@ -76,6 +76,7 @@ class Snapshot:
     stopped_decodes: int = 0  # decodes stopped between steps by a cancel or a newer request
     monitor_questions: int | None = None  # None: the engine runs no monitors
     monitor_fallbacks: int | None = None
+    monitor_silenced: dict[str, int] = field(default_factory=dict)  # silent monitors by "monitor.reason"
     backend: dict[str, object] = field(default_factory=dict)  # Engine.backend_status(): local, or the remote engine
 
 
@@ -334,6 +335,7 @@ class ModelWorker:
             jedi_stats = jedi.stats_snapshot()
             snap.monitor_questions = jedi_stats.questions
             snap.monitor_fallbacks = jedi_stats.fallbacks
+            snap.monitor_silenced = dict(jedi_stats.silenced)
 
 
 def _shutdown(engine: Engine) -> None:

@@ -124,7 +124,11 @@ class ServerStats:
                 "sync_ms": round(snap.sync_ms, 1),
                 "refreshed_tokens": snap.refreshed_tokens,
             },
-            "monitors": {"questions": snap.monitor_questions, "fallbacks": snap.monitor_fallbacks},
+            "monitors": {
+                "questions": snap.monitor_questions,
+                "fallbacks": snap.monitor_fallbacks,
+                "silenced": snap.monitor_silenced,  # monitors that did not constrain, by why (analysis.monitors)
+            },
             # answers a faster (or slower) machine could have given differently: the headless front doors
             # wait instead (their deterministic mode)
             "timing": {
