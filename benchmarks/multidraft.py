@@ -17,13 +17,16 @@ line. Strategies, all through `Engine.complete` with the same post-processing an
 - k independent chain decodes (the greedy one and k-1 sampled at T=0.8).
 
 The n-gram index of superposed decoding is built over stdlib files of the TUNING split (the
-"workspace") plus the open document; no held-out file is in it. Cursor positions of one file are
-visited bottom-up, so each PIE sync's first hunk sits at the cursor. Each site runs every strategy
-side by side (their order rotates from site to site); cost is the time of `Engine.complete` (decode +
-verify + post-processing; the cache is already in sync), wall and CPU time, one thread; the machine
-is shared, so CPU time is the steadier figure. Intervals: paired bootstrap over sites (95%).
+"workspace") plus the open document; no held-out file is in it, nor the files the sites are in.
+Cursor positions of one file are visited bottom-up, so each PIE sync's first hunk sits at the cursor.
+Each site runs every strategy side by side (their order rotates from site to site); cost is the
+time of `Engine.complete` (decode + verify + post-processing; the cache is already in sync), wall
+and CPU time, one thread; the machine is shared, so CPU time is the steadier figure. Intervals:
+paired bootstrap over sites (95%). Shards (`--shard I/N`) run side by side; `--merge` sums them up.
 
-    nice -n 10 .venv/bin/python benchmarks/multidraft.py --split heldout --projects 105 --runs greedy,beam,superposed
+    nice -n 10 .venv/bin/python benchmarks/multidraft.py --split heldout --projects 52 --per-file 8 \
+        --doc-tokens 1024 --runs greedy,beam,superposed --shard 0/3 --tag heldout_0    # and 1/3, 2/3
+    .venv/bin/python benchmarks/multidraft.py --runs greedy,beam,superposed --merge benchmarks/out/heldout_?.jsonl
     .venv/bin/python benchmarks/multidraft.py --projects 2 --per-file 3   # smoke run
 """
 
@@ -296,13 +299,65 @@ def tokens_of(engine: Engine, text: str) -> int:
     return len(engine.lm.tokenizer.encode(text, add_special_tokens=False).ids) if text else 0
 
 
+class SuperposedTrace:
+    """What superposed decoding handed to verification and what verification gave back, per request
+    (`--trace 1`): wraps the two names `decoding.strategies` calls, so the engine runs unchanged."""
+
+    def __init__(self) -> None:
+        from superpie.completion.decoding import strategies
+
+        self.decoded: list[str] = []
+        self.verified: list[str] = []
+        decode, check = strategies.superposed_decode, strategies.verify
+
+        def traced_decode(*a, **kw):  # type: ignore[no-untyped-def]
+            out = decode(*a, **kw)
+            self.decoded = [d.text for d in out.drafts]
+            return out
+
+        def traced_verify(*a, **kw):  # type: ignore[no-untyped-def]
+            out = check(*a, **kw)
+            self.verified = [d.text for d in out]
+            return out
+
+        strategies.superposed_decode, strategies.verify = traced_decode, traced_verify
+
+    def take(self) -> dict:
+        """The texts of the last superposed request, then forget them."""
+        out = {"decoded": self.decoded, "verified": self.verified}
+        self.decoded, self.verified = [], []
+        return out
+
+
+def traced_loss(row: dict) -> str | None:
+    """Where superposed decoding lost the real line (None: it is among the final drafts): never
+    decoded along it past greedy's departure, decoded off it after taking the right branch, decoded
+    whole but cut or changed by verification, or verified whole but lost in post-processing/ranking."""
+    want = row["target"].strip()
+    tr = row["superposed"].get("trace")
+    if tr is None or want in [t.strip() for t in row["superposed"]["texts"]]:
+        return None
+    greedy = row["greedy"]["texts"][0].strip() if row["greedy"]["texts"] else ""
+    c = _common(greedy, want)
+    decoded = [t.strip() for t in tr["decoded"]]
+    if want in decoded:
+        return "ranked away" if want in [t.strip() for t in tr["verified"]] else "decoded whole, cut by verify"
+    further = [d for d in decoded if _common(d, want) > c]
+    if not further:
+        return "never branched there" if len(decoded) >= 4 else "never branched there (< k drafts)"
+    return "right branch, ended early" if any(want.startswith(d) for d in further) else "right branch, went wrong"
+
+
 def run(args: argparse.Namespace) -> dict:
     """Run every strategy at every site; return the summary and the per-site rows."""
     rng = random.Random(args.seed)
+    trace = SuperposedTrace() if args.trace else None
     runs = [r for r in args.runs.split(",") if r]
     with tempfile.TemporaryDirectory() as tmp:
         workspace = Path(tmp)
-        for i, p in enumerate(tuning_stdlib_files(args.workspace_files)):
+        index, count = (int(x) for x in args.shard.split("/"))
+        sites = {f for _, f in pick_projects(args.split, args.projects, random.Random(args.seed))[index::count]}
+        for i, p in enumerate(f for f in tuning_stdlib_files(args.workspace_files) if f not in sites):
             shutil.copyfile(p, workspace / f"{i:03d}_{p.name}")  # copies: links out of the workspace are not read
         engine = build_engine(args, workspace)
         engine.ensure_loaded()
@@ -318,9 +373,13 @@ def run(args: argparse.Namespace) -> dict:
             for name in runs[i % len(runs) :] + runs[: i % len(runs)]:  # rotate: no strategy always runs first
                 strategy, k = RUNS[name]
                 out = run_one(engine, uri, text, offset, strategy, k)
+                if trace is not None and name == "superposed":
+                    out["trace"] = trace.take()
                 out["q"] = score(out["texts"], target, after)
                 out["tokens_top"] = tokens_of(engine, out["texts"][0]) if out["texts"] else 0
                 row[name] = out
+            if trace is not None and "superposed" in row and "greedy" in row:
+                row["lost"] = traced_loss(row)
             rows.append(row)
             log.write(json.dumps(row) + "\n")
             log.flush()
@@ -370,6 +429,7 @@ def main() -> None:
     parser.add_argument("--monitors", type=int, default=0, help="1: jedi monitors on (as the server runs)")
     parser.add_argument("--runs", default="greedy,superposed,beam")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trace", type=int, default=0, help="1: record superposed drafts before/after verify")
     parser.add_argument("--shard", default="0/1", help="I/N: this process runs every N-th project from the I-th")
     parser.add_argument("--tag", default="multidraft")
     parser.add_argument("--merge", nargs="*", help="only summarize these .jsonl row logs (shards) together")
@@ -378,6 +438,8 @@ def main() -> None:
         rows = [json.loads(line) for f in args.merge for line in Path(f).read_text().splitlines()]
         runs = [r for r in args.runs.split(",") if r]
         missed = why_missed(rows) if {"superposed", "beam", "greedy"} <= set(runs) else {}
+        lost = [r["lost"] for r in rows if r.get("lost")]
+        missed["traced"] = {why: lost.count(why) for why in sorted(set(lost))}
         print(json.dumps({"sites": len(rows), "summary": summarize(rows, runs), "superposed_missed": missed}, indent=1))
         return
     OUT.mkdir(parents=True, exist_ok=True)
