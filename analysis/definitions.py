@@ -77,6 +77,28 @@ def names_near(code: str, offset: int, lines_before: int, lines_after: int, limi
     return [(name, at) for name, (_, at) in nearest[:limit]]
 
 
+_FROM_IMPORT = re.compile(r"^[ \t]*from[ \t]+[\w.]+[ \t]+import[ \t]+(\([^)]*\)?|[^\n]*)", re.M)
+_IMPORTED = re.compile(r"([A-Za-z_]\w*)(?:\s+as\s+([A-Za-z_]\w*))?")
+
+
+def imported_near(code: str, offset: int, limit: int) -> list[tuple[str, int]]:
+    """Names bound by `from ... import` before `offset`, most recently used first (a name imported from
+    another module is a likely next use even when no line near the cursor names it yet): (the bound name,
+    the offset of the imported name in its import statement, where jedi follows it to its definition)."""
+    found: list[tuple[int, str, int]] = []
+    for m in _FROM_IMPORT.finditer(code, 0, offset):
+        body, base = m.group(1).split("#")[0], m.start(1)
+        for n in _IMPORTED.finditer(body):
+            bound = n.group(2) or n.group(1)
+            if bound in _SKIP:
+                continue
+            uses = [u.start() for u in re.finditer(rf"\b{re.escape(bound)}\b", code[m.end() : offset])]
+            last = m.end() + uses[-1] if uses else m.start()
+            found.append((last, bound, base + n.start(1)))
+    found.sort(reverse=True)
+    return [(bound, at) for _, bound, at in found[:limit]]
+
+
 def _imports_key(code: str) -> str:
     lines = (ln.strip() for ln in code.splitlines() if ln.lstrip().startswith(("import ", "from ")))
     return hashlib.blake2b("\n".join(lines).encode(), digest_size=8).hexdigest()
@@ -106,16 +128,21 @@ class DefinitionFinder:
         lines_before: int = 12,
         lines_after: int = 2,
         max_names: int = 16,
+        max_imported: int = 16,
     ) -> list[Definition]:
         """The definitions of the names used around `offset` in `code` (the document at `path`), nearest
-        name first, each place once; at most `budget_s` seconds of jedi (inf: wait for every answer)."""
+        name first, then of the names it imports (`imported_near`), each place once; at most `budget_s`
+        seconds of jedi (inf: wait for every answer)."""
         deadline = time.perf_counter() + budget_s
         here = None if path is None else Path(path).resolve()
         imports = _imports_key(code)
         out: list[Definition] = []
         seen: set[tuple[Path, int]] = set()
         script: jedi.Script | None = None
-        for name, at in names_near(code, offset, lines_before, lines_after, max_names):
+        near = names_near(code, offset, lines_before, lines_after, max_names)
+        named = {n for n, _ in near}
+        imported = [(n, at) for n, at in imported_near(code, offset, max_imported) if n not in named]
+        for name, at in near + imported:
             key = (None if here is None else str(here), name, imports)
             found = self._cache.get(key)
             if found is None:

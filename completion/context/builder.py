@@ -26,7 +26,7 @@ from superpie.completion.context.format import RepoFormat, detect_repo_format
 from superpie.completion.context.select import Candidate, Snippet, choose
 
 REGION_LINES = (10, 20)  # lines before and after an edited or visited line that its snippet shows
-DEFINITION_LINES = 40  # a definition's snippet shows at most its first lines (a class's head and first methods)
+DEFINITION_LINES = 12  # a definition's snippet shows its first lines: signature, docstring, the start of its body
 
 
 class RepositoryContext:

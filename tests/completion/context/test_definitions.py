@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from superpie.analysis.definitions import DefinitionFinder, names_near
+from superpie.analysis.definitions import DefinitionFinder, imported_near, names_near
 
 SHAPES = '''import math
 
@@ -104,3 +104,17 @@ def test_answers_are_cached_and_a_spent_budget_asks_nothing(tmp_path: Path) -> N
 def test_the_ends_of_the_document(offset: int, tmp_path: Path) -> None:
     finder = DefinitionFinder(workspace(tmp_path))
     finder.near(None, MAIN, offset)  # no path: an unsaved buffer; no error at either end
+
+
+def test_imported_names_most_recently_used_first_at_their_import() -> None:
+    code = "from pkg.shapes import Point, clamp as cl\nfrom pkg import (shapes,\n    other)  # note\n\nx = cl(1)\n"
+    found = imported_near(code, len(code), limit=10)
+    assert [n for n, _ in found] == ["cl", "shapes", "other", "Point"]  # used, then unused in reverse order
+    assert [code[at : at + 5] for _, at in found] == ["clamp", "shape", "other", "Point"]
+
+
+def test_an_imported_name_not_used_near_the_cursor_is_looked_up_too(tmp_path: Path) -> None:
+    root = workspace(tmp_path)
+    code = "from pkg.shapes import clamp\n\n\ndef f(v):\n    return "
+    found = DefinitionFinder(root).near(str(root / "main.py"), code, len(code), lines_before=1)
+    assert [(d.name, d.start_line) for d in found] == [("clamp", 16)]

@@ -1,0 +1,219 @@
+"""Repository context on vs off, on the sites that need another file: single-line infilling where the removed
+line names something defined in another file of the same project (and not in its own file).
+
+Projects: installed packages, each one a workspace (its directory). A site is a single-line statement
+(benchmarks/quality.py's rule) whose identifiers include a name the site's file imports (`from ... import
+name`) and another file of the package defines at module level (a function, class or assignment). The
+document is the file up to the removed line (its indentation kept, the cursor after it) and `--after`
+lines below it, at the file's real path, so jedi resolves its imports (relative ones too); the model sees
+the window of `--window` tokens around the cursor. Split by package: the `TUNE` packages were used while
+building this benchmark (and for nothing else), the others are held out; the held-out table is the figure.
+
+Both rows run the real engine in one process (the same model, the same sites, one draft, inline, monitors
+off), differing only in `context.enabled`; jedi has no time budget (as in the headless front doors), and
+the recent-activity memory is cleared per site, so what context adds here is the definitions of the names
+near the cursor, not the previous site's region.
+
+    python benchmarks/repo_context.py --sites 400 --log /tmp/repo_context.jsonl
+    python benchmarks/repo_context.py --report /tmp/repo_context.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import math
+import os
+import random
+import re
+import sys
+import sysconfig
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from metrics import edit_similarity
+from quality import mean_ci, single_line_statements
+
+from superpie.completion.config import EngineConfig
+from superpie.completion.context.activity import RecentActivity
+from superpie.completion.engine import Engine
+from superpie.completion.request import CompletionRequest
+
+TUNE = ("click", "h11")
+HELDOUT = ("jedi", "pygls", "lsprotocol", "cattrs", "anyio", "jinja2", "fsspec", "huggingface_hub", "accelerate",
+           "httpx2", "hypothesis", "gguf", "parso", "packaging", "platformdirs", "tqdm", "watchdog")  # fmt: skip
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class Site:
+    """One removed line of a package's file, and the names it uses that another file defines."""
+
+    root: str
+    path: str
+    line: int
+    text: str
+    offset: int
+    answer: str
+    names: tuple[str, ...]
+    split: str
+
+
+def defined_names(tree: ast.Module) -> set[str]:
+    """Names a file defines at module level (functions, classes, assignments)."""
+    out: set[str] = set()
+    for n in tree.body:
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(n.name)
+        elif isinstance(n, (ast.Assign, ast.AnnAssign)):
+            targets = n.targets if isinstance(n, ast.Assign) else [n.target]
+            out |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return {n for n in out if len(n) > 3 and not (n.startswith("__") and n.endswith("__"))}
+
+
+def imported_names(tree: ast.Module) -> set[str]:
+    """Names a file binds by `from ... import name` (what it takes from elsewhere)."""
+    return {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+
+
+def package_sites(root: Path, split: str, rng: random.Random, per_file: int, after: int) -> list[Site]:
+    """Sites of one package: lines naming something only another of its files defines."""
+    sources: dict[Path, str] = {}
+    trees: dict[Path, ast.Module] = {}
+    for f in sorted(root.rglob("*.py")):
+        if "tests" in f.relative_to(root).parts or "test" in f.relative_to(root).parts:
+            continue
+        try:
+            text = f.read_text(encoding="utf-8")
+            if len(text) < 200_000:
+                trees[f] = ast.parse(text)
+                sources[f] = text
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+    where: dict[str, set[Path]] = defaultdict(set)
+    for f, tree in trees.items():
+        for name in defined_names(tree):
+            where[name].add(f)
+    sites: list[Site] = []
+    for f, text in sources.items():
+        lines = text.splitlines(keepends=True)
+        imported = imported_names(trees[f])
+        picks = []
+        for i in single_line_statements(text):
+            if i < 10 or not 8 <= len(lines[i].strip()) <= 100:
+                continue
+            used = set(_IDENT.findall(lines[i]))
+            other = sorted(n for n in used & imported if where.get(n) and f not in where[n])
+            if other:
+                picks.append((i, tuple(other)))
+        for i, names in rng.sample(picks, min(per_file, len(picks))):
+            indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+            head = "".join(lines[:i]) + indent
+            tail = "\n" + "".join(lines[i + 1 : i + 1 + after])
+            sites.append(Site(str(root), str(f), i, head + tail, len(head), lines[i].strip(), names, split))
+    return sites
+
+
+def make_sites(count: int, seed: int, per_file: int, after: int) -> list[Site]:
+    """Up to `count` sites over the packages, shuffled by `seed`, the held-out ones and the tune ones mixed."""
+    site_dir = Path(sysconfig.get_paths()["purelib"])
+    rng = random.Random(seed)
+    sites: list[Site] = []
+    for split, names in (("tune", TUNE), ("heldout", HELDOUT)):
+        for name in names:
+            if (site_dir / name).is_dir():
+                sites += package_sites(site_dir / name, split, rng, per_file, after)
+    rng.shuffle(sites)
+    return sites[:count]
+
+
+def run(sites: list[Site], window: int, tokens: int, log: Path | None) -> list[dict]:
+    """Each site completed with context off and on, by one engine; a record per site."""
+    config = EngineConfig()
+    config.model.path = "smollm2-135m"
+    config.cache.context_tokens = window
+    config.monitors.enabled = False
+    config.monitors.jedi_budget_ms = math.inf
+    config.context.tokens = tokens
+    engine = Engine(config)
+    print(f"loaded in {engine.ensure_loaded() / 1000:.1f} s", file=sys.stderr)
+    records = []
+    for k, site in enumerate(sites):
+        rec: dict = {"path": site.path, "line": site.line, "split": site.split, "answer": site.answer,
+                     "names": site.names}  # fmt: skip
+        for row in ("off", "on"):
+            engine.config.workspace = site.root
+            engine.config.context.enabled = row == "on"
+            engine.repository_context().activity = RecentActivity()  # definitions only, not the last site's region
+            uri = Path(site.path).as_uri()
+            t0 = time.perf_counter()
+            result = engine.complete(CompletionRequest(uri=uri, text=site.text, offset=site.offset, max_tokens=24))
+            ms = (time.perf_counter() - t0) * 1000
+            engine.close(uri)
+            got = result.completions[0].text.split("\n")[0].strip() if result.completions else ""
+            rec[row] = {"got": got, "exact": float(got == site.answer),
+                        "similarity": edit_similarity(got, site.answer), "ms": ms}  # fmt: skip
+            if row == "on":
+                rec["context_tokens"] = sum(len(s.ids) for s in engine.repository_context().last)
+                rec["snippets"] = [s.path for s in engine.repository_context().last]
+        records.append(rec)
+        if log is not None:
+            with log.open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+        if (k + 1) % 20 == 0:
+            off = sum(r["off"]["exact"] for r in records) / len(records)
+            on = sum(r["on"]["exact"] for r in records) / len(records)
+            print(f"  {k + 1}/{len(sites)} exact off {off:.3f} on {on:.3f}", file=sys.stderr)
+    return records
+
+
+def report(records: list[dict]) -> None:
+    """Per split: exact match and edit similarity off/on with 95% CIs, and the paired difference."""
+    for split in ("tune", "heldout"):
+        part = [r for r in records if r["split"] == split]
+        if not part:
+            continue
+        print(f"\n{split}: {len(part)} sites ({sum(1 for r in part if r['snippets'])} got a snippet)")
+        print("row | exact match [95% CI] | edit similarity [95% CI] | p50 / p95 ms per site")
+        for row in ("off", "on"):
+            em = mean_ci([r[row]["exact"] for r in part])
+            es = mean_ci([r[row]["similarity"] for r in part])
+            ms = sorted(r[row]["ms"] for r in part)
+            print(f"context {row} | {em[0]:.3f} [{em[1]:.3f}, {em[2]:.3f}] | {es[0]:.3f} [{es[1]:.3f}, {es[2]:.3f}] | "
+                  f"{ms[len(ms) // 2]:.0f} / {ms[min(len(ms) - 1, int(0.95 * len(ms)))]:.0f}")  # fmt: skip
+        dem = mean_ci([r["on"]["exact"] - r["off"]["exact"] for r in part])
+        des = mean_ci([r["on"]["similarity"] - r["off"]["similarity"] for r in part])
+        won = sum(r["on"]["exact"] > r["off"]["exact"] for r in part)
+        lost = sum(r["on"]["exact"] < r["off"]["exact"] for r in part)
+        print(f"on - off (paired): exact {dem[0]:+.3f} [{dem[1]:+.3f}, {dem[2]:+.3f}], similarity "
+              f"{des[0]:+.3f} [{des[1]:+.3f}, {des[2]:+.3f}]; exact won {won}, lost {lost}")  # fmt: skip
+
+
+def main() -> None:
+    """Build the sites, complete each with context off and on, print the tables, write the records."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sites", type=int, default=400)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--per-file", type=int, default=2, help="sites drawn per file at most")
+    ap.add_argument("--after", type=int, default=15, help="lines of the file below the removed line")
+    ap.add_argument("--window", type=int, default=512, help="cache.context_tokens: the document's window")
+    ap.add_argument("--tokens", type=int, default=1024, help="context.tokens")
+    ap.add_argument("--log", type=Path, default=None, help="append each site's record here (JSON lines)")
+    ap.add_argument("--report", type=Path, default=None, help="only summarize this JSON-lines log")
+    args = ap.parse_args()
+    if args.report:
+        report([json.loads(ln) for ln in args.report.read_text().splitlines()])
+        return
+    sites = make_sites(args.sites, args.seed, args.per_file, args.after)
+    print(f"{len(sites)} sites ({sum(s.split == 'heldout' for s in sites)} held out)", file=sys.stderr)
+    started, load = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.getloadavg()
+    records = run(sites, args.window, args.tokens, args.log)
+    report(records)
+    print(f"\nstarted {started}, load average {load[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end")
+
+
+if __name__ == "__main__":
+    main()
