@@ -214,7 +214,11 @@ def run_session(lm: LoadedModel, config: EngineConfig, s: Session) -> dict:
     row["stale_before_cursor"] = sum(caches["pie"].stale[: caches["pie"].split_at(s.cursor).prefix_len])
     for mode in MODES:
         row[f"{mode}_line"] = next_line(lm, caches[mode], s.cursor)
-        caches[mode].release()
+    if row["pie_line"] != row["full_line"]:  # stale context, or something else? Re-encode the stale tokens and see.
+        row["pie_refreshed_tokens"] = caches["pie"].refresh()
+        row["pie_refreshed_line"] = next_line(lm, caches["pie"], s.cursor)
+    for doc in caches.values():
+        doc.release()
     return row
 
 
@@ -256,8 +260,9 @@ def summarize(rows: list[dict]) -> dict:
         rs = [r for r in rows if r["project"] == p]
         hits = {m: sum(r[f"{m}_line"] == r["target"] for r in rs) for m in MODES}
         out["by_project"][p] = {"sessions": len(rs)} | hits
-    out["pie_full_disagree"] = [{k: r[k] for k in ("project", "commit", "path", "line", "syncs", "stale_before_cursor",
-                                                   "target", "pie_line", "exact_line", "full_line")}
+    keys = ("project", "commit", "path", "line", "syncs", "stale_before_cursor", "target", "pie_line", "exact_line",
+            "full_line", "pie_refreshed_tokens", "pie_refreshed_line")
+    out["pie_full_disagree"] = [{k: r[k] for k in keys if k in r}
                                 for r in rows if r["pie_line"] != r["full_line"]]
     out["exact_full_disagree"] = [{k: r[k] for k in ("project", "commit", "target", "exact_line", "full_line")}
                                   for r in rows if r["exact_line"] != r["full_line"]]
@@ -269,6 +274,7 @@ def main() -> None:
     ap.add_argument("--split", choices=("held-out", "tuning"), default="held-out")
     ap.add_argument("--sessions", type=int, default=120, help="sessions to run (round-robin over projects)")
     ap.add_argument("--skip", type=int, default=0, help="start at this session (a second process takes a later part)")
+    ap.add_argument("--only", nargs="*", default=[], help="run only the sessions of these commits (sha prefixes)")
     ap.add_argument("--per-project", type=int, default=40, help="sessions built per project")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--window", type=int, default=1024, help="tokens of the old file in the document")
@@ -292,7 +298,10 @@ def main() -> None:
     config.model.threads = args.threads
     lm = load_model(dtype=args.dtype or config.model.dtype, threads=args.threads)
     projects = TUNING if args.split == "tuning" else HELD_OUT
-    sessions = interleave([sessions_of(lm, p, args) for p in projects])[args.skip : args.skip + args.sessions]
+    sessions = interleave([sessions_of(lm, p, args) for p in projects])
+    if args.only:
+        sessions = [s for s in sessions if s.commit.startswith(tuple(args.only))]
+    sessions = sessions[args.skip : args.skip + args.sessions]
     print(f"{len(sessions)} sessions, precision {lm.precision}", file=sys.stderr, flush=True)
     if args.list is not None:
         args.list.write_text("".join(
