@@ -42,8 +42,13 @@ def speculation_json(counts: Counter[str]) -> dict[str, float | None]:
 
 def remote_json(counts: Counter[str]) -> dict[str, float | None]:
     """A serving engine's summed counts with the share of prompt tokens it took from its prefix cache."""
-    prompt = counts["prompt_tokens"]
-    return {**counts, "cached_share": round(counts["cached_tokens"] / prompt, 4) if prompt else None}
+    prompt, requests = counts["prompt_tokens"], counts["requests"]
+    return {
+        **counts,
+        "cached_share": round(counts["cached_tokens"] / prompt, 4) if prompt else None,
+        # completion requests to the engine per completion: 1, plus the monitors' re-asked identifiers
+        "round_trips_per_request": round(counts["round_trips"] / requests, 3) if requests else None,
+    }
 
 
 def rss_bytes() -> int | None:
@@ -101,6 +106,9 @@ class ServerStats:
                     prompt_tokens=remote.prompt_tokens or 0,
                     cached_tokens=remote.cached_tokens or 0,
                     fallbacks=int(remote.fallback),
+                    round_trips=remote.round_trips,
+                    monitor_corrected=remote.monitor_corrected,
+                    monitor_cut=remote.monitor_cut,
                 )
             if outcome.result.speculation is not None:
                 self.speculation.update(outcome.result.speculation.counts())

@@ -293,4 +293,5 @@ def test_the_server_stats_say_which_engine_answered_and_its_cached_share() -> No
     model: Any = out["model"]
     assert model["backend"]["api"] == "llama.cpp" and model["backend"]["state"] == "up"
     assert model["remote"]["requests"] == 2 and model["remote"]["cached_share"] == 0.9  # 36 of 40, twice
+    assert model["remote"]["round_trips_per_request"] == 1.0  # monitors off: one request per completion
     assert "llama.cpp at http://127.0.0.1:" in model["name"]
