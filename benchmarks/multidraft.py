@@ -294,6 +294,30 @@ def why_missed(rows: list[dict], name: str = "superposed", against: str = "beam"
     return out
 
 
+def branch_points(rows: list[dict], names: tuple[str, ...] = ("beam", "superposed")) -> dict:
+    """Where drafts leave the greedy line, next to where real lines do: the share of greedy's text
+    (characters) a draft or the real line shares with it before leaving it (only those that differ
+    from it), as a mean and as the share that leave it within its first quarter."""
+    out: dict[str, dict] = {}
+    series: dict[str, list[float]] = {"real line": []}
+    for r in rows:
+        greedy = r["greedy"]["texts"][0].strip() if r["greedy"]["texts"] else ""
+        if not greedy:
+            continue
+        want = r["target"].strip()
+        if want != greedy:
+            series["real line"].append(_common(greedy, want) / len(greedy))
+        for name in names:
+            if name in r:
+                others = [t.strip() for t in r[name]["texts"] if t.strip() != greedy]
+                series.setdefault(name, []).extend(_common(greedy, t) / len(greedy) for t in others)
+    for name, xs in series.items():
+        if xs:
+            early = sum(x < 0.25 for x in xs) / len(xs)
+            out[name] = {"n": len(xs), "mean": round(statistics.fmean(xs), 3), "early": round(early, 3)}
+    return out
+
+
 def tokens_of(engine: Engine, text: str) -> int:
     """Token count of a draft (for the 'same length' context of the cost figures)."""
     return len(engine.lm.tokenizer.encode(text, add_special_tokens=False).ids) if text else 0
@@ -440,6 +464,7 @@ def main() -> None:
         missed = why_missed(rows) if {"superposed", "beam", "greedy"} <= set(runs) else {}
         lost = [r["lost"] for r in rows if r.get("lost")]
         missed["traced"] = {why: lost.count(why) for why in sorted(set(lost))}
+        missed["branch_points"] = branch_points(rows)
         print(json.dumps({"sites": len(rows), "summary": summarize(rows, runs), "superposed_missed": missed}, indent=1))
         return
     OUT.mkdir(parents=True, exist_ok=True)
