@@ -189,10 +189,11 @@ def score(texts: list[str], target: str, after: str) -> dict:
 def samples(args: argparse.Namespace, engine: Engine, rng: random.Random) -> Iterator[tuple[str, ...]]:
     """(project, uri, document, offset, target, next line) per site, bottom-up within each file."""
     index, count = (int(x) for x in args.shard.split("/"))
-    for project, path in pick_projects(args.split, args.projects, rng)[index::count]:
+    for j, (project, path) in enumerate(pick_projects(args.split, args.projects, rng)[index::count]):
         text = head(engine, path.read_text(encoding="utf-8", errors="replace"), args.doc_tokens)
         lines = text.splitlines(keepends=True)
-        for line in cursor_lines(text, rng, args.per_file):
+        chosen = cursor_lines(text, rng, args.per_file)  # drawn even when skipped: later files get the same sites
+        for line in chosen if j >= args.from_project else []:
             real = lines[line]
             indent = real[: len(real) - len(real.lstrip())].rstrip("\n")
             start = len("".join(lines[:line]))
@@ -453,13 +454,15 @@ def main() -> None:
     parser.add_argument("--monitors", type=int, default=0, help="1: jedi monitors on (as the server runs)")
     parser.add_argument("--runs", default="greedy,superposed,beam")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--from-project", type=int, default=0, help="skip this shard's first projects (same sites)")
     parser.add_argument("--trace", type=int, default=0, help="1: record superposed drafts before/after verify")
     parser.add_argument("--shard", default="0/1", help="I/N: this process runs every N-th project from the I-th")
     parser.add_argument("--tag", default="multidraft")
     parser.add_argument("--merge", nargs="*", help="only summarize these .jsonl row logs (shards) together")
     args = parser.parse_args()
     if args.merge:
-        rows = [json.loads(line) for f in args.merge for line in Path(f).read_text().splitlines()]
+        every = [json.loads(line) for f in args.merge for line in Path(f).read_text().splitlines()]
+        rows = list({(r["uri"], r["offset"]): r for r in reversed(every)}.values())  # a site run twice: once
         runs = [r for r in args.runs.split(",") if r]
         missed = why_missed(rows) if {"superposed", "beam", "greedy"} <= set(runs) else {}
         lost = [r["lost"] for r in rows if r.get("lost")]
