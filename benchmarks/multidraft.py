@@ -58,6 +58,7 @@ RUNS = {  # name -> (strategy, drafts)
     "greedy": ("greedy", 1),
     "superposed": ("superposed", 4),
     "beam": ("beam", 4),
+    "beam_free": ("beam", 4),  # beam search without `decoding.beam_keep_greedy` (the search before it)
     "independent": ("greedy", 4),
 }
 # the stdlib modules of the earlier stdlib-only runs (seeds 0-5, 10 files each) that set today's defaults
@@ -157,11 +158,14 @@ def build_engine(args: argparse.Namespace, workspace: Path) -> Engine:
     return Engine(config)
 
 
-def run_one(engine: Engine, uri: str, text: str, offset: int, strategy: str, k: int) -> dict:
-    """One request: its completions and what it cost."""
+def run_one(engine: Engine, uri: str, text: str, offset: int, strategy: str, k: int, free: bool = False) -> dict:
+    """One request: its completions and what it cost (`free`: beam search without keep_greedy)."""
+    keep = engine.config.decoding.beam_keep_greedy
+    engine.config.decoding.beam_keep_greedy = keep and not free
     t0, c0 = time.perf_counter(), time.process_time()
     result = engine.complete(CompletionRequest(uri, text, offset, drafts=k, strategy=strategy))
     wall, cpu = (time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000
+    engine.config.decoding.beam_keep_greedy = keep
     return {
         "texts": [c.text for c in result.completions],
         "scores": [c.score for c in result.completions],
@@ -397,7 +401,7 @@ def run(args: argparse.Namespace) -> dict:
             row: dict = {"project": project, "uri": uri, "offset": offset, "target": target}
             for name in runs[i % len(runs) :] + runs[: i % len(runs)]:  # rotate: no strategy always runs first
                 strategy, k = RUNS[name]
-                out = run_one(engine, uri, text, offset, strategy, k)
+                out = run_one(engine, uri, text, offset, strategy, k, free=name == "beam_free")
                 if trace is not None and name == "superposed":
                     out["trace"] = trace.take()
                 out["q"] = score(out["texts"], target, after)

@@ -35,7 +35,7 @@ def decode(
 
     `speculator`: the greedy draft is decoded speculatively (the same tokens, fewer forwards)."""
     if strategy == "beam":
-        return beam_decode(lm, view, task, k, cancelled, config.beam_patience), 0.0
+        return beam_decode(lm, view, task, k, cancelled, config.beam_patience, config.beam_keep_greedy), 0.0
     if strategy == "superposed":
         out = superposed_decode(lm, view, task, k, config.superposed, ngram if k > 1 else None, cancelled)
         vcfg = config.verify

@@ -75,3 +75,45 @@ def test_patience_bounds_the_steps_after_the_first_beam_ends():
     assert steps["0.25"] < steps["None"]
     ended = {d.tokens for d in slow if d.finished}
     assert all(d.tokens in ended for d in fast if d.finished)  # the same search, stopped earlier
+
+
+def _uneven_task(doc, max_tokens: int = 24):
+    """A stop rule that ends lines at different lengths (by their last character), mid-document."""
+    from superpie.completion.decoding.task import DecodeTask
+
+    n = doc.length // 2
+
+    def stop_after(text: str) -> int | None:
+        return len(text) if len(text) >= 12 and ord(text[-1]) % 3 == 0 else None
+
+    return DecodeTask(doc.ids[n - 1], max_tokens, stop=stop_after), n - 1
+
+
+@pytest.mark.parametrize("patience", [None, 0.25, 1.0])
+def test_keep_greedy_returns_the_greedy_line_marked_however_early_patience_stops(patience):
+    """The greedy line is one of the drafts, whole, with its exact log-probs, marked greedy (ranking's
+    greedy bonus applies), and it is the only draft so marked; the others are k - 1 distinct beams."""
+    lm = tiny_model("llama")
+    doc = document()
+    task, at = _uneven_task(doc)
+    greedy = chain_decode(lm, CursorView(doc, at, reserve=32), task)
+    drafts = beam_decode(lm, CursorView(doc, at, reserve=4 * 24 + 2), task, 4, patience=patience, keep_greedy=True)
+    marked = [d for d in drafts if d.greedy]
+    assert len(marked) == 1 and marked[0].tokens == greedy.tokens and marked[0].finished == greedy.finished
+    assert marked[0].token_logprobs == pytest.approx(greedy.token_logprobs, abs=1e-4)
+    assert len(drafts) == 4 and len({d.tokens for d in drafts}) == 4
+
+
+def test_beam_strategy_keeps_the_greedy_line_by_default():
+    """Through the strategy runner with the default configuration: a beam-search request's drafts hold
+    the greedy line, marked (before, patience could stop the search before it ended, unmarked)."""
+    from superpie.completion.config import DecodingConfig
+    from superpie.completion.decoding.strategies import decode
+
+    lm = tiny_model("llama")
+    doc = document()
+    task, at = _uneven_task(doc)
+    greedy = chain_decode(lm, CursorView(doc, at, reserve=32), task)
+    view = CursorView(doc, at, reserve=4 * 24 + 2)
+    drafts, _ = decode(lm, view, task, "beam", 4, DecodingConfig(), None, lambda: False)
+    assert [d.tokens for d in drafts if d.greedy] == [greedy.tokens]
