@@ -269,6 +269,42 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
+def markdown(summary: dict) -> str:
+    """The summary as the table benchmarks/RESULTS.md shows."""
+
+    def ci(v: list[float], sign: str = "") -> str:
+        return f"{v[0]:{sign}.1f} [{v[1]:{sign}.1f}, {v[2]:{sign}.1f}]"
+
+    st = summary["stale_subset"]
+    lines = [
+        "| held-out sessions | n | pie | exact | full |",
+        "|---|---|---|---|---|",
+        f"| next-line exact match, % [95% CI] | {summary['sessions']} | "
+        + " | ".join(ci(summary["exact_match_pct_ci"][m]) for m in MODES) + " |",
+        f"| - minus full, pts [95% CI] | {summary['sessions']} | {ci(summary['pie_minus_full_pts_ci'], '+')} | "
+        f"{ci(summary['exact_minus_full_pts_ci'], '+')} | |",
+        f"| line identical to full's, % [95% CI] | {summary['sessions']} | {ci(summary['pie_agrees_with_full_pct_ci'])}"
+        f" | {ci(summary['exact_agrees_with_full_pct_ci'])} | |",
+        "| edit similarity to the real line, mean | {} | {} |".format(
+            summary["sessions"], " | ".join(str(summary["edit_similarity_mean"][m]) for m in MODES)),
+    ]
+    if st["sessions"]:
+        lines += [
+            f"| stale tokens before the cursor: exact match, % | {st['sessions']} | "
+            + " | ".join(ci(st["exact_match_pct_ci"][m]) for m in MODES) + " |",
+            f"| stale tokens before the cursor: line identical to full's, % | {st['sessions']} | "
+            f"{ci(st['pie_agrees_with_full_pct_ci'])} | {ci(st['exact_agrees_with_full_pct_ci'])} | |",
+        ]
+    lines += [
+        "| edit-to-ready per sync, median ms (full: one encode of the final text) | {} | {} |".format(
+            sum(int(k) * v for k, v in summary["syncs_per_session"].items()),
+            " | ".join(str(summary["median_ms_per_sync"][m]) for m in MODES)),
+        "| edit-to-ready per session (all its syncs), median ms | {} | {} |".format(
+            summary["sessions"], " | ".join(str(summary["median_ms_session"][m]) for m in MODES)),
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split", choices=("held-out", "tuning"), default="held-out")
@@ -287,12 +323,14 @@ def main() -> None:
     ap.add_argument("--until", default=None, help="stop starting sessions at this UTC time (HH:MM)")
     ap.add_argument("--log", type=Path, default=OUT / "pie_history.jsonl", help="per-session rows (appended)")
     ap.add_argument("--rows-from", type=Path, nargs="+", default=None, help="summarize earlier logs' rows (no run)")
+    ap.add_argument("--markdown", action="store_true", help="with --rows-from: print RESULTS.md's table")
     ap.add_argument("--list", type=Path, default=None, help="write the session list (project, commit, path, line)")
     args = ap.parse_args()
     OUT.mkdir(exist_ok=True)
     if args.rows_from is not None:
         rows = [json.loads(x) for f in args.rows_from for x in f.read_text().splitlines() if x.startswith("{")]
-        print(json.dumps(summarize(rows), indent=1))
+        summary = summarize(rows)
+        print(markdown(summary) if args.markdown else json.dumps(summary, indent=1))
         return
     config = EngineConfig()
     config.model.threads = args.threads
