@@ -29,11 +29,17 @@ analysis knew the type; every loss (off right, on wrong) with its reason.
 
     nice -n 10 .venv/bin/python benchmarks/monitor_quality.py                # ~600 held-out sites
     nice -n 10 .venv/bin/python benchmarks/monitor_quality.py --projects 6   # smoke run
+    # n processes (--shard i/n, --out run_i.json), then the merged tables:
+    .venv/bin/python benchmarks/monitor_quality.py --report run_0.json run_1.json
+    # another code version's monitors on the same sites (--follow each run's log, with that version first
+    # on PYTHONPATH), then before vs after:
+    .venv/bin/python benchmarks/monitor_quality.py --report run_0.json run_1.json --compare old_0.log old_1.log
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import math
 import random
@@ -414,11 +420,15 @@ def follow(engine: Engine, log: Path, kinds: set[str], args: argparse.Namespace)
     return out
 
 
-def shard(sites: list[HeldOutSite], spec: str) -> list[HeldOutSite]:
-    """The sites of shard i of n ("i/n"): whole projects, every n-th in sampling order (run n processes at once)."""
+def shard(sites: list[HeldOutSite], spec: str, reverse: bool = False) -> list[HeldOutSite]:
+    """The sites of shard i of n ("i/n"): whole projects, every n-th in sampling order (run n processes at once);
+    reverse: its projects last first (a second process that meets the first one in the middle)."""
     i, n = (int(x) for x in spec.split("/"))
     order = list(dict.fromkeys(h.project for h in sites))
-    return [h for h in sites if order.index(h.project) % n == i]
+    mine = [p for p in order if order.index(p) % n == i]
+    if reverse:
+        mine.reverse()
+    return [h for p in mine for h in sites if h.project == p]
 
 
 def merged(paths: list[Path]) -> dict:
@@ -426,12 +436,73 @@ def merged(paths: list[Path]) -> dict:
     runs = [json.loads(p.read_text()) for p in paths]
     if len(runs) == 1 and "summary" in runs[0]:
         return runs[0]["summary"]
-    summary = summarize([r for run in runs for r in run["records"]])
+    unique = {(r["path"], r["offset"]): r for run in reversed(runs) for r in run["records"]}  # first run wins
+    summary = summarize(list(unique.values()))
     silenced: Counter[str] = Counter()
     for run in runs:
         silenced.update((run.get("summary", {}).get("jedi") or {}).get("silenced") or {})
     summary["jedi"] = {"silenced": dict(silenced)}
     return summary
+
+
+_AGAIN_LINE = re.compile(r"^  (\S+) (\S+) (\S+) off=(.*) on=(.*)$", re.MULTILINE)
+
+
+def before_after(runs: list[Path], follows: list[Path]) -> str:
+    """Before (another code version's monitors, from `--follow` logs) vs after (the run's) on the same sites.
+
+    runs[i] is a run's JSON (or its partial file), follows[i] the log of the `--follow` run beside it,
+    read line by line, so a follow stopped early still counts its sites. Per analysis kind: the old
+    monitors on vs off there, the new ones, and after (new on) vs before (old on); `off agree` counts the
+    sites where both processes' unconstrained identifier was the same (their caches' histories differ).
+    """
+    pairs: list[tuple[dict, str, str]] = []
+    for run, log in zip(runs, follows, strict=True):
+        lines = _AGAIN_LINE.findall(log.read_text())
+        kinds = {m[2] for m in lines}
+        again = iter(lines)
+        for r in json.loads(run.read_text())["records"]:
+            if r["kind"] not in kinds:
+                continue
+            m = next(again, None)
+            if m is None:
+                break
+            if m[:3] != (r["project"], f"{r['base']}.{r['attr']}", r["kind"]):
+                raise ValueError(f"{log}: {m[:3]} where the run has {r['project']} {r['base']}.{r['attr']}")
+            pairs.append((r, ast.literal_eval(m[3]), ast.literal_eval(m[4])))
+
+    kinds_seen = sorted({r["kind"] for r, _, _ in pairs})
+
+    def row(label: str, chosen: list[tuple[dict, str, str]]) -> str:
+        old = paired([{"off": {"match": o == r["attr"]}, "on": {"match": n == r["attr"]}} for r, o, n in chosen])
+        new = paired([r for r, _, _ in chosen])
+        after = paired([{"off": {"match": n == r["attr"]}, "on": r["on"]} for r, _, n in chosen])
+        agree = sum(o == r["off"]["identifier"] for r, o, _ in chosen)
+        cells = [
+            f"{p['diff_pts']:+} [{p['diff_ci'][0]:+}, {p['diff_ci'][1]:+}] ({p['wins']} / {p['losses']})"
+            for p in (old, new, after)
+        ]
+        return f"| {label} | {len(chosen)} | " + " | ".join(cells) + f" | {agree} |"
+
+    lines_out = [
+        "| sites | n | old on - off, pts (wins / losses) | new on - off | after - before (new on - old on) "
+        "| off agree |",
+        "|---|---|---|---|---|---|",
+        row("all followed", pairs),
+        row("random sample", [p for p in pairs if p[0]["random_sample"]]),
+        row("unseen", [p for p in pairs if p[0]["unseen"]]),
+        *(row(f"analysis: {k}", [p for p in pairs if p[0]["kind"] == k]) for k in kinds_seen),
+        "",
+        "Sites where the old monitors' identifier differs in correctness from the new ones':",
+        "",
+        *(
+            f"- `{r['project']} {Path(r['path']).name}:{r['line']} {r['base']}.{r['attr']}` ({r['kind']}): "
+            f"old on `{n}`, new on `{r['on']['identifier']}`, off `{r['off']['identifier']}`"
+            for r, _, n in pairs
+            if (n == r["attr"]) != r["on"]["match"]
+        ),
+    ]
+    return "\n".join(lines_out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -445,19 +516,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--doc-tokens", type=int, default=1024, help="each file is cut to its first ~N tokens")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps a shared machine steady)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reverse", action="store_true", help="the shard's projects last first")
     ap.add_argument("--until", help="HH:MM UTC: run no site after this time (the figures cover the sites run)")
     ap.add_argument("--split", choices=("held-out", "tune"), default="held-out", help="tune: the tuning projects")
     ap.add_argument("--out", type=Path, default=OUT / "monitor_quality.json")
     ap.add_argument(
         "--report", type=Path, nargs="+", help="print the tables of finished runs' JSON (shards: merged) and stop"
     )
+    ap.add_argument("--compare", type=Path, nargs="+", help="--report's runs' `--follow` logs: before vs after")
     ap.add_argument("--shard", default="0/1", help="i/n: run only the projects whose sampled index is i mod n")
     ap.add_argument("--rerun", type=Path, help="a finished run's JSON: complete its silent sites again (see rerun)")
     ap.add_argument("--follow", type=Path, help="a running run's log: complete its silent sites as it logs them")
     ap.add_argument("--kinds", default="object_only,dynamic", help="--rerun/--follow: the analysis kinds to run again")
     args = ap.parse_args(argv)
     if args.report is not None:
-        print(markdown(merged(args.report)))
+        print(before_after(args.report, args.compare) if args.compare else markdown(merged(args.report)))
         return 0
 
     t0 = time.perf_counter()
@@ -479,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: paired([r for r in again if r["kind"] == k]) for k in args.kinds.split(",")}, indent=1))
         print("all:", json.dumps(paired(again)))
         return 0
-    sites = shard(sample_sites(engine, args), args.shard)
+    sites = shard(sample_sites(engine, args), args.shard, args.reverse)
     print(f"{len(sites)} held-out sites from {len({h.project for h in sites})} projects", flush=True)
     records: list[dict] = []
     opened: set[str] = set()
