@@ -17,8 +17,15 @@ line with full's, and edit-to-ready time per sync.
 The split is by project: `TUNING` projects are where this script was tried out; everything reported is on
 the held-out projects. Nothing is tuned on either (the caches run their defaults).
 
-    nice -n 10 .venv/bin/python benchmarks/pie_history.py --sessions 120
-    .venv/bin/python benchmarks/pie_history.py --split tuning --sessions 4    # smoke run
+The projects' histories must be on this machine first (the agent tool `fetch` brings a GitHub mirror to
+/work/.mirror/<owner>+<name>/repo). Sessions are built from a seeded shuffle of each project's commits and
+taken round-robin over projects; benchmarks/data/pie_history/heldout_sessions.jsonl lists seed 0's 400.
+
+    nice -n 10 .venv/bin/python benchmarks/pie_history.py --sessions 400 --until 17:08        # rows to out/*.jsonl
+    nice -n 10 .venv/bin/python benchmarks/pie_history.py --skip 200 --log benchmarks/out/b.jsonl  # a 2nd process
+    .venv/bin/python benchmarks/pie_history.py --rows-from benchmarks/out/pie_history.jsonl benchmarks/out/b.jsonl \
+        --markdown                                                                              # the table
+    .venv/bin/python benchmarks/pie_history.py --split tuning --sessions 4                      # smoke run
 """
 
 from __future__ import annotations
