@@ -213,9 +213,9 @@ class DecodingConfig(Checked):
     # 1.0: as many lines as waiting for k ended beams, for much less; 0.5 puts shorter lines above greedy's
     # (benchmarks/RESULTS.md, multidraft: patience).
     beam_patience: float | None = 1.0
-    # Beam search keeps the greedy line as one beam until it ends, and marks its draft greedy for ranking
-    # (held-out: without it the top draft fell below greedy's; benchmarks/RESULTS.md, multidraft).
-    beam_keep_greedy: bool = True
+    # True: beam search keeps the greedy line as one beam until it ends and marks its draft greedy for ranking
+    # (the top draft is then greedy's line); off: not measured on held-out sites (benchmarks/RESULTS.md, multidraft).
+    beam_keep_greedy: bool = False
     sample_temperature: float = 0.8  # drafts 2..k of strategy greedy are sampled at this temperature
     # greedy drafts verify tokens proposed from the document, the workspace and recycled candidates several per
     # forward, with plain greedy decoding's output (decoding/speculative.py; benchmarks/RESULTS.md, speculative)

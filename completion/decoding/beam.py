@@ -13,8 +13,9 @@ With `keep_greedy` the greedy line is one of the beams all along: the beam that 
 token at every step keeps its slot however its total compares (the other k - 1 are chosen as
 usual), the search does not stop before it has ended, and its draft comes back marked `greedy`, as
 greedy decoding's and superposed decoding's lead do, so ranking treats the model's own line alike
-whatever the strategy. Without it, patience cut the greedy line short at most held-out sites where it
-was longer than the first beam to end, and the top draft fell below greedy's (RESULTS, multidraft).
+whatever the strategy. Without it, patience can stop the search before the greedy line has ended, so
+it is among the drafts at only some sites (benchmarks/RESULTS.md, multidraft); with it, the top draft
+is greedy's line wherever ranking's greedy bonus decides, which also gives up beam's top-draft wins.
 """
 
 from __future__ import annotations

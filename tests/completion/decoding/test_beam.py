@@ -104,9 +104,9 @@ def test_keep_greedy_returns_the_greedy_line_marked_however_early_patience_stops
     assert len(drafts) == 4 and len({d.tokens for d in drafts}) == 4
 
 
-def test_beam_strategy_keeps_the_greedy_line_by_default():
-    """Through the strategy runner with the default configuration: a beam-search request's drafts hold
-    the greedy line, marked (before, patience could stop the search before it ended, unmarked)."""
+def test_beam_strategy_passes_keep_greedy_on():
+    """Through the strategy runner: `decoding.beam_keep_greedy` on gives the greedy line among the
+    drafts, marked; off (the default) no draft is marked, as before the option."""
     from superpie.completion.config import DecodingConfig
     from superpie.completion.decoding.strategies import decode
 
@@ -114,6 +114,9 @@ def test_beam_strategy_keeps_the_greedy_line_by_default():
     doc = document()
     task, at = _uneven_task(doc)
     greedy = chain_decode(lm, CursorView(doc, at, reserve=32), task)
-    view = CursorView(doc, at, reserve=4 * 24 + 2)
-    drafts, _ = decode(lm, view, task, "beam", 4, DecodingConfig(), None, lambda: False)
-    assert [d.tokens for d in drafts if d.greedy] == [greedy.tokens]
+    marked = {}
+    for keep in (True, False):
+        view = CursorView(doc, at, reserve=4 * 24 + 2)
+        drafts, _ = decode(lm, view, task, "beam", 4, DecodingConfig(beam_keep_greedy=keep), None, lambda: False)
+        marked[keep] = [d.tokens for d in drafts if d.greedy]
+    assert marked == {True: [greedy.tokens], False: []}
