@@ -7,8 +7,8 @@ through llama-server (the same model's GGUF) with monitors off, and through it w
 identifier re-spelled under a GBNF grammar, `completion/backend/monitored.py`). Each engine's jedi warmed the
 file first, as an editor does on open; both use the same jedi budget. Reported per run: the share of valid
 first identifiers and of every dereference the completion spells (the oracle's lists), over all sites and over
-the sites where the monitor's jedi answered in time ("answered"), and for the remote runs the engine round
-trips per completion.
+the sites where the monitor's jedi answered in time ("answered") and the part of those where it constrained (not
+silent), and for the remote runs the engine round trips per completion.
 
     nice -n 10 .venv/bin/python benchmarks/remote_monitors.py --sites 60
 """
@@ -61,6 +61,7 @@ def complete(engine: Engine, oracle: Analyzer, site: Site, on: bool, max_tokens:
         "valid": bool(name) and is_valid(name, site.truth, text, 0),
         "derefs": [ok for _, ok in dereferences(oracle, site, text)],
         "answered": first is not None and first.monitor == "dereference" and not first.fell_back,
+        "silent": None if first is None else first.silent,  # answered, but the monitor did not constrain: why
         "ms": round(ms, 1),
         "round_trips": None if remote is None else remote.round_trips,
         "corrected": None if remote is None else remote.monitor_corrected,
@@ -77,6 +78,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     for run in ("local_on", "remote_off", "remote_on"):
         rs = [r[run] for r in records]
         answered = [r for r in rs if r["answered"]]
+        constrained = [r for r in answered if not r["silent"]]
         trips = [r["round_trips"] for r in rs if r["round_trips"] is not None]
         out[run] = {
             "valid_first_identifier_pct": pct([r["valid"] for r in rs if r["identifier"]]),
@@ -85,6 +87,8 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
             "dereferences": sum(len(r["derefs"]) for r in rs),
             "answered_sites": len(answered),
             "answered_valid_first_identifier_pct": pct([r["valid"] for r in answered if r["identifier"]]),
+            "constrained_sites": len(constrained),
+            "constrained_valid_first_identifier_pct": pct([r["valid"] for r in constrained if r["identifier"]]),
             "ms_p50": round(statistics.median([r["ms"] for r in rs]), 1) if rs else None,
             "round_trips_mean": round(statistics.fmean(trips), 3) if trips else None,
             "round_trips_max": max(trips) if trips else None,
