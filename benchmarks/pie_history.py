@@ -288,7 +288,8 @@ def markdown(summary: dict) -> str:
         "|---|---|---|---|---|",
         f"| next-line exact match, % [95% CI] | {summary['sessions']} | "
         + " | ".join(ci(summary["exact_match_pct_ci"][m]) for m in MODES) + " |",
-        f"| - minus full, pts [95% CI] | {summary['sessions']} | {ci(summary['pie_minus_full_pts_ci'], '+')} | "
+        f"| exact match minus full's, pts [95% CI] (paired) | {summary['sessions']} | "
+        f"{ci(summary['pie_minus_full_pts_ci'], '+')} | "
         f"{ci(summary['exact_minus_full_pts_ci'], '+')} | |",
         f"| line identical to full's, % [95% CI] | {summary['sessions']} | {ci(summary['pie_agrees_with_full_pct_ci'])}"
         f" | {ci(summary['exact_agrees_with_full_pct_ci'])} | |",
