@@ -210,7 +210,7 @@ def test_a_read_timeout_is_engine_down_within_the_timeout_and_not_retried() -> N
         elapsed = time.perf_counter() - t0
         release.set()
         sent = fake.posted("/completion")
-    assert elapsed < 1.5
+    assert elapsed < 4.0  # the engine answers after 5 s: it was not waited for (retries: `sent` below)
     assert result.empty_reason == "engine_down" and result.remote is not None
     assert "timed out" in (result.remote.error or "") and len(sent) == 1
     assert engine.backend_status()["state"] == "down"
