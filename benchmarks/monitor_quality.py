@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from mgd_deref import FILES, PURELIB, STDLIB, Site, candidate_sites, first_identifier, head, is_valid  # noqa: E402
 
-from superpie.analysis.monitors import MonitorState  # noqa: E402
+from superpie.analysis.monitors import Analyzer, AnalyzerConfig, MonitorState  # noqa: E402
 from superpie.completion.config import EngineConfig  # noqa: E402
 from superpie.completion.engine import Engine  # noqa: E402
 from superpie.completion.request import CompletionRequest  # noqa: E402
@@ -445,6 +445,48 @@ def merged(paths: list[Path]) -> dict:
     return summary
 
 
+def replay(run: Path, until: str | None) -> list[dict]:
+    """A finished run's sites analysed again by this code version, with no model: its completions are reused.
+
+    The run's layout is kept (the document ended at the cursor, as before the editor layout). Valid only
+    for a change that makes monitors silent where they constrained and changes nothing else: where the
+    analysis is still a positive answer (the same number of names) the monitors constrain as they did,
+    so `on` is the run's; where it is now silent, decoding is unconstrained and `on` is the run's `off`
+    (the runs show silent states give the unconstrained identifier: 0 wins, 0 losses there). The run's
+    own `on` is kept as `before`.
+    """
+    analyzer = Analyzer(STDLIB, AnalyzerConfig(budget_ms=math.inf))
+    texts: dict[str, str] = {}
+    seen: Counter[tuple] = Counter()
+    out = []
+    for i, r in enumerate(json.loads(run.read_text())["records"], 1):
+        if until and time.strftime("%H:%M", time.gmtime()) >= until:
+            print(f"  stopped at {until} UTC after {len(out)} sites", flush=True)
+            break
+        key = (r["path"], r["line"], r["base"], r["attr"])
+        seen[key] += 1
+        if r["path"] not in texts:
+            texts[r["path"]] = Path(r["path"]).read_text(encoding="utf-8")
+        text = texts[r["path"]]
+        same = [  # the site: the n-th `base.attr` on its line (the run kept no offsets)
+            c.offset
+            for c in candidate_sites(Path(r["path"]), text, min_offset=0)
+            if (c.base, c.attr, text[: c.offset].count("\n") + 1) == (r["base"], r["attr"], r["line"])
+        ]
+        offset = sorted(same)[seen[key] - 1]
+        state = analyzer.monitors(r["path"], "").trigger(text[:offset])
+        kind = analysis_kind(state)
+        again = {**r, "offset": offset, "kind": kind, "kind_before": r["kind"], "before": r["on"]}
+        # jedi listing another number of names than in the run: the reused `on` may not be this version's
+        again["list_changed"] = kind == "known" and state is not None and len(state.candidates) != r["candidates"]
+        if r["kind"] == "known" and kind != "known":
+            again["on"] = {**r["off"], "valid": False}
+        out.append(again)
+        print(f"  [{i}] {r['project']} {r['base']}.{r['attr']} {r['kind']} -> {kind}", flush=True)
+    analyzer.close()
+    return out
+
+
 _AGAIN_LINE = re.compile(r"^  (\S+) (\S+) (\S+) off=(.*) on=(.*)$", re.MULTILINE)
 
 
@@ -523,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--report", type=Path, nargs="+", help="print the tables of finished runs' JSON (shards: merged) and stop"
     )
+    ap.add_argument("--replay", type=Path, help="a finished run's JSON: analyse its sites again, no model (see replay)")
     ap.add_argument("--compare", type=Path, nargs="+", help="--report's runs' `--follow` logs: before vs after")
     ap.add_argument("--shard", default="0/1", help="i/n: run only the projects whose sampled index is i mod n")
     ap.add_argument("--rerun", type=Path, help="a finished run's JSON: complete its silent sites again (see rerun)")
@@ -533,6 +576,16 @@ def main(argv: list[str] | None = None) -> int:
         print(before_after(args.report, args.compare) if args.compare else markdown(merged(args.report)))
         return 0
 
+    if args.replay is not None:
+        again = replay(args.replay, args.until)
+        summary = summarize(again)
+        summary["before_after"] = paired([{"off": r["before"], "on": r["on"]} for r in again if r["random_sample"]])
+        summary["before_after_unseen"] = paired([{"off": r["before"], "on": r["on"]} for r in again if r["unseen"]])
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"summary": summary, "records": again}, indent=1, default=str))
+        print(json.dumps({k: summary[k] for k in ("before_after", "before_after_unseen")}))
+        print(markdown(summary))
+        return 0
     t0 = time.perf_counter()
     config = EngineConfig(workspace=str(STDLIB))
     config.model.threads = args.threads
