@@ -28,7 +28,7 @@ from pathlib import Path
 
 import jedi
 
-from superpie.analysis.jedi_service import _JEDI_LOCK, position
+from superpie.analysis.jedi_service import JEDI_LOCK, position
 from superpie.analysis.workspace_files import WorkspaceFiles
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class DefinitionFinder:
         self, script: jedi.Script, code: str, at: int, here: Path | None, name: str, deadline: float
     ) -> tuple[Definition, ...] | None:
         timeout = deadline - time.perf_counter()
-        if not _JEDI_LOCK.acquire(timeout=-1 if math.isinf(timeout) else max(0.0, timeout)):
+        if not JEDI_LOCK.acquire(timeout=-1 if math.isinf(timeout) else max(0.0, timeout)):
             return None
         try:
             self.asked += 1
@@ -176,7 +176,7 @@ class DefinitionFinder:
             log.debug("jedi goto failed for %s", name, exc_info=True)
             return ()
         finally:
-            _JEDI_LOCK.release()
+            JEDI_LOCK.release()
 
     def _definition(self, n: jedi.api.classes.Name, here: Path | None, name: str) -> Definition | None:
         if n.type not in _KINDS or n.module_path is None or n.in_builtin_module():

@@ -54,9 +54,10 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXE
 _KEYWORD_KINDS = (Parameter.POSITIONAL_OR_KEYWORD, Parameter.KEYWORD_ONLY)
 _ATTRIBUTE_HOOKS = ("__getattr__", "__getattribute__")  # methods that answer attributes no listing shows
 _WARM_NAMES = 40  # names inferred when a document opens, to load its imports
-# jedi's inference caches are process-wide: two services (an engine being replaced, tests) must not
+# jedi's inference caches are process-wide: two services (an engine being replaced, tests) and the
+# definitions lookup of the repository context (analysis/definitions.py) must not
 # run it at once, or one thread sees the other's half-built state
-_JEDI_LOCK = threading.Lock()
+JEDI_LOCK = threading.Lock()
 
 
 def bounded_read(path: str | os.PathLike[str], limit: int = MAX_SOURCE_BYTES) -> bytes:
@@ -291,7 +292,7 @@ class JediService:
         """Runs on the jedi thread only."""
         t0 = time.perf_counter()
         try:
-            with _JEDI_LOCK:
+            with JEDI_LOCK:
                 script = jedi.Script(code=code, path=path, project=self.project)
                 answer: JediAnswer | None = _QUESTIONS[key[0]](script, *position(code, offset))
         except Exception:  # jedi is third-party and fails in many ways on unfinished code
@@ -315,7 +316,7 @@ class JediService:
     def _warm(self, path: str | None, text: str) -> None:
         """Runs on the jedi thread only."""
         try:
-            with _JEDI_LOCK:
+            with JEDI_LOCK:
                 script = jedi.Script(code=text, path=path, project=self.project)
                 script.complete(*position(text, len(text)))
                 for name in script.get_names()[:_WARM_NAMES]:
