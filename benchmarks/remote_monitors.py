@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mgd_deref import OUT, STDLIB, Site, dereferences, first_identifier, is_valid, select_sites
-from remote import LlamaServer
+from remote import start_llama_server
 
 from superpie.analysis.monitors import Analyzer, AnalyzerConfig
 from superpie.completion.config import EngineConfig, ModelConfig
@@ -115,7 +115,7 @@ def main() -> None:
     oracle = Analyzer(STDLIB, AnalyzerConfig(budget_ms=60_000, imports=False, keyword_arguments=False))
     sites = select_sites(local, oracle, args.sites, args.per_file, args.doc_tokens, args.seed)
     print(f"{len(sites)} sites", flush=True)
-    server = LlamaServer(slots=2, context=8192)
+    server = start_llama_server(slots=2, context=8192)
     remote = Engine(config(args, server.url))
     remote.ensure_loaded()
     records = []

