@@ -132,10 +132,12 @@ def make_sites(count: int, seed: int, per_file: int, after: int) -> list[Site]:
     return sites[:count]
 
 
-def run(sites: list[Site], window: int, tokens: int, jedi_ms: float, log: Path | None) -> list[dict]:
+def run(
+    sites: list[Site], window: int, tokens: int, jedi_ms: float, log: Path | None, model: str = "smollm2-135m"
+) -> list[dict]:
     """Each site completed with context off and on, by one engine; a record per site."""
     config = EngineConfig()
-    config.model.path = "smollm2-135m"
+    config.model.path = model
     config.cache.context_tokens = window
     config.monitors.enabled = False
     config.monitors.jedi_budget_ms = jedi_ms
@@ -206,6 +208,7 @@ def main() -> None:
     ap.add_argument("--jedi-ms", type=float, default=2000.0, help="the definitions lookup's budget (inf: none)")
     ap.add_argument("--log", type=Path, default=None, help="append each site's record here (JSON lines)")
     ap.add_argument("--report", type=Path, default=None, help="only summarize this JSON-lines log")
+    ap.add_argument("--model", default="smollm2-135m", help="a named model (catalog) or a model directory")
     args = ap.parse_args()
     if args.report:
         report([json.loads(ln) for ln in args.report.read_text().splitlines()])
@@ -213,7 +216,7 @@ def main() -> None:
     sites = make_sites(args.sites, args.seed, args.per_file, args.after)
     print(f"{len(sites)} sites ({sum(s.split == 'heldout' for s in sites)} held out)", file=sys.stderr)
     started, load = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.getloadavg()
-    records = run(sites, args.window, args.tokens, args.jedi_ms, args.log)
+    records = run(sites, args.window, args.tokens, args.jedi_ms, args.log, args.model)
     report(records)
     print(f"\nstarted {started}, load average {load[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end")
 
