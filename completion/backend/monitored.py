@@ -47,7 +47,6 @@ class _Assembly:
     def of(cls, d: EngineDraft) -> _Assembly:
         a = cls("", d.finished)
         a.extend(d, constrained=False)
-        a.finished = d.finished
         return a
 
     def extend(self, d: EngineDraft, constrained: bool) -> None:
