@@ -154,7 +154,8 @@ async def run(args: argparse.Namespace) -> dict:
             initialization_options={
                 "completion": {"maxTokensInline": 16, "inlineMultiline": False},
                 "monitors": {"enabled": not args.no_monitors},
-                "model": {"threads": args.threads},
+                "model": {"threads": args.threads, "dtype": args.dtype},
+                "decoding": {"speculate": args.speculate == "on"},
             },
         )
     )
@@ -184,9 +185,10 @@ async def run(args: argparse.Namespace) -> dict:
 def _tokenizer(model: str | None):
     from tokenizers import Tokenizer
 
+    from superpie.completion.model.catalog import MODELS
     from superpie.completion.model.loading import converted_dir
 
-    path = Path(model) if model else converted_dir()
+    path = converted_dir(MODELS[model]) if model in MODELS else Path(model) if model else converted_dir()
     return Tokenizer.from_file(str(path / "tokenizer.json"))
 
 
@@ -217,6 +219,9 @@ def report(args, source: str, typist: Typist, stats: dict, load_s: float, typing
         "typing_s": round(typing_s, 1),
         "debounce_ms": args.debounce_ms,
         "monitors": not args.no_monitors,
+        "speculate": args.speculate,
+        "dtype": args.dtype,
+        "speculation": stats.get("speculation"),
         "loadavg_at_end": os.getloadavg(),
         "cpus": len(os.sched_getaffinity(0)),
         "records": recs,
@@ -250,7 +255,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--file", default="glob.py", help="stdlib file to type")
     parser.add_argument("--chars", type=int, default=None, help="type only the first N characters")
-    parser.add_argument("--model", default=None, help="model directory (default: the embedded default model)")
+    parser.add_argument("--model", default=None, help="model name or directory (default: the embedded default model)")
+    parser.add_argument("--speculate", choices=["on", "off"], default="off", help="speculative greedy decoding")
+    parser.add_argument("--dtype", default="auto", help="weight precision (model.dtype)")
     parser.add_argument("--workspace", default=None, help="workspace folder for the server (default: an empty one)")
     parser.add_argument("--debounce-ms", type=int, default=50, help="editor debounce before a request")
     parser.add_argument("--seed", type=int, default=0)
