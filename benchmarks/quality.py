@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import random
-import statistics
 import sys
 import sysconfig
 import time
@@ -33,10 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metrics import edit_similarity
+from quality_context import use_workspace
 
 from superpie.completion.config import EngineConfig
 from superpie.completion.engine import Engine
-from superpie.completion.request import CompletionRequest
+from superpie.completion.request import CompletionRequest, CompletionResult
 
 PACKAGES = ("jedi", "pygls", "lsprotocol", "watchdog", "platformdirs", "tqdm", "attr", "cattrs", "packaging")
 MODELS = {"smollm2": "smollm2-135m", "qwen": "qwen2.5-coder-0.5b"}
@@ -52,20 +52,23 @@ class Site:
     offset: int
     answer: str  # the line without its indentation
     split: str  # "tune" | "heldout"
+    root: str = ""  # the project the file belongs to (a package's directory, or the standard library's)
+    indent: str = ""  # the removed line's indentation when the cursor is at the line's start (`--cursor line`)
 
 
-def source_files() -> list[Path]:
-    """Python files of the standard library and of a few installed packages, in a fixed order."""
+def source_files() -> list[tuple[Path, Path]]:
+    """(file, its project's root) for the Python files of the standard library and of a few installed
+    packages, in a fixed order."""
     roots = [Path(sysconfig.get_paths()["stdlib"])]
     site = Path(sysconfig.get_paths()["purelib"])
     roots += [site / p for p in PACKAGES if (site / p).is_dir()]
-    files: list[Path] = []
+    files: list[tuple[Path, Path]] = []
     for root in roots:
         for f in sorted(root.rglob("*.py")):
             parts = set(f.relative_to(root).parts)
             if parts & {"test", "tests", "idlelib", "site-packages", "lib2to3", "__pycache__"}:
                 continue
-            files.append(f)
+            files.append((f, root))
     return files
 
 
@@ -87,14 +90,20 @@ def split_of(path: Path) -> str:
     return "tune" if int(hashlib.sha256(path.name.encode()).hexdigest(), 16) % 3 == 0 else "heldout"
 
 
-def make_sites(count: int, seed: int, before: int, after: int) -> list[Site]:
-    """`count` sites, one per file, files and lines drawn by `seed`."""
+def make_sites(
+    count: int, seed: int, before: int, after: int, only: str | None = None, cursor: str = "indent"
+) -> list[Site]:
+    """`count` sites, one per file, files and lines drawn by `seed`; with `only`, `count` sites of that split
+    (the same sites a run of both splits draws: the draws do not depend on `only` nor on `cursor`).
+
+    `cursor`: "indent", after the removed line's indentation (an editor re-indents); "line", at the line's
+    start, the model writing the indentation too (a FIM layout whose prefix ends at a line boundary)."""
     rng = random.Random(seed)
     files = source_files()
     rng.shuffle(files)
     sites: list[Site] = []
-    for f in files:
-        if len(sites) >= count:
+    for f, root in files:
+        if sum(only in (None, s.split) for s in sites) >= count:
             break
         try:
             source = f.read_text(encoding="utf-8")
@@ -107,10 +116,13 @@ def make_sites(count: int, seed: int, before: int, after: int) -> list[Site]:
             continue
         i = rng.choice(candidates)
         indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
-        head = "".join(lines[max(0, i - before) : i]) + indent
+        head = "".join(lines[max(0, i - before) : i]) + (indent if cursor == "indent" else "")
         tail = "\n" + "".join(lines[i + 1 : i + 1 + after])
-        sites.append(Site(str(f), i, head + tail, len(head), lines[i].strip(), split_of(f)))
-    return sites
+        sites.append(
+            Site(str(f), i, head + tail, len(head), lines[i].strip(), split_of(f), str(root),
+                 "" if cursor == "indent" else indent)
+        )  # fmt: skip
+    return [s for s in sites if only in (None, s.split)]
 
 
 def mean_ci(values: list[float], seed: int = 0, resamples: int = 2000) -> tuple[float, float, float]:
@@ -123,64 +135,151 @@ def mean_ci(values: list[float], seed: int = 0, resamples: int = 2000) -> tuple[
     return sum(values) / n, means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
 
 
-def run_row(
-    model: str, layout: str, sites: list[Site], threads: int | None, context: int, suffix: int, log: Path | None
-) -> list[dict]:
-    """Complete every site with one model and layout; one record per site (appended to `log` as it goes)."""
+@dataclass(frozen=True)
+class Row:
+    """One table row: a model, a layout, and whether repository context is on (`model:layout[+ctx]`)."""
+
+    model: str
+    layout: str
+    context: bool
+
+    @staticmethod
+    def parse(spec: str) -> Row:
+        """`qwen:fim+ctx` -> Row("qwen", "fim", True)."""
+        model, layout = spec.split(":")
+        return Row(model, layout.removesuffix("+ctx"), layout.endswith("+ctx"))
+
+    def __str__(self) -> str:
+        return f"{self.model}:{self.layout}{'+ctx' if self.context else ''}"
+
+
+def first_line(result: CompletionResult) -> str:
+    """The first line of the best draft, stripped ("" when there is none)."""
+    return result.completions[0].text.split("\n")[0].strip() if result.completions else ""
+
+
+def run_row(row: Row, sites: list[Site], args: argparse.Namespace, log: Path | None) -> list[dict]:
+    """Complete every site with one row's engine; one record per site (appended to `log` as it goes).
+
+    Per site: the cold completion (a fresh document: sync of its window + decode), then one keystroke (the
+    answer's first character typed at the cursor, as a user would) completed again on the now-warm cache."""
     config = EngineConfig()
-    config.model.path = MODELS[model]
-    config.model.layout = layout
-    config.model.threads = threads
-    config.cache.context_tokens = context
-    config.cache.fim_suffix_tokens = suffix
+    config.model.path = MODELS[row.model]
+    config.model.layout = row.layout
+    config.model.dtype = args.dtype
+    config.model.threads = args.threads
+    config.cache.context_tokens = args.context
+    config.cache.fim_suffix_tokens = args.suffix
     config.monitors.enabled = False
+    config.monitors.jedi_budget_ms = args.jedi_ms  # the definitions lookup's budget (context rows)
+    config.context.tokens = args.context_tokens
     engine = Engine(config)
     load_ms = engine.ensure_loaded()
-    print(f"{model}:{layout} loaded in {load_ms / 1000:.1f} s", file=sys.stderr)
+    print(f"{row} loaded in {load_ms / 1000:.1f} s", file=sys.stderr)
     records = []
     for k, site in enumerate(sites):
-        uri = f"file:///quality/{k}.py"
+        if row.context:  # the file at its real path in its own project, so jedi finds the other files' definitions
+            use_workspace(engine, site.root)
+            uri = Path(site.path).as_uri()
+        else:
+            uri = f"file:///quality/{k}.py"
         t0 = time.perf_counter()
         result = engine.complete(CompletionRequest(uri=uri, text=site.text, offset=site.offset, max_tokens=24))
         ms = (time.perf_counter() - t0) * 1000
+        got = first_line(result)
+        record = {
+            "path": site.path, "line": site.line, "split": site.split, "answer": site.answer, "got": got,
+            "exact": float(got == site.answer), "similarity": edit_similarity(got, site.answer), "ms": ms,
+            "doc_chars": len(site.text), "encoded": result.cache.encoded,
+        }  # fmt: skip
+        if k < args.keystrokes:  # the first character of the answer typed (after the indentation, if missing)
+            typed = site.indent + site.answer[0]
+            text = site.text[: site.offset] + typed + site.text[site.offset :]
+            t0 = time.perf_counter()
+            key = engine.complete(CompletionRequest(uri, text, site.offset + len(typed), max_tokens=24))
+            record |= {"key_ms": (time.perf_counter() - t0) * 1000, "key_got": typed.strip() + first_line(key)}
+        if row.context:
+            record["context_tokens"] = sum(len(s.ids) for s in engine.repository_context().last)
         engine.close(uri)
-        got = result.completions[0].text.split("\n")[0].strip() if result.completions else ""
-        records.append(
-            {
-                "path": site.path, "line": site.line, "split": site.split, "answer": site.answer, "got": got,
-                "exact": float(got == site.answer), "similarity": edit_similarity(got, site.answer), "ms": ms,
-            }
-        )  # fmt: skip
+        records.append(record)
         if log is not None:
             with log.open("a") as f:
                 f.write(json.dumps(records[-1]) + "\n")
         if (k + 1) % 25 == 0:
             done = [r["exact"] for r in records]
-            print(f"  {model}:{layout} {k + 1}/{len(sites)} em {sum(done) / len(done):.3f}", file=sys.stderr)
+            print(f"  {row} {k + 1}/{len(sites)} em {sum(done) / len(done):.3f}", file=sys.stderr)
     return records
 
 
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile of `values` (nearest rank below), nan when empty."""
+    v = sorted(values)
+    return v[min(len(v) - 1, int(q * len(v)))] if v else float("nan")
+
+
 def summary(records: list[dict], split: str) -> dict:
-    """Exact match and edit similarity with 95% CIs, and time per site, over one split."""
+    """Exact match and edit similarity with 95% CIs, cold and keystroke times, over one split."""
     part = [r for r in records if r["split"] == split]
-    em = mean_ci([r["exact"] for r in part])
-    es = mean_ci([r["similarity"] for r in part])
-    ms = sorted(r["ms"] for r in part) or [float("nan")]
+    ms, key = [r["ms"] for r in part], [r["key_ms"] for r in part if "key_ms" in r]
     return {
-        "sites": len(part), "exact": em, "similarity": es,
-        "p50_ms": statistics.median(ms), "p95_ms": ms[min(len(ms) - 1, int(0.95 * len(ms)))],
+        "sites": len(part), "exact": mean_ci([r["exact"] for r in part]),
+        "similarity": mean_ci([r["similarity"] for r in part]),
+        "cold": (pct(ms, 0.5), pct(ms, 0.95)), "key": (pct(key, 0.5), pct(key, 0.95)),
+        "tokens": pct([r["encoded"] for r in part if "encoded" in r], 0.5),
     }  # fmt: skip
+
+
+def ratio_ci(a: list[float], b: list[float], seed: int = 0, resamples: int = 2000) -> tuple[float, float, float]:
+    """mean(a) / mean(b) over paired sites, with its 95% paired-bootstrap interval (sites resampled together)."""
+    rng = random.Random(seed)
+    n = len(a)
+    if not n or not sum(b):
+        return float("nan"), float("nan"), float("nan")
+    ratios = []
+    for _ in range(resamples):
+        idx = rng.choices(range(n), k=n)
+        den = sum(b[i] for i in idx)
+        ratios.append(sum(a[i] for i in idx) / den if den else float("inf"))
+    ratios.sort()
+    return sum(a) / sum(b), ratios[int(0.025 * resamples)], ratios[int(0.975 * resamples) - 1]
+
+
+def compare(rows: dict[str, list[dict]], split: str, a: str, b: str) -> None:
+    """Row `a` against row `b` on the same sites: paired differences, their ratio, exact wins and losses."""
+    if a not in rows or b not in rows:
+        return
+    ra = {(r["path"], r["line"]): r for r in rows[a] if r["split"] == split}
+    rb = {(r["path"], r["line"]): r for r in rows[b] if r["split"] == split}
+    keys = sorted(ra.keys() & rb.keys())
+    if not keys:
+        return
+    ea, eb = [ra[k]["exact"] for k in keys], [rb[k]["exact"] for k in keys]
+    dem = mean_ci([x - y for x, y in zip(ea, eb, strict=True)])
+    des = mean_ci([ra[k]["similarity"] - rb[k]["similarity"] for k in keys])
+    ratio = ratio_ci(ea, eb)
+    won, lost = sum(x > y for x, y in zip(ea, eb, strict=True)), sum(x < y for x, y in zip(ea, eb, strict=True))
+    print(
+        f"{split}: {a} vs {b} ({len(keys)} sites, paired): exact {dem[0]:+.3f} [{dem[1]:+.3f}, {dem[2]:+.3f}], "
+        f"ratio {ratio[0]:.2f}x [{ratio[1]:.2f}, {ratio[2]:.2f}]; similarity {des[0]:+.3f} [{des[1]:+.3f}, "
+        f"{des[2]:+.3f}]; exact won {won}, lost {lost}"
+    )
 
 
 def main() -> None:
     """Build the sites, run each row, print a table per split, write every record as JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sites", type=int, default=400)
+    ap.add_argument("--sites", type=int, default=400, help="sites to draw (of `--split` when it is given)")
+    ap.add_argument("--split", choices=("tune", "heldout"), default=None, help="only this split's sites")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--before", type=int, default=40, help="lines of the file above the removed line")
     ap.add_argument("--after", type=int, default=15, help="lines of the file below it")
     ap.add_argument("--context", type=int, default=1024, help="cache.context_tokens")
     ap.add_argument("--suffix", type=int, default=256, help="cache.fim_suffix_tokens")
+    ap.add_argument("--context-tokens", type=int, default=512, help="context.tokens (the +ctx rows)")
+    ap.add_argument("--jedi-ms", type=float, default=2000.0, help="the definitions lookup's budget (the +ctx rows)")
+    ap.add_argument("--cursor", choices=("indent", "line"), default="indent", help="after the indentation or before")
+    ap.add_argument("--keystrokes", type=int, default=1_000_000, help="time a keystroke at the first N sites only")
+    ap.add_argument("--dtype", default="fp16w", help="model.dtype, pinned so a change of `auto` cannot mix runs")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--rows", nargs="+", default=["smollm2:prefix", "qwen:prefix", "qwen:fim"])
     ap.add_argument("--out", type=Path, default=None)
@@ -190,14 +289,13 @@ def main() -> None:
     if args.report:
         report({f.stem: [json.loads(ln) for ln in f.read_text().splitlines()] for f in args.report})
         return
-    sites = make_sites(args.sites, args.seed, args.before, args.after)
+    sites = make_sites(args.sites, args.seed, args.before, args.after, args.split, args.cursor)
     print(f"{len(sites)} sites ({sum(s.split == 'heldout' for s in sites)} held out)", file=sys.stderr)
     started, load = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.getloadavg()
     rows = {}
-    for row in args.rows:
-        model, layout = row.split(":")
-        log = None if args.log_dir is None else args.log_dir / f"{row.replace(':', '-')}.jsonl"
-        rows[row] = run_row(model, layout, sites, args.threads, args.context, args.suffix, log)
+    for spec in args.rows:
+        log = None if args.log_dir is None else args.log_dir / f"{spec.replace(':', '-')}.jsonl"
+        rows[spec] = run_row(Row.parse(spec), sites, args, log)
     report(rows)
     print(f"\nstarted {started}, load average {load[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end")
     if args.out:
@@ -205,18 +303,26 @@ def main() -> None:
 
 
 def report(rows: dict[str, list[dict]]) -> None:
-    """A table per split over the sites every row completed (rows stopped early compare on the same sites)."""
+    """A table per split over the sites every row completed (rows stopped early compare on the same sites), then
+    the paired comparisons of the rows present (log names: `qwen-fim+ctx` for the row `qwen:fim+ctx`)."""
     common = set.intersection(*({(r["path"], r["line"]) for r in records} for records in rows.values()))
     rows = {row: [r for r in records if (r["path"], r["line"]) in common] for row, records in rows.items()}
     for split in ("tune", "heldout"):
-        print(f"\n{split}: row | sites | exact match [95% CI] | edit similarity [95% CI] | p50 / p95 ms per site")
+        print(f"\n{split}: row | sites | exact match [95% CI] | edit similarity [95% CI] | cold p50 / p95 ms | "
+              "keystroke p50 / p95 ms | tokens encoded cold (p50)")  # fmt: skip
         for row, records in rows.items():
             s = summary(records, split)
             em, es = s["exact"], s["similarity"]
             print(
                 f"{row} | {s['sites']} | {em[0]:.3f} [{em[1]:.3f}, {em[2]:.3f}] | "
-                f"{es[0]:.3f} [{es[1]:.3f}, {es[2]:.3f}] | {s['p50_ms']:.0f} / {s['p95_ms']:.0f}"
+                f"{es[0]:.3f} [{es[1]:.3f}, {es[2]:.3f}] | {s['cold'][0]:.0f} / {s['cold'][1]:.0f} | "
+                f"{s['key'][0]:.0f} / {s['key'][1]:.0f} | {s['tokens']:.0f}"
             )
+        names = sorted(rows)
+        for a in names:
+            for b in names:
+                if a != b and a.startswith("qwen") and (b.startswith("smollm2") or a.endswith("ctx") or a > b):
+                    compare(rows, split, a, b)
 
 
 if __name__ == "__main__":

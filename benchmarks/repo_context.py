@@ -36,9 +36,9 @@ from pathlib import Path
 
 from metrics import edit_similarity
 from quality import mean_ci, single_line_statements
+from quality_context import use_workspace
 
 from superpie.completion.config import EngineConfig
-from superpie.completion.context.activity import RecentActivity
 from superpie.completion.engine import Engine
 from superpie.completion.request import CompletionRequest
 
@@ -149,9 +149,7 @@ def run(
         rec: dict = {"path": site.path, "line": site.line, "split": site.split, "answer": site.answer,
                      "names": site.names}  # fmt: skip
         for row in ("off", "on"):
-            engine.config.workspace = site.root
-            engine.config.context.enabled = row == "on"
-            engine.repository_context().activity = RecentActivity()  # definitions only, not the last site's region
+            use_workspace(engine, site.root, enabled=row == "on")
             uri = Path(site.path).as_uri()
             t0 = time.perf_counter()
             result = engine.complete(CompletionRequest(uri=uri, text=site.text, offset=site.offset, max_tokens=24))
