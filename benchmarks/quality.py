@@ -9,12 +9,16 @@ below it; the removed line keeps its indentation (an editor re-indents) and the 
 
 Every row runs the real engine (`Engine.complete`: sync, plan, greedy decode, post-processing) with
 one draft, inline (the line), monitors off (jedi's time budget would make a run depend on the machine's
-load), on a fresh document per site. Time per site is the cold completion (sync of the whole
-document + decode), not a keystroke.
+load), on a fresh document per site, its weights at a pinned `--dtype`. Rows: `model:layout`, and
+`model:layout+ctx` for repository context on (the site's file at its real path, its project - the package's
+directory or the standard library's - as the workspace; benchmarks/quality_context.py). Per site: the cold
+time (sync of the document's window + decode), then the keystroke latency: the answer's first character
+typed at the cursor and `Engine.complete` timed again on the warm cache (sync of the keystroke + decode).
+Rows given to one process run interleaved site by site, so a run stopped early leaves them on the same sites.
 
-    python benchmarks/quality.py --sites 400 --rows smollm2:prefix qwen:prefix qwen:fim --out /tmp/q.json
-    python benchmarks/quality.py --rows qwen:fim --log-dir /tmp/q   # one row per process, records as they come
-    python benchmarks/quality.py --report /tmp/q/*.jsonl            # tables over the sites every row finished
+    python benchmarks/quality.py --sites 400 --split heldout --rows qwen:prefix smollm2:prefix --log-dir /tmp/q
+    python benchmarks/quality.py --sites 400 --split heldout --rows qwen:fim qwen:fim+ctx --log-dir /tmp/q
+    python benchmarks/quality.py --report /tmp/q/*.jsonl  # tables over the sites every row finished, paired
 """
 
 from __future__ import annotations
@@ -158,14 +162,11 @@ def first_line(result: CompletionResult) -> str:
     return result.completions[0].text.split("\n")[0].strip() if result.completions else ""
 
 
-def run_row(row: Row, sites: list[Site], args: argparse.Namespace, log: Path | None) -> list[dict]:
-    """Complete every site with one row's engine; one record per site (appended to `log` as it goes).
-
-    Per site: the cold completion (a fresh document: sync of its window + decode), then one keystroke (the
-    answer's first character typed at the cursor, as a user would) completed again on the now-warm cache."""
+def make_engine(model: str, layout: str, args: argparse.Namespace) -> Engine:
+    """A loaded engine for one model and layout, with the run's budgets (one draft, monitors off)."""
     config = EngineConfig()
-    config.model.path = MODELS[row.model]
-    config.model.layout = row.layout
+    config.model.path = MODELS[model]
+    config.model.layout = layout
     config.model.dtype = args.dtype
     config.model.threads = args.threads
     config.cache.context_tokens = args.context
@@ -174,40 +175,60 @@ def run_row(row: Row, sites: list[Site], args: argparse.Namespace, log: Path | N
     config.monitors.jedi_budget_ms = args.jedi_ms  # the definitions lookup's budget (context rows)
     config.context.tokens = args.context_tokens
     engine = Engine(config)
-    load_ms = engine.ensure_loaded()
-    print(f"{row} loaded in {load_ms / 1000:.1f} s", file=sys.stderr)
-    records = []
-    for k, site in enumerate(sites):
-        if row.context:  # the file at its real path in its own project, so jedi finds the other files' definitions
-            use_workspace(engine, site.root)
-            uri = Path(site.path).as_uri()
-        else:
-            uri = f"file:///quality/{k}.py"
+    print(f"{model}:{layout} loaded in {engine.ensure_loaded() / 1000:.1f} s", file=sys.stderr)
+    return engine
+
+
+def run_site(engine: Engine, row: Row, site: Site, k: int, args: argparse.Namespace) -> dict:
+    """One site with one row: the cold completion (a fresh document: sync of its window + decode), then, at
+    the first `--keystrokes` sites, one keystroke (the answer's first character typed at the cursor, as a user
+    would) completed again on the now-warm cache."""
+    if row.context:  # the file at its real path in its own project, so jedi finds the other files' definitions
+        use_workspace(engine, site.root)
+        uri = Path(site.path).as_uri()
+    else:
+        engine.config.context.enabled = False
+        uri = f"file:///quality/{k}.py"
+    t0 = time.perf_counter()
+    result = engine.complete(CompletionRequest(uri=uri, text=site.text, offset=site.offset, max_tokens=24))
+    ms = (time.perf_counter() - t0) * 1000
+    got = first_line(result)
+    record = {
+        "path": site.path, "line": site.line, "split": site.split, "answer": site.answer, "got": got,
+        "exact": float(got == site.answer), "similarity": edit_similarity(got, site.answer), "ms": ms,
+        "doc_chars": len(site.text), "encoded": result.cache.encoded,
+    }  # fmt: skip
+    if k < args.keystrokes:  # the first character of the answer typed (after the indentation, if missing)
+        typed = site.indent + site.answer[0]
+        text = site.text[: site.offset] + typed + site.text[site.offset :]
         t0 = time.perf_counter()
-        result = engine.complete(CompletionRequest(uri=uri, text=site.text, offset=site.offset, max_tokens=24))
-        ms = (time.perf_counter() - t0) * 1000
-        got = first_line(result)
-        record = {
-            "path": site.path, "line": site.line, "split": site.split, "answer": site.answer, "got": got,
-            "exact": float(got == site.answer), "similarity": edit_similarity(got, site.answer), "ms": ms,
-            "doc_chars": len(site.text), "encoded": result.cache.encoded,
-        }  # fmt: skip
-        if k < args.keystrokes:  # the first character of the answer typed (after the indentation, if missing)
-            typed = site.indent + site.answer[0]
-            text = site.text[: site.offset] + typed + site.text[site.offset :]
-            t0 = time.perf_counter()
-            key = engine.complete(CompletionRequest(uri, text, site.offset + len(typed), max_tokens=24))
-            record |= {"key_ms": (time.perf_counter() - t0) * 1000, "key_got": typed.strip() + first_line(key)}
-        if row.context:
-            record["context_tokens"] = sum(len(s.ids) for s in engine.repository_context().last)
-        engine.close(uri)
-        records.append(record)
-        if log is not None:
-            with log.open("a") as f:
-                f.write(json.dumps(records[-1]) + "\n")
+        key = engine.complete(CompletionRequest(uri, text, site.offset + len(typed), max_tokens=24))
+        record |= {"key_ms": (time.perf_counter() - t0) * 1000, "key_got": typed.strip() + first_line(key)}
+    if row.context:
+        record["context_tokens"] = sum(len(s.ids) for s in engine.repository_context().last)
+    engine.close(uri)
+    return record
+
+
+def run_rows(specs: list[str], sites: list[Site], args: argparse.Namespace) -> dict[str, list[dict]]:
+    """Every site with every row, the rows interleaved site by site (so a run stopped early leaves every row
+    on the same sites, timed under the same load); rows of one model and layout share one engine (`+ctx`
+    only turns `context.enabled` on). Each record is appended to `--log-dir`/<row>.jsonl as it comes."""
+    rows = [Row.parse(spec) for spec in specs]
+    engines: dict[tuple[str, str], Engine] = {}
+    for row in rows:
+        if (row.model, row.layout) not in engines:
+            engines[row.model, row.layout] = make_engine(row.model, row.layout, args)
+    records: dict[str, list[dict]] = {spec: [] for spec in specs}
+    for k, site in enumerate(sites):
+        for spec, row in zip(specs, rows, strict=True):
+            records[spec].append(run_site(engines[row.model, row.layout], row, site, k, args))
+            if args.log_dir is not None:
+                with (args.log_dir / f"{spec.replace(':', '-')}.jsonl").open("a") as f:
+                    f.write(json.dumps(records[spec][-1]) + "\n")
         if (k + 1) % 25 == 0:
-            done = [r["exact"] for r in records]
-            print(f"  {row} {k + 1}/{len(sites)} em {sum(done) / len(done):.3f}", file=sys.stderr)
+            ems = " ".join(f"{spec} {sum(r['exact'] for r in recs) / len(recs):.3f}" for spec, recs in records.items())
+            print(f"  {k + 1}/{len(sites)} exact: {ems}", file=sys.stderr)
     return records
 
 
@@ -292,10 +313,7 @@ def main() -> None:
     sites = make_sites(args.sites, args.seed, args.before, args.after, args.split, args.cursor)
     print(f"{len(sites)} sites ({sum(s.split == 'heldout' for s in sites)} held out)", file=sys.stderr)
     started, load = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.getloadavg()
-    rows = {}
-    for spec in args.rows:
-        log = None if args.log_dir is None else args.log_dir / f"{spec.replace(':', '-')}.jsonl"
-        rows[spec] = run_row(Row.parse(spec), sites, args, log)
+    rows = run_rows(args.rows, sites, args)
     report(rows)
     print(f"\nstarted {started}, load average {load[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end")
     if args.out:
