@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metrics import edit_similarity
-from quality_context import use_workspace
+from quality_context import SKIPPED, cross_file, use_workspace
 
 from superpie.completion.config import EngineConfig
 from superpie.completion.engine import Engine
@@ -60,17 +60,25 @@ class Site:
     indent: str = ""  # the removed line's indentation when the cursor is at the line's start (`--cursor line`)
 
 
+def project_roots() -> list[Path]:
+    """The projects sites come from: the standard library and the installed `PACKAGES`."""
+    site = Path(sysconfig.get_paths()["purelib"])
+    return [Path(sysconfig.get_paths()["stdlib"]), *(site / p for p in PACKAGES if (site / p).is_dir())]
+
+
+def root_of(path: str) -> str:
+    """The project a site's file belongs to (the longest root that holds it)."""
+    return str(max((r for r in project_roots() if path.startswith(f"{r}/")), key=lambda r: len(str(r))))
+
+
 def source_files() -> list[tuple[Path, Path]]:
     """(file, its project's root) for the Python files of the standard library and of a few installed
     packages, in a fixed order."""
-    roots = [Path(sysconfig.get_paths()["stdlib"])]
-    site = Path(sysconfig.get_paths()["purelib"])
-    roots += [site / p for p in PACKAGES if (site / p).is_dir()]
     files: list[tuple[Path, Path]] = []
-    for root in roots:
+    for root in project_roots():
         for f in sorted(root.rglob("*.py")):
             parts = set(f.relative_to(root).parts)
-            if parts & {"test", "tests", "idlelib", "site-packages", "lib2to3", "__pycache__"}:
+            if parts & SKIPPED:
                 continue
             files.append((f, root))
     return files
@@ -220,8 +228,16 @@ def run_rows(specs: list[str], sites: list[Site], args: argparse.Namespace) -> d
         if (row.model, row.layout) not in engines:
             engines[row.model, row.layout] = make_engine(row.model, row.layout, args)
     records: dict[str, list[dict]] = {spec: [] for spec in specs}
+    logged: dict[str, dict[tuple[str, int], dict]] = {spec: {} for spec in specs}  # --resume: sites already done
+    for spec in specs if args.resume and args.log_dir is not None else ():
+        log = args.log_dir / f"{spec.replace(':', '-')}.jsonl"
+        if log.exists():
+            logged[spec] = {(r["path"], r["line"]): r for r in map(json.loads, log.read_text().splitlines())}
     for k, site in enumerate(sites):
         for spec, row in zip(specs, rows, strict=True):
+            if (site.path, site.line) in logged[spec]:
+                records[spec].append(logged[spec][site.path, site.line])
+                continue
             records[spec].append(run_site(engines[row.model, row.layout], row, site, k, args))
             if args.log_dir is not None:
                 with (args.log_dir / f"{spec.replace(':', '-')}.jsonl").open("a") as f:
@@ -305,6 +321,7 @@ def main() -> None:
     ap.add_argument("--rows", nargs="+", default=["smollm2:prefix", "qwen:prefix", "qwen:fim"])
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--log-dir", type=Path, default=None, help="append each row's records here as JSON lines")
+    ap.add_argument("--resume", action="store_true", help="keep the sites `--log-dir` already holds, run the rest")
     ap.add_argument("--report", type=Path, nargs="+", default=None, help="only summarize these JSON-lines logs")
     args = ap.parse_args()
     if args.report:
@@ -341,6 +358,19 @@ def report(rows: dict[str, list[dict]]) -> None:
             for b in names:
                 if a != b and a.startswith("qwen") and (b.startswith("smollm2") or a.endswith("ctx") or a > b):
                     compare(rows, split, a, b)
+        if any(name.endswith("+ctx") for name in names):
+            cross = {(r["path"], r["line"]) for r in next(iter(rows.values())) if r["split"] == split
+                     and cross_file(r["path"], root_of(r["path"]), r["answer"])}  # fmt: skip
+            subset = {row: [r for r in records if (r["path"], r["line"]) in cross] for row, records in rows.items()}
+            print(f"{split}, the {len(cross)} sites whose line names another file's definition (imported):")
+            for row, records in subset.items():
+                s = summary(records, split)
+                print(f"  {row} | {s['sites']} | exact {s['exact'][0]:.3f} [{s['exact'][1]:.3f}, {s['exact'][2]:.3f}]"
+                      f" | similarity {s['similarity'][0]:.3f} [{s['similarity'][1]:.3f}, {s['similarity'][2]:.3f}]")
+            for a in names:
+                for b in names:
+                    if a.endswith("+ctx") and b == a.removesuffix("+ctx"):
+                        compare(subset, split, a, b)
 
 
 if __name__ == "__main__":
