@@ -25,6 +25,10 @@ when it moves, PIE sees a deletion at the start and rotates everything behind it
 
 Repository context (`sync(..., context=ids)`, cache/context.py) is cached ahead of the document; a
 changed snippet is a hunk like any other, so PIE encodes it and rotates the document behind it.
+
+A newly opened long document may be encoded window-first (`defer`, then `open_step` in idle time,
+cache/opening.py): the tokens the opening has not reached are left out of the cached sequence, and
+every cached token behind them is counted stale until they are in and it is re-encoded exactly.
 """
 
 from __future__ import annotations
@@ -32,57 +36,22 @@ from __future__ import annotations
 import bisect
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from tokenizers import Tokenizer
 
 from superpie.cache.context import with_context
-from superpie.cache.defaults import STALE_THRESHOLD, WINDOW_STEP
+from superpie.cache.defaults import OPEN_CHUNK, OPEN_WINDOW, STALE_THRESHOLD, WINDOW_STEP
 from superpie.cache.diff import Hunk, common_prefix, common_suffix, diff_ids
 from superpie.cache.fim import FimMarkers, fim_sequence
 from superpie.cache.forward import HFRunner, Runner, encode_span
 from superpie.cache.kv import KVStore
+from superpie.cache.opening import Offsets, Opening
 from superpie.cache.rope import RopeSpec, Rotation
+from superpie.cache.stats import NO_SYNC, CursorSplit, SyncStats
 
 MODES = ("pie", "exact", "full")
-
-
-@dataclass(frozen=True)
-class SyncStats:
-    """What one `sync` did: how many tokens it kept, encoded and rotated, and how long it took."""
-
-    mode: str  # the mode actually applied ("none" when nothing changed)
-    reused: int  # tokens before the first hunk, kept untouched
-    encoded: int  # tokens run through the model
-    rotated: int  # tokens kept behind a hunk, moved by a key rotation (pie)
-    refreshed: int  # stale tokens re-encoded exactly because the threshold was passed
-    hunks: int
-    ms: float
-
-    def __add__(self, other: SyncStats) -> SyncStats:
-        """Sum two syncs (the work done between two completions)."""
-        return SyncStats(
-            mode=other.mode if other.mode != "none" else self.mode,
-            reused=other.reused,
-            encoded=self.encoded + other.encoded,
-            rotated=self.rotated + other.rotated,
-            refreshed=self.refreshed + other.refreshed,
-            hunks=self.hunks + other.hunks,
-            ms=self.ms + other.ms,
-        )
-
-
-NO_SYNC = SyncStats("none", 0, 0, 0, 0, 0, 0.0)
-
-
-@dataclass(frozen=True)
-class CursorSplit:
-    """Where a cursor falls in the cached tokens."""
-
-    prefix_len: int  # cached tokens wholly before the cursor
-    typed: str  # characters between the last such token's end and the cursor (token healing)
 
 
 class DocumentCache:
@@ -102,9 +71,12 @@ class DocumentCache:
         runner: Runner | None = None,
         fim: FimMarkers | None = None,
         fim_suffix_tokens: int = 1024,
+        open_window: int = OPEN_WINDOW,
+        open_chunk: int = OPEN_CHUNK,
     ) -> None:
         """`runner` runs the model (the loader's fast runner); None runs `model`'s own HF forward.
-        `fim`: cache the fill-in-the-middle layout around the cursor (cache/fim.py) instead of the text."""
+        `fim`: cache the fill-in-the-middle layout around the cursor (cache/fim.py) instead of the text.
+        `open_window`, `open_chunk`: a document `defer`red on opening (cache/opening.py)."""
         if mode not in MODES:
             raise ValueError(f"unknown cache mode '{mode}' (expected one of {', '.join(MODES)})")
         self.model = model
@@ -130,6 +102,9 @@ class DocumentCache:
         self.fim_suffix_tokens = fim_suffix_tokens
         self.cursor = 0  # FIM: the char offset the layout is cut at
         self.context: list[int] = []  # repository context ids cached ahead of the document (cache/context.py)
+        self.open_window, self.open_chunk = open_window, open_chunk
+        self.opening: Opening | None = None  # a window-first opening not finished yet (cache/opening.py)
+        self.open_cut: int | None = None  # opening: index in `ids` where its first left-out token belongs
 
     # ----------------------------------------------------------------- public
 
@@ -153,9 +128,11 @@ class DocumentCache:
         twin = DocumentCache(
             self.model, self.tokenizer, self.rope, self.mode, self.stale_threshold,
             self.max_tokens, self.window_step, self.chunk, self.exact_after, self.runner,
-            self.fim, self.fim_suffix_tokens,
+            self.fim, self.fim_suffix_tokens, self.open_window, self.open_chunk,
         )
         twin.cursor, twin.context = self.cursor, list(self.context)
+        twin.open_cut = self.open_cut
+        twin.opening = None if self.opening is None else self.opening.copy()
         twin.text, twin.ids, twin.offsets = self.text, list(self.ids), list(self.offsets)
         twin.window_start, twin.stale, twin.stale_load = self.window_start, list(self.stale), self.stale_load
         twin.store.keys = [None if k is None else k.clone() for k in self.store.keys]
@@ -169,6 +146,7 @@ class DocumentCache:
         self.stale_load = 0
         self.window_start = 0
         self.cursor = 0
+        self.opening, self.open_cut = None, None
 
     @torch.inference_mode()
     def sync(
@@ -181,20 +159,23 @@ class DocumentCache:
         if mode not in MODES:
             raise ValueError(f"unknown cache mode '{mode}' (expected one of {', '.join(MODES)})")
         ctx = self.context if context is None else list(context)
-        same_context = ctx == self.context
+        same = ctx == self.context and self.opening is None
+        cursor = anchor  # the cursor a caller named (an opening encodes its window now)
         if self.fim is not None:  # the cursor is the anchor; a sync without one puts it where the edit ended
             anchor = self._edit_end(text) if anchor is None else anchor
-            if text == self.text and self.ids and anchor == self.cursor and same_context:
+            if text == self.text and self.ids and anchor == self.cursor and same:
                 return NO_SYNC
-            ids, offsets = self._fim_layout(self.fim, text, anchor)
-        elif text == self.text and self.ids and self._window_holds(anchor) and same_context:
+        elif text == self.text and self.ids and self._window_holds(anchor) and same:
             return NO_SYNC
-        else:
-            enc = self.tokenizer.encode(text, add_special_tokens=False)
-            ids, offsets = self._window(list(enc.ids), list(enc.offsets), anchor)
+        ids, offsets = self._layout(text, anchor)
+        cut = None
+        if self.opening is not None:  # leave out what it has not encoded yet
+            ids, offsets, cut = self.opening.leave_out(self.text, text, cursor, ids, offsets)
         head = offsets[0][0] if offsets else 0
         ids, offsets = with_context(ctx, ids, offsets, head)
         stats = self._apply(ids, mode)
+        self.open_cut = None if cut is None else cut + len(ctx)
+        self._mark_unseen()
         refreshed = self._refresh_if_stale()
         self.text, self.offsets, self.context = text, offsets, ctx
         ms = (time.perf_counter() - t0) * 1000
@@ -202,13 +183,47 @@ class DocumentCache:
 
     @torch.inference_mode()
     def refresh(self) -> int:
-        """Re-encode every stale token exactly now (idle time); return how many."""
+        """Re-encode every stale token exactly now (idle time); return how many. While an opening leaves
+        tokens out, only the stale ones before them (those behind stay stale until they are in)."""
         first = self._first_stale()
         self.stale_load = 0
-        if first is None:
+        end = len(self.ids) if self.open_cut is None else self.open_cut
+        if first is None or first >= end:
             return 0
-        self._encode_from(first, self.ids)
-        return len(self.ids) - first
+        self._refresh_span(first, end)
+        return end - first
+
+    def defer(self, text: str) -> bool:
+        """Before the first sync of a document whose cache an idle worker will finish with `open_step`: a text
+        of more than `open_window` tokens is opened window-first (cache/opening.py). Whether it is."""
+        if self.ids or self.text or self.open_window <= 0 or self.mode != "pie" or not self.rope.shiftable:
+            return False
+        if len(self.tokenizer.encode(text, add_special_tokens=False).ids) <= self.open_window:
+            return False
+        after = self.open_window // 4 if self.fim is not None else 0  # the FIM layout reads the suffix too
+        self.opening = Opening.deferred(text, self.open_window, after)
+        return True
+
+    @torch.inference_mode()
+    def open_step(self) -> bool:
+        """Idle time during an opening: re-encode up to `open_chunk` stale tokens that nothing left out precedes,
+        else bring in the next `open_chunk` left-out tokens. False when nothing was left: the cache now equals
+        an exact encode, and the opening is over."""
+        opening = self.opening
+        if opening is None:
+            return False
+        first = self._first_stale()
+        end = len(self.ids) if self.open_cut is None else self.open_cut
+        if first is not None and first < end:
+            self._refresh_span(first, min(end, first + self.open_chunk))
+            return True
+        if not opening.gaps:
+            self.opening, self.stale_load = None, 0
+            return False
+        anchor = opening.anchor if self.fim is None or opening.anchor is not None else self.cursor
+        opening.advance(self._layout(self.text, anchor)[1], self.open_chunk)
+        self.sync(self.text, anchor=opening.anchor)
+        return True
 
     def split_at(self, offset: int, heal: bool = True) -> CursorSplit:
         """Split the cached tokens at char `offset` of the synced text, backing up for token healing.
@@ -243,6 +258,13 @@ class DocumentCache:
             return self.cursor
         head = common_prefix(self.text, text)
         return len(text) - common_suffix(self.text, text, floor=head)
+
+    def _layout(self, text: str, anchor: int | None) -> tuple[list[int], Offsets]:
+        """The sequence to cache for `text` (FIM: cut at `anchor`; else the window holding it), gaps included."""
+        if self.fim is not None:
+            return self._fim_layout(self.fim, text, len(text) if anchor is None else anchor)
+        enc = self.tokenizer.encode(text, add_special_tokens=False)
+        return self._window(list(enc.ids), list(enc.offsets), anchor)
 
     def _fim_layout(self, markers: FimMarkers, text: str, cursor: int) -> tuple[list[int], list[tuple[int, int]]]:
         seq = fim_sequence(
@@ -296,6 +318,20 @@ class DocumentCache:
             return SyncStats("exact", first, len(new_ids) - first, 0, 0, len(hunks), 0.0)
         rotated, encoded = self._pie(old_ids, new_ids, hunks)
         return SyncStats("pie", first, encoded, rotated, 0, len(hunks), 0.0)
+
+    def _mark_unseen(self) -> None:
+        """An opening: every cached token behind a left-out one never saw it, so it is stale (and counted)."""
+        cut = self.open_cut
+        if cut is None:
+            return
+        self.stale_load += self.stale[cut:].count(False)
+        self.stale[cut:] = [True] * (len(self.stale) - cut)
+
+    def _refresh_span(self, start: int, end: int) -> None:
+        """Re-encode ids[start:end] exactly (what precedes them is exact); the KV behind them is kept."""
+        self.store.ensure_capacity(len(self.ids))
+        encode_span(self.runner, self.store, start, self.ids[start:end], self.chunk)
+        self.stale[start:end] = [False] * (end - start)
 
     def _encode_from(self, start: int, new_ids: list[int]) -> None:
         """Re-encode new_ids[start:] exactly, keeping the KV before `start`."""

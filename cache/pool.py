@@ -62,6 +62,24 @@ class DocumentPool:
         self._fit(keep=uri)
         return stats
 
+    def open(
+        self, uri: str, text: str, anchor: int | None = None, mode: str | None = None, context: list[int] | None = None
+    ) -> SyncStats:
+        """A document the editor just opened: `sync`, but a new long one is opened window-first (its cache
+        `defer`s it, cache/opening.py); the caller finishes it with `open_step` in idle time."""
+        if uri not in self._docs:
+            doc = self._docs[uri] = PooledDocument(self._make_cache())
+            doc.cache.defer(text)
+        return self.sync(uri, text, anchor=anchor, mode=mode, context=context)
+
+    def open_step(self, uri: str) -> bool:
+        """One idle step of a document's window-first opening; False when it had nothing left (or is closed)."""
+        doc = self._docs.get(uri)
+        if doc is None or not doc.cache.open_step():
+            return False
+        self._fit(keep=uri)
+        return True
+
     def close(self, uri: str) -> bool:
         """Forget a document and free its KV; False if it was not open."""
         doc = self._docs.pop(uri, None)

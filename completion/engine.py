@@ -68,6 +68,10 @@ class Engine:
         self._monitors: MonitorRuntime | None = None  # one jedi project for the workspace, made on first use
         self._context: RepositoryContext | None = None  # repository context (context.enabled), made on first use
         self.speculation = Speculation()  # what speculative decoding learns across requests
+        # set by a caller that calls `open_step` in idle time (the server's model worker): a new document longer
+        # than `cache.open_window` tokens is then opened window-first (cache/opening.py); the CLI and replay
+        # have no idle time and encode it whole
+        self.idle_worker = False
         # the serving engine the drafts come from (model.backend: remote); None: this process decodes them
         self.remote = RemoteBackend(self.config.model) if self.config.model.backend == "remote" else None
 
@@ -151,6 +155,8 @@ class Engine:
             window_step=ccfg.window_step,
             fim=None if lm.fim is None else lm.fim.markers,
             fim_suffix_tokens=ccfg.fim_suffix_tokens,
+            open_window=ccfg.open_window,
+            open_chunk=ccfg.open_chunk,
         )
 
     def sync(
@@ -165,11 +171,18 @@ class Engine:
         doc = self.documents.get(uri)
         if doc is None:
             self.warm_monitors(uri, text)
+            if self.idle_worker:  # window-first: a request's cursor window when it comes, the rest in idle time
+                return self.documents.open(uri, text, anchor=anchor, mode=mode, context=context)
         else:
             self._prefetch_monitors(uri, doc.text, text, anchor)
             if self.config.context.enabled:
                 self.repository_context().edited(uri, doc.text, text, anchor)
         return self.documents.sync(uri, text, anchor=anchor, mode=mode, context=context)
+
+    def open_step(self, uri: str) -> bool:
+        """Idle time: one step (`cache.open_chunk` tokens) of a document's window-first opening; False when
+        nothing was left to do (its cache then equals an exact encode)."""
+        return self.documents.open_step(uri)
 
     def close(self, uri: str) -> None:
         """Forget a document and free its KV (the n-gram index goes back to the file on disk)."""

@@ -3,9 +3,10 @@
 Work is taken in priority order: control jobs (load, close, engine swap) in arrival order, then
 completion requests (a newer one for a document cancels the older: supersession), then document
 syncs (coalesced: a document marked dirty ten times is synced once, to its text at that moment),
-then workspace events, and in idle time the exact re-encode of stale tokens. A completion's
-`CancelToken` is polled by the decode loop between steps, so `$/cancelRequest` and supersession stop
-it within one step.
+then the window-first openings of new documents (one chunk per turn, so a request waits for one chunk
+at most: `Engine.open_step`, cache/opening.py), then workspace events, and in idle time the exact
+re-encode of stale tokens. A completion's `CancelToken` is polled by the decode loop between steps,
+so `$/cancelRequest` and supersession stop it within one step.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ class ModelWorker:
 
     def __init__(self, engine: Engine, texts: Callable[[str], str | None], idle_refresh_s: float) -> None:
         self.engine = engine
+        engine.idle_worker = True  # it runs the window-first openings' steps (`open_step`)
         self.idle_refresh_s = idle_refresh_s
         self.snapshot = Snapshot()
         self._texts = texts  # uri -> the open document's current text (None when closed)
@@ -115,6 +117,7 @@ class ModelWorker:
         self._last_activity = time.perf_counter()
         self._synced: dict[str, str] = {}  # worker only: uri -> text the engine's cache holds
         self._stale: set[str] = set()  # worker only: documents edited since their last idle refresh
+        self._opening: dict[str, None] = {}  # worker only: documents opened window-first, not finished (ordered)
         self._thread = threading.Thread(target=self._run, name="superpie-model", daemon=True)
 
     # ------------------------------------------------------------ loop side
@@ -222,6 +225,9 @@ class ModelWorker:
                     uri = next(iter(self._dirty))
                     del self._dirty[uri]
                     return lambda: self._sync(uri)
+                if self._opening:
+                    uri = next(iter(self._opening))
+                    return lambda: self._open_step(uri)
                 if self._background:
                     fn = self._background.pop(next(iter(self._background)))
                     return lambda: self._run_background(fn)
@@ -287,13 +293,28 @@ class ModelWorker:
         if self._texts(uri) is None:  # closed while the worker was busy with it
             self._close(self.engine, uri)
             return
+        if uri not in self._synced:  # new: it may have been opened window-first (a short one's first step is a no-op)
+            self._opening[uri] = None
         self._synced[uri] = text
         self._stale.add(uri)
+
+    def _open_step(self, uri: str) -> None:
+        more = False
+        try:
+            more = self.engine.open_step(uri)
+        finally:  # (a step that fails is not tried again)
+            if not more:
+                self._opening.pop(uri, None)
+
+    def opening(self, uri: str) -> bool:
+        """Whether the document's window-first opening is still being finished (a racy read; for benchmarks)."""
+        return uri in self._opening
 
     def _close(self, engine: Engine, uri: str) -> None:
         engine.close(uri)
         self._synced.pop(uri, None)
         self._stale.discard(uri)
+        self._opening.pop(uri, None)
 
     def _replace(self, old: Engine, new: Engine) -> None:
         for uri in list(self._synced):
@@ -301,7 +322,9 @@ class ModelWorker:
         _shutdown(old)
         self._synced.clear()
         self._stale.clear()
+        self._opening.clear()
         self.engine = new
+        new.idle_worker = True
         self.snapshot.load_error = None
 
     def _reconfigure(self, engine: Engine, config: EngineConfig, reset_caches: bool) -> None:

@@ -18,7 +18,7 @@ from typing import Annotated, Literal, get_args
 
 from superpie.analysis.defaults import JEDI_BUDGET_MS, WATCHER_DEBOUNCE_MS
 from superpie.analysis.workspace_files import IGNORED_DIRS, MAX_SOURCE_BYTES
-from superpie.cache.defaults import STALE_THRESHOLD, WINDOW_STEP
+from superpie.cache.defaults import OPEN_CHUNK, OPEN_WINDOW, STALE_THRESHOLD, WINDOW_STEP
 from superpie.completion.config.fields import Checked, Range
 
 # Modes. Where a lower layer keeps its own tuple (cache.document.MODES, model.precision.PRECISIONS), a
@@ -164,6 +164,11 @@ class CacheConfig(Checked):
     fim_suffix_tokens: Positive = 512  # FIM layout: tokens after the cursor the model sees (the rest is prefix)
     memory_budget_mb: Positive = 2048  # all documents' KV together; least recently used evicted
     idle_refresh_ms: NonNegative = 1500  # server: re-encode stale tokens exactly after this long without work
+    # server: a newly opened document of more tokens than this is encoded window-first: this many tokens before
+    # the cursor when a request comes, the rest `open_chunk` tokens per idle step, then exact (cache/opening.py);
+    # 0: the whole document at once
+    open_window: NonNegative = OPEN_WINDOW
+    open_chunk: Positive = OPEN_CHUNK
     # server: a longer document (thousands of characters) is completed through a window around the cursor,
     # never tokenized or indexed whole (lsp/documents.py)
     max_document_kb: Positive = 1024
