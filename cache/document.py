@@ -154,13 +154,19 @@ class DocumentCache:
     ) -> SyncStats:
         """Bring the KV in step with `text` (anchor: a char offset the window must contain); `context`: the
         repository context ids to cache ahead of the document (None: keep the current ones)."""
+        return self._sync(text, anchor, mode, context, named=anchor is not None)
+
+    def _sync(
+        self, text: str, anchor: int | None, mode: str | None, context: Sequence[int] | None, named: bool
+    ) -> SyncStats:
+        """`sync`; `named`: the anchor is a request's cursor (an opening encodes the window before it now)."""
         t0 = time.perf_counter()
         mode = mode or self.mode
         if mode not in MODES:
             raise ValueError(f"unknown cache mode '{mode}' (expected one of {', '.join(MODES)})")
         ctx = self.context if context is None else list(context)
         same = ctx == self.context and self.opening is None
-        cursor = anchor  # the cursor a caller named (an opening encodes its window now)
+        cursor = anchor if named else None
         if self.fim is not None:  # the cursor is the anchor; a sync without one puts it where the edit ended
             anchor = self._edit_end(text) if anchor is None else anchor
             if text == self.text and self.ids and anchor == self.cursor and same:
@@ -220,9 +226,9 @@ class DocumentCache:
         if not opening.gaps:
             self.opening, self.stale_load = None, 0
             return False
-        anchor = opening.anchor if self.fim is None or opening.anchor is not None else self.cursor
+        anchor = self.cursor if self.fim is not None else opening.anchor  # (FIM: the cut stays where it is)
         opening.advance(self._layout(self.text, anchor)[1], self.open_chunk)
-        self.sync(self.text, anchor=opening.anchor)
+        self._sync(self.text, anchor, None, None, named=False)
         return True
 
     def split_at(self, offset: int, heal: bool = True) -> CursorSplit:

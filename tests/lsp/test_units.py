@@ -130,6 +130,9 @@ class FakeEngine:
         self.calls.append(("refresh", uri))
         return 0
 
+    def open_step(self, uri: str) -> bool:
+        return False  # no window-first opening to finish
+
     def memory_bytes(self) -> int:
         return 0
 
