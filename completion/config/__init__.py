@@ -24,7 +24,7 @@ from superpie.completion.config.fields import Checked, Range
 # Modes. Where a lower layer keeps its own tuple (cache.document.MODES, model.precision.PRECISIONS), a
 # test holds it equal to these.
 CacheMode = Literal["pie", "exact", "full"]
-DType = Literal["auto", "float32", "fp16w", "bf16", "int8", "q4"]
+DType = Literal["auto", "float32", "fp16w", "int8dyn", "bf16", "int8", "q4"]
 Strategy = Literal["greedy", "superposed", "beam"]
 Repair = Literal["best", "all", "off"]
 LogLevel = Literal["error", "warning", "info", "debug"]

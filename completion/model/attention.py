@@ -7,8 +7,12 @@ query rows in bf16 it costs several times two plain matmuls. So, in bf16 there:
   contiguous (so the mask add and softmax run at full speed);
 - longer blocks (prefill chunks): SDPA, which never materialises the scores.
 Where bf16 is emulated (AVX2), bf16 matmuls are far slower than SDPA's kernel beyond one row: only a
-decode step takes them. fp32 always takes SDPA, as fast as the matmuls or faster at every row count.
-The timings behind these rules: benchmarks/RESULTS.md.
+decode step takes them. In fp32 a decode step takes two batched matmuls too, queries first: SDPA
+streams a group's keys and values once per query head (7 times for Qwen2.5-0.5B, 3 for SmolLM2), the
+matmuls once per group, and at 2k tokens of context on a real model the buffers of all layers are far
+larger than the caches, so each read comes from memory. The float32 reference precision keeps SDPA
+for its steps too (its results stay those of the HF forward's kernel); several fp32 rows take SDPA,
+as fast as the matmuls or faster. The timings behind these rules: benchmarks/RESULTS.md.
 
 Grouped KV heads are never repeated: the query heads of a group become rows of one matmul against
 that group's keys.
@@ -53,12 +57,15 @@ class Mask:
         return self.padded
 
     @classmethod
-    def of(cls, mask: torch.Tensor | None, start: int, n: int, capacity: int, dtype: torch.dtype) -> Mask:
+    def of(
+        cls, mask: torch.Tensor | None, start: int, n: int, capacity: int, dtype: torch.dtype, fp32_step: bool = False
+    ) -> Mask:
         """Wrap `mask` [1, 1, n, start + n] (None: everything visible) for buffers of `capacity` slots.
 
         `capacity` 0 means not allocated yet: the store then allocates a multiple of 256 >= start + n.
+        `fp32_step`: an fp32 decode step takes the matmuls (see `uses_matmul`).
         """
-        if not uses_matmul(n, dtype):  # SDPA takes the mask as given
+        if not uses_matmul(n, dtype, fp32_step=fp32_step):  # SDPA takes the mask as given
             return cls.for_sdpa(mask, start)
         return cls.for_matmul(mask, start, n, capacity, dtype)
 
@@ -81,11 +88,12 @@ class Mask:
         return cls(mask, padded, not bool(padded[:, :start].any()), start)
 
 
-def uses_matmul(n: int, dtype: torch.dtype, native: bool = _NATIVE_BF16) -> bool:
+def uses_matmul(n: int, dtype: torch.dtype, native: bool = _NATIVE_BF16, fp32_step: bool = False) -> bool:
     """Whether `n` query rows in `dtype` take the matmul kernels rather than SDPA (`native`: the CPU has
-    bf16 matrix instructions)."""
+    bf16 matrix instructions; `fp32_step`: a one-row fp32 step does, which every precision but the
+    float32 reference asks for)."""
     if dtype == torch.float32:
-        return False
+        return fp32_step and n == 1
     return n == 1 or (native and n <= FEW_ROWS)
 
 
@@ -102,10 +110,15 @@ def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: Mask
 
 
 def _one_row(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: Mask, scale: float) -> torch.Tensor:
-    """One query row: keys @ q^T (long side first, the orientation oneDNN runs fast in bf16)."""
+    """One query row: keys @ q^T (long side first, the orientation oneDNN runs fast in bf16); in fp32
+    q @ keys^T with the mask as the matmul's addend (MKL reads the strided keys in place)."""
     heads, d = q.shape[1], q.shape[3]
     hkv, s = keys.shape[1], keys.shape[2]
     qg = q.view(hkv, heads // hkv, d)  # [Hkv, G, D]: head h = kv * G + g, as `enable_gqa` pairs them
+    if q.dtype == torch.float32:
+        addend = mask.matmul_mask.view(1, 1, s).expand(hkv, heads // hkv, s)
+        probs = torch.softmax(torch.baddbmm(addend, qg * scale, keys[0].transpose(1, 2)), dim=-1)
+        return torch.bmm(probs, values[0]).view(1, heads, 1, d)
     scores = torch.matmul(keys[0], qg.transpose(1, 2)).transpose(1, 2)  # [Hkv, G, S_pad]
     scores = torch.addcmul(mask.matmul_mask.view(1, 1, s), scores, torch.tensor(scale, dtype=scores.dtype))
     probs = torch.softmax(scores, dim=-1)  # accumulates in fp32 inside, one bf16 rounding out

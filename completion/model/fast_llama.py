@@ -169,7 +169,7 @@ class FastLlama:
             mask = causal_mask(write_at, n, self.kv_dtype)  # what HF builds when no mask is given
         elif mask is not None and mask.dtype != self.kv_dtype:
             mask = mask.to(self.kv_dtype)
-        prepared = Mask.of(mask, write_at, n, store.capacity, self.kv_dtype)
+        prepared = Mask.of(mask, write_at, n, store.capacity, self.kv_dtype, fp32_step=not self.precision.reference)
         cos, sin = self._rope(positions)
         for i, layer in enumerate(self.layers):
             self._attention(i, layer, x, store, cos, sin, prepared)

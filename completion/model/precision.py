@@ -1,4 +1,4 @@
-"""Weight precision: float32 (reference), fp16w, bf16, int8, q4 and auto, chosen by name at load time.
+"""Weight precision: float32 (reference), fp16w, int8dyn, bf16, int8, q4 and auto, chosen by name at load time.
 
 Decoding one token reads every weight once, so on a CPU its time is about the weights' bytes over
 the memory bandwidth; prefill is a GEMM and wants the fastest matrix unit the CPU has. A `Projection`
@@ -17,6 +17,13 @@ Both forms stay in memory: prefill at the many-row form's speed, decode at the c
 
 `fp16w` stores fp16 weights read by FBGEMM with fp32 activations (and fp32 KV) at every row count:
 the accurate compact form.
+
+`int8dyn` is fp16w for many rows plus, for a few rows, FBGEMM's dynamic int8 GEMM ("dyn8"): 7-bit
+weights in int8 with a scale per output channel (see `_dyn8_op`), the fp32 activations quantized to
+uint8 per call (one scale and offset per call), int32 accumulation, fp32 out. Unlike the ATen
+int8/int4 kernels it runs AVX2 integer SIMD, so on AVX2 it reads half of fp16's bytes at the
+memory's speed; the price is the quantized activations. Its LM head is the fp32 weight for many
+rows and dyn8 for a few, the top logits re-scored in fp32 (fast_llama.py) as for every compact head.
 
 `auto` (the default) depends on the CPU (`native_bf16`):
 - with bf16 matrix instructions (AVX-512 BF16, AMX): bf16, packed, plus q4 for every weight that q4
@@ -38,6 +45,7 @@ top-1 agreement with float32 for each precision: benchmarks/RESULTS.md (benchmar
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -50,16 +58,20 @@ COMPACT_MAX_ROWS = 4
 Q4_GROUP = 32
 _ROWS = 256  # rows per block when quantizing at load time
 _KERNEL_DTYPE = torch.bfloat16  # activations the int8 / int4 kernels run fast on
+DYN8_LEVELS = 63  # dyn8 weights in -63..63: FBGEMM's AVX2 pair sums of uint8 x int8 then fit int16
 
 
 @dataclass(frozen=True)
 class Precision:
     """How weights are stored and in which dtype activations (and the KV cache) are computed."""
 
-    name: str  # canonical: auto | float32 | fp16w | bf16 | int8 | q4
+    name: str  # canonical: auto | float32 | fp16w | int8dyn | bf16 | int8 | q4
     compute: torch.dtype  # activations into and out of the projections; the KV cache and attention
-    compact: str | None = None  # weight form: None (as `compute`) | "fp16" (all rows) | "int8" | "q4" (few rows)
+    # weight form: None (as `compute`) | "fp16" (all rows) | "int8" | "q4" | "dyn8" (few rows)
+    compact: str | None = None
     lossless_only: bool = False  # use the compact form only where it reproduces the weight
+    fp16_many: bool = False  # the many-row form is FBGEMM's fp16 weight (fp32 activations), not `compute`
+    head_compact: str = "int8"  # the LM head's few-row form when the layers are q4 or fp16
 
     @property
     def kv_dtype(self) -> torch.dtype:
@@ -72,13 +84,15 @@ class Precision:
         """The LM head's precision: compact models read an int8 head for a few rows (q4 would lose the
         embedding's GGUF Q8_0 values; its bf16 logits are re-scored in fp32 at the top, see fast_llama.py)."""
         if self.compact in ("q4", "fp16"):
-            return Precision(f"{self.name} head", self.compute, "int8")
+            return Precision(f"{self.name} head", self.compute, self.head_compact)
+        if self.compact == "dyn8":  # the head's many rows read the fp32 weight (for a tied head: the embedding)
+            return Precision(f"{self.name} head", self.compute, "dyn8")
         return self
 
     @property
     def reference(self) -> bool:
         """The many-row form is the fp32 weight as loaded, so the HF modules can share it."""
-        return self.compute == torch.float32 and self.compact != "fp16"
+        return self.compute == torch.float32 and self.compact != "fp16" and not self.fp16_many
 
 
 def native_bf16() -> bool:
@@ -101,6 +115,7 @@ PRECISIONS = {
     "auto": auto_precision(native_bf16()),
     "float32": Precision("float32", torch.float32),
     "fp16w": Precision("fp16w", torch.float32, "fp16"),
+    "int8dyn": Precision("int8dyn", torch.float32, "dyn8", fp16_many=True),
     "bf16": Precision("bf16", torch.bfloat16),
     "int8": Precision("int8", torch.bfloat16, "int8"),
     "q4": Precision("q4", torch.bfloat16, "q4"),
@@ -110,7 +125,7 @@ DTYPES = (*PRECISIONS, *_ALIASES)  # every name `resolve_precision` takes
 
 
 def resolve_precision(name: str) -> Precision:
-    """The precision for a configuration value (auto, float32/fp32, bf16/bfloat16, int8, q4)."""
+    """The precision for a configuration value (auto, float32/fp32, fp16w, int8dyn, bf16/bfloat16, int8, q4)."""
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in PRECISIONS:
         raise ValueError(f"unknown dtype '{name}' (expected one of {', '.join(PRECISIONS)})")
@@ -120,14 +135,14 @@ def resolve_precision(name: str) -> Precision:
 Op = Callable[[torch.Tensor], torch.Tensor]  # [M, K] -> [M, N]
 
 
-def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-output-channel int8 of `w` [N, K]: (int8 [N, K], fp32 scale [N])."""
+def quantize_int8(w: torch.Tensor, levels: int = 127) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8 of `w` [N, K]: (int8 [N, K] in -levels..levels, fp32 scale [N])."""
     q = torch.empty(w.shape, dtype=torch.int8)
     scale = torch.empty(w.shape[0])
     for r in range(0, w.shape[0], _ROWS):  # row blocks: temporaries stay in cache (see quantize_q4)
         block = w[r : r + _ROWS].detach().to(torch.float32)
-        s = block.abs().amax(dim=1).clamp_(min=1e-12) / 127.0
-        q[r : r + _ROWS] = torch.round(block / s[:, None]).clamp_(-127, 127)
+        s = block.abs().amax(dim=1).clamp_(min=1e-12) / float(levels)
+        q[r : r + _ROWS] = torch.round(block / s[:, None]).clamp_(-levels, levels)
         scale[r : r + _ROWS] = s
     return q, scale
 
@@ -195,6 +210,28 @@ def _fp16_op(w: torch.Tensor, bias: torch.Tensor | None) -> Op:
     return lambda x: torch.ops.quantized.linear_dynamic_fp16(x, packed)
 
 
+def dyn8_supported() -> bool:
+    """Whether FBGEMM's dynamic int8 GEMM is built in (x86 builds of PyTorch)."""
+    return "fbgemm" in torch.backends.quantized.supported_engines
+
+
+def _dyn8_op(w: torch.Tensor, bias: torch.Tensor | None) -> Op:
+    """FBGEMM's dynamic int8 GEMM over `w` quantized per output channel (fp32 in and out, bias added in fp32).
+
+    On AVX2 FBGEMM multiplies uint8 activations by int8 weights in pairs summed into int16 with
+    saturation (vpmaddubsw): 2 * 255 * 127 overflows, and saturated sums put errors of whole units in
+    the outputs. The weights therefore take 7 bits (-63..63, 2 * 255 * 63 fits) and the activations
+    keep all 8 (per-tensor, so outliers already cost them resolution); PyTorch's `reduce_range`
+    would instead halve the activations' range.
+    """
+    q, scale = quantize_int8(w, DYN8_LEVELS)
+    with warnings.catch_warnings():  # quantized tensors are deprecated; this one lives only to be packed
+        warnings.simplefilter("ignore", UserWarning)
+        qw = torch._make_per_channel_quantized_tensor(q, scale.double(), torch.zeros(q.shape[0], dtype=torch.long), 0)
+        packed = torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.float())
+    return lambda x: torch.ops.quantized.linear_dynamic(x, packed)
+
+
 def _in_kernel_dtype(kernel: Op, dtype: torch.dtype, bias: torch.Tensor | None) -> Op:
     """`kernel` (bf16 in and out) for activations in `dtype`, plus the bias (already in `dtype`)."""
     if dtype == _KERNEL_DTYPE:
@@ -228,7 +265,7 @@ class Projection:
         dtype = precision.compute
         b = None if bias is None else bias.detach().to(dtype)
         self._many: Op
-        if precision.compact == "fp16":
+        if precision.compact == "fp16" or precision.fp16_many:
             assert dtype == torch.float32, "FBGEMM's fp16 weights take fp32 activations"
             self._many = _fp16_op(w, b)
         elif dtype == torch.float32:
@@ -241,6 +278,9 @@ class Projection:
             self.compact = "fp16"
         elif precision.compact == "int8":
             self._few, self.compact = _int8_op(w, b, dtype), "int8"
+        elif precision.compact == "dyn8" and dyn8_supported():
+            assert dtype == torch.float32, "FBGEMM's dynamic int8 GEMM takes fp32 activations"
+            self._few, self.compact = _dyn8_op(w, b), "dyn8"
         elif precision.compact == "q4" and q4_supported(self.in_features):
             q, scale, zero, error = quantize_q4(w)
             if not precision.lossless_only or q4_lossless(error):
