@@ -179,6 +179,7 @@ def make_engine(model: str, layout: str, args: argparse.Namespace) -> Engine:
     config.model.threads = args.threads
     config.cache.context_tokens = args.context
     config.cache.fim_suffix_tokens = args.suffix
+    config.cache.window_step = args.window_step
     config.monitors.enabled = False
     config.monitors.jedi_budget_ms = args.jedi_ms  # the definitions lookup's budget (context rows)
     config.context.tokens = args.context_tokens
@@ -312,6 +313,8 @@ def main() -> None:
     ap.add_argument("--after", type=int, default=15, help="lines of the file below it")
     ap.add_argument("--context", type=int, default=1024, help="cache.context_tokens")
     ap.add_argument("--suffix", type=int, default=256, help="cache.fim_suffix_tokens")
+    ap.add_argument("--window-step", type=int, default=32, help="cache.window_step (the default 256 with a small "
+                    "--context would leave the model anywhere from 0 to --context tokens before the cursor)")
     ap.add_argument("--context-tokens", type=int, default=512, help="context.tokens (the +ctx rows)")
     ap.add_argument("--jedi-ms", type=float, default=2000.0, help="the definitions lookup's budget (the +ctx rows)")
     ap.add_argument("--cursor", choices=("indent", "line"), default="indent", help="after the indentation or before")
