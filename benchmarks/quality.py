@@ -282,8 +282,9 @@ def ratio_ci(a: list[float], b: list[float], seed: int = 0, resamples: int = 200
     return sum(a) / sum(b), ratios[int(0.025 * resamples)], ratios[int(0.975 * resamples) - 1]
 
 
-def compare(rows: dict[str, list[dict]], split: str, a: str, b: str) -> None:
-    """Row `a` against row `b` on the same sites: paired differences, their ratio, exact wins and losses."""
+def compare(rows: dict[str, list[dict]], split: str, a: str, b: str, shown: int = 8) -> None:
+    """Row `a` against row `b` on the same sites: paired differences, their ratio, exact wins and losses (the
+    first `shown` sites `a` loses listed)."""
     if a not in rows or b not in rows:
         return
     ra = {(r["path"], r["line"]): r for r in rows[a] if r["split"] == split}
@@ -301,6 +302,8 @@ def compare(rows: dict[str, list[dict]], split: str, a: str, b: str) -> None:
         f"ratio {ratio[0]:.2f}x [{ratio[1]:.2f}, {ratio[2]:.2f}]; similarity {des[0]:+.3f} [{des[1]:+.3f}, "
         f"{des[2]:+.3f}]; exact won {won}, lost {lost}"
     )
+    for k in [k for k in keys if ra[k]["exact"] < rb[k]["exact"]][:shown]:
+        print(f"    lost {Path(k[0]).name}:{k[1] + 1}: {rb[k]['answer']!r} -> {a} wrote {ra[k]['got']!r}")
 
 
 def main() -> None:
@@ -346,6 +349,8 @@ def report(rows: dict[str, list[dict]]) -> None:
     common = set.intersection(*({(r["path"], r["line"]) for r in records} for records in rows.values()))
     rows = {row: [r for r in records if (r["path"], r["line"]) in common] for row, records in rows.items()}
     for split in ("tune", "heldout"):
+        if not any(r["split"] == split for records in rows.values() for r in records):
+            continue
         print(f"\n{split}: row | sites | exact match [95% CI] | edit similarity [95% CI] | cold p50 / p95 ms | "
               "keystroke p50 / p95 ms | tokens encoded cold (p50)")  # fmt: skip
         for row, records in rows.items():
@@ -357,9 +362,10 @@ def report(rows: dict[str, list[dict]]) -> None:
                 f"{s['key'][0]:.0f} / {s['key'][1]:.0f} | {s['tokens']:.0f}"
             )
         names = sorted(rows)
-        for a in names:
+        for a in names:  # the code model against SmolLM2, FIM against prefix-only, context on against off
             for b in names:
-                if a != b and a.startswith("qwen") and (b.startswith("smollm2") or a.endswith("ctx") or a > b):
+                if (a.startswith("qwen") and b.startswith("smollm2") or a == b.replace("prefix", "fim")
+                        or a == f"{b}+ctx"):  # fmt: skip
                     compare(rows, split, a, b)
         if any(name.endswith("+ctx") for name in names):
             cross = {(r["path"], r["line"]) for r in next(iter(rows.values())) if r["split"] == split
@@ -371,9 +377,8 @@ def report(rows: dict[str, list[dict]]) -> None:
                 print(f"  {row} | {s['sites']} | exact {s['exact'][0]:.3f} [{s['exact'][1]:.3f}, {s['exact'][2]:.3f}]"
                       f" | similarity {s['similarity'][0]:.3f} [{s['similarity'][1]:.3f}, {s['similarity'][2]:.3f}]")
             for a in names:
-                for b in names:
-                    if a.endswith("+ctx") and b == a.removesuffix("+ctx"):
-                        compare(subset, split, a, b)
+                if a.endswith("+ctx") and a.removesuffix("+ctx") in subset:
+                    compare(subset, split, a, a.removesuffix("+ctx"))
 
 
 if __name__ == "__main__":
