@@ -4,14 +4,15 @@ Issue 17 asks for prefill tokens/s at 2k beside the machine's plain-matmul limit
 model against llama.cpp on the same GGUF. For each model (the default SmolLM2-135M and Qwen2.5-Coder-0.5B):
 
 - `superpie`: the engine's path (`cpu_inference.superpie_run`: `DocumentCache.sync` of a ~2k-token stdlib document,
-  then greedy `CursorView` steps at its end), the model as `load_model` gives it (`auto` precision);
+  then greedy `CursorView` steps at its end), the model as `load_model` gives it in each of `--dtypes` (default
+  `auto`; several are loaded together and run in turn, so their ratios come from the same minutes);
 - `llama.cpp`: the cached `llama-server` (`make llama-server`) on the model's GGUF, the same text as its prompt,
   `cache_prompt` off, greedy; prefill and decode rates from the server's own `timings`;
 - `matmul_fp32`: a plain GEMM of the model's projection shapes (`cpu_inference.MatmulLimit`), the prefill limit.
 
 One thread for everything; each repetition runs the three in turn, so load slows them alike.
 
-    .venv/bin/python benchmarks/llamacpp_side_by_side.py [--reps 2] [--tokens 2048] [--decode 32]
+    .venv/bin/python benchmarks/llamacpp_side_by_side.py [--reps 2] [--tokens 2048] [--decode 32] [--dtypes fp16w auto]
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from cpu_inference import CHUNK, MatmulLimit, document, source, superpie_run
 
 from superpie.completion.backend.llama_server import LLAMA_SERVER, LlamaServerProcess
 from superpie.completion.model.catalog import MODELS, gguf_path
-from superpie.completion.model.loading import configure_threads, load_model
+from superpie.completion.model.fast_llama import FastLlama
+from superpie.completion.model.loading import LoadedModel, configure_threads, load_model
 
 OUT = Path(__file__).parent / "out"
 
@@ -50,32 +52,46 @@ def llama_run(server: LlamaServerProcess, text: str, n: int) -> dict:
 
 
 def measure(name: str, args: argparse.Namespace, workdir: Path) -> dict:
-    lm = load_model(name, threads=1)
-    text = document(lm, source("argparse.py"), args.tokens)
-    limit = MatmulLimit(lm.model, CHUNK)
+    """One model: superpie in each of `args.dtypes`, llama.cpp and the matmul limit, in turn per repetition."""
+    lms = {d: load_model(name, dtype=d, threads=1) for d in args.dtypes}
+    first = lms[args.dtypes[0]]
+    text = document(first, source("argparse.py"), args.tokens)
+    limit = MatmulLimit(first.model, CHUNK)
     gguf = gguf_path(MODELS[name], workdir)
     server = LlamaServerProcess(gguf, slots=1, context=args.tokens + args.decode + 256, threads=1)
-    rows: list[dict] = []
+    rows: dict[str, list[dict]] = {d: [] for d in lms}
     try:
         for _ in range(args.reps):
-            ours, doc = superpie_run(lm, text, args.decode)
+            ours = {d: superpie_run(lm, text, args.decode) for d, lm in lms.items()}
             theirs = llama_run(server, text, args.decode)
-            rows.append({
-                "tokens": doc.length,
-                "superpie_prefill_tok_s": doc.length / ours["prefill_s"],
-                "superpie_decode_ms": statistics.median(ours["decode_ms"]),
-                "llama_prefill_tok_s": theirs["prefill_tok_s"],
-                "llama_decode_ms": theirs["decode_ms"],
-                "llama_prompt_n": theirs["prompt_n"],
-                "matmul_fp32_tok_s": limit.tokens_per_s(torch.float32),
-            })  # fmt: skip
-            print(name, json.dumps({k: round(v, 2) for k, v in rows[-1].items()}), flush=True)
+            matmul = limit.tokens_per_s(torch.float32)
+            for d, (run, doc) in ours.items():
+                rows[d].append({
+                    "tokens": doc.length,
+                    "superpie_prefill_tok_s": doc.length / run["prefill_s"],
+                    "superpie_decode_ms": statistics.median(run["decode_ms"]),
+                    "llama_prefill_tok_s": theirs["prefill_tok_s"],
+                    "llama_decode_ms": theirs["decode_ms"],
+                    "llama_prompt_n": theirs["prompt_n"],
+                    "matmul_fp32_tok_s": matmul,
+                })  # fmt: skip
+                print(name, d, json.dumps({k: round(v, 2) for k, v in rows[d][-1].items()}), flush=True)
     finally:
         server.stop()
-    med = {k: round(statistics.median(r[k] for r in rows), 2) for k in rows[0]}
-    med["superpie_prefill_over_matmul"] = round(med["superpie_prefill_tok_s"] / med["matmul_fp32_tok_s"], 3)
-    med["superpie_decode_over_llama"] = round(med["superpie_decode_ms"] / med["llama_decode_ms"], 2)
-    return {"precision": lm.precision, "rows": rows, "median": med}
+    out = {}
+    for d, rs in rows.items():
+        med = {k: round(statistics.median(r[k] for r in rs), 2) for k in rs[0]}
+        med["superpie_prefill_over_matmul"] = round(med["superpie_prefill_tok_s"] / med["matmul_fp32_tok_s"], 3)
+        # per repetition (the two ran back to back), then the median
+        ratios = [r["superpie_decode_ms"] / r["llama_decode_ms"] for r in rs]
+        med["superpie_decode_over_llama"] = round(statistics.median(ratios), 2)
+        out[d] = {"precision": lms[d].precision, "weight_forms": _forms(lms[d]), "rows": rs, "median": med}
+    return out
+
+
+def _forms(lm: LoadedModel) -> dict[str, int]:
+    """The runner's weight forms (FastLlama), for the record."""
+    return lm.runner.weight_forms() if isinstance(lm.runner, FastLlama) else {}
 
 
 def main() -> None:
@@ -84,6 +100,7 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=2048)
     p.add_argument("--decode", type=int, default=32)
     p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--dtypes", nargs="+", default=["auto"], help="superpie precisions, loaded together")
     p.add_argument("--out", type=Path, default=OUT / "llamacpp_side_by_side.json")
     args = p.parse_args()
     if not LLAMA_SERVER.is_file():
@@ -92,7 +109,8 @@ def main() -> None:
     result = {"load_average_start": round(os.getloadavg()[0], 1), "threads": 1, "models": {}}
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.models:
-            result["models"][name] = measure(name, args, Path(workdir))
+            for d, r in measure(name, args, Path(workdir)).items():
+                result["models"][f"{name} {d}"] = r
     result["load_average_end"] = round(os.getloadavg()[0], 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))

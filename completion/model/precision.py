@@ -31,10 +31,13 @@ rows and dyn8 for a few, the top logits re-scored in fp32 (fast_llama.py) as for
   not (it then runs as bf16);
 - without them (AVX2, or AVX-512 without BF16) bf16 arithmetic is emulated, slower than float32
   (measured on AVX2 at every row count), and the int8/int4 kernels want bf16 activations: `auto` is
-  fp16w there. Its prefill runs about as fast as float32 (FBGEMM widens the fp16 weights inside the
-  GEMM), its decode reads half of float32's bytes and measured as fast as q4 on AVX2 (whose int4
-  kernel is compute-bound there), and its fp32 activations agree with float32's top-1 token far
-  more often than bf16 activations do.
+  fp16w there, with int8dyn's LM head. Its prefill runs about as fast as float32 (FBGEMM widens the
+  fp16 weights inside the GEMM), its decode reads half of float32's bytes and measured as fast as q4
+  on AVX2 (whose int4 kernel is compute-bound there), and its fp32 activations agree with float32's
+  top-1 token far more often than bf16 activations do. The dyn8 head only picks the candidates whose
+  logits are then computed in fp32, so it costs no top-1 agreement, and reads the largest matrix at
+  a quarter of float32's bytes; int8dyn's layers (8-bit activations) cost agreement, so they stay
+  fp16.
 
 Accuracy is set by the activations, not the weights: the int4/int8/bf16 kernels take and return
 bf16, and those roundings (about 2^-9 at each of ~8 points per layer) move the top logits by a few
@@ -71,7 +74,7 @@ class Precision:
     compact: str | None = None
     lossless_only: bool = False  # use the compact form only where it reproduces the weight
     fp16_many: bool = False  # the many-row form is FBGEMM's fp16 weight (fp32 activations), not `compute`
-    head_compact: str = "int8"  # the LM head's few-row form when the layers are q4 or fp16
+    head_compact: str = "int8"  # the LM head's few-row form when the layers are q4 or fp16 ("dyn8": FBGEMM)
 
     @property
     def kv_dtype(self) -> torch.dtype:
@@ -108,7 +111,7 @@ def auto_precision(bf16: bool) -> Precision:
     """`auto` for a CPU with (`bf16`) or without bf16 matrix instructions: see the module docstring."""
     if bf16:
         return Precision("auto", torch.bfloat16, "q4", lossless_only=True)
-    return Precision("auto", torch.float32, "fp16")
+    return Precision("auto", torch.float32, "fp16", head_compact="dyn8")
 
 
 PRECISIONS = {

@@ -155,8 +155,10 @@ def test_reduced_runners_track_fp32(name, kind):
     forms = runner.weight_forms()
     if name == "auto_bf16":
         assert forms == {"q4": 8, "head int8": 1}  # 2 layers x 4 projections, all on the grid
-    if name in ("auto_fp32", "fp16w"):
+    if name == "fp16w":
         assert forms == {"fp16": 8, "head int8": 1}
+    if name == "auto_fp32":  # fp16w's layers, int8dyn's head (FBGEMM)
+        assert forms == {"fp16": 8, "head dyn8": 1}
 
 
 def _fp32_runner(model: torch.nn.Module) -> tuple[torch.nn.Module, Runner]:
