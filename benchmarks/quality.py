@@ -345,7 +345,9 @@ def main() -> None:
 
 def report(rows: dict[str, list[dict]]) -> None:
     """A table per split over the sites every row completed (rows stopped early compare on the same sites), then
-    the paired comparisons of the rows present (log names: `qwen-fim+ctx` for the row `qwen:fim+ctx`)."""
+    the paired comparisons of the rows present, each over the sites both rows finished (log names: `qwen-fim+ctx`
+    for the row `qwen:fim+ctx`)."""
+    full = rows  # a pair of rows compares on the sites both finished
     common = set.intersection(*({(r["path"], r["line"]) for r in records} for records in rows.values()))
     rows = {row: [r for r in records if (r["path"], r["line"]) in common] for row, records in rows.items()}
     for split in ("tune", "heldout"):
@@ -366,7 +368,7 @@ def report(rows: dict[str, list[dict]]) -> None:
             for b in names:
                 if (a.startswith("qwen") and b.startswith("smollm2") or a == b.replace("prefix", "fim")
                         or a == f"{b}+ctx"):  # fmt: skip
-                    compare(rows, split, a, b)
+                    compare(full, split, a, b)
         if any(name.endswith("+ctx") for name in names):
             cross = {(r["path"], r["line"]) for r in next(iter(rows.values())) if r["split"] == split
                      and cross_file(r["path"], root_of(r["path"]), r["answer"])}  # fmt: skip
