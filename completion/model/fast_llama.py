@@ -10,7 +10,7 @@ one fused gate/up projection, one down projection, two RMSNorms.
 It runs on the Hugging Face module's own weights, converted once to the configured precision
 (completion/model/precision.py) and fused per layer. Where the many-row form is the fp32 weight, the
 HF modules' weights become views of the fused ones; otherwise the HF linear modules become slices of
-the fused projections (which hold bf16 or fp16 for many rows plus, for int8/q4, the compact form for
+the fused projections (which hold bf16 or fp16 for many rows plus, for int8/q4/dyn8, the compact form for
 a few). Either way the HF forward still runs, on the runner's weights. The loader hands the runner to
 the caches (`LoadedModel.runner`); it satisfies `superpie.cache.forward.Runner`.
 
