@@ -354,6 +354,16 @@ def summarize(rows: list[dict]) -> dict:
         if bad:
             out["disagreement_median_exact_gap"] = statistics.median(r["exact_gap"] for r in bad)
         out["agreement_median_exact_gap"] = statistics.median(r["exact_gap"] for r in checks if r["agree"])
+        bins = {"gap<0.5": lambda r: r["exact_gap"] < 0.5, "gap>=0.5": lambda r: r["exact_gap"] >= 0.5,
+                "gap>=1": lambda r: r["exact_gap"] >= 1.0, "stale_load<=1000": lambda r: r["stale_load"] <= 1000,
+                "stale_load>1000": lambda r: r["stale_load"] > 1000}
+        out["agreement_by_bin"] = {
+            name: {"checks": len(rs), "agree": sum(r["agree"] for r in rs)}
+            for name, keep in bins.items() if (rs := [r for r in changed if keep(r)])
+        }
+        moves = [r["pie_ms"] for r in checks if r["kind"] == "jump" and r["hunks"] > 0]
+        if moves:
+            out["session_jump_sync_ms"] = {"jumps": len(moves), "p50": pctl(moves, 0.5), "p95": pctl(moves, 0.95)}
     if jumps:
         opens = {(r["path"]): (r["open_full_ms"], r["open_tokens"]) for r in jumps}
         ms = [r["ms"] for r in jumps]
