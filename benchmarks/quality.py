@@ -366,8 +366,8 @@ def report(rows: dict[str, list[dict]]) -> None:
         names = sorted(rows)
         for a in names:  # the code model against SmolLM2, FIM against prefix-only, context on against off
             for b in names:
-                if (a.startswith("qwen") and b.startswith("smollm2") or a == b.replace("prefix", "fim")
-                        or a == f"{b}+ctx"):  # fmt: skip
+                if a != b and (a.startswith("qwen") and b.startswith("smollm2") or a == b.replace("prefix", "fim")
+                               or a == f"{b}+ctx"):  # fmt: skip
                     compare(full, split, a, b)
         if any(name.endswith("+ctx") for name in names):
             cross = {(r["path"], r["line"]) for r in next(iter(rows.values())) if r["split"] == split
