@@ -9,13 +9,15 @@ that end a middle differ:
 - Qwen2.5-Coder: `<|fim_prefix|>` `<|fim_suffix|>` `<|fim_middle|>`; ended by `<|fim_pad|>` `<|endoftext|>`
   `<|file_sep|>` `<|repo_name|>` `<|im_end|>` (told from CodeGemma by `<|fim_pad|>`);
 - CodeGemma: the same markers; ended by `<|file_separator|>` `<eos>`;
-- StarCoder2 (and SmolLM2's vocabulary): `<fim_prefix>` `<fim_suffix>` `<fim_middle>`; ended by `<fim_pad>`
+- StarCoder2: `<fim_prefix>` `<fim_suffix>` `<fim_middle>`; ended by `<fim_pad>`
   `<file_sep>` `<|endoftext|>`;
 - DeepSeek-Coder: `<｜fim▁begin｜>` `<｜fim▁hole｜>` `<｜fim▁end｜>`; ended by `<|EOT|>` `<｜end▁of▁sentence｜>`;
 - CodeLlama: `▁<PRE>` `▁<SUF>` `▁<MID>`; ended by `▁<EOT>`.
 
 Any marker token of the family ends a middle too (a model that starts a new FIM block is done).
 A tokenizer with none of these has no template: the document is cached prefix-only, as before.
+SmolLM2's vocabulary is one of them: it has StarCoder2's `<repo_name>` `<file_sep>` `<filename>`
+(used by the repository context) but no FIM markers.
 """
 
 from __future__ import annotations
