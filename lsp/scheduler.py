@@ -69,6 +69,7 @@ class Snapshot:
     load_error: str | None = None
     kv_bytes: int = 0
     documents: int = 0
+    opening: int = 0  # documents whose window-first opening is not finished (their KV still grows)
     syncs: int = 0
     sync_ms: float = 0.0
     refreshed_tokens: int = 0
@@ -353,6 +354,7 @@ class ModelWorker:
         snap.load_ms = engine.lm.load_ms if engine.lm is not None else 0.0
         snap.kv_bytes = engine.memory_bytes()
         snap.documents = len(self._synced)
+        snap.opening = len(self._opening)
         jedi = engine.jedi  # None until the monitors first ran
         if jedi is not None:
             jedi_stats = jedi.stats_snapshot()

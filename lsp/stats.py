@@ -159,6 +159,7 @@ class ServerStats:
             "documents": {
                 "open": open_documents,
                 "cached": snap.documents,
+                "opening": snap.opening,
                 "bad_changes": self.bad_changes,
                 "unversioned_changes": self.unversioned_changes,
             },

@@ -296,7 +296,8 @@ async def test_close_frees_the_cache(session: LanguageClient) -> None:
     await ready(session)
     doc = Doc(session, "closing.py", SOURCE * 2)  # a size no other test's document has
     await doc.assert_in_step()
-    before = await stats(session)
+    # a document opened window-first grows its KV in idle steps: sample once every opening has finished
+    before = await until(session, lambda s: s["documents"]["opening"] == 0)
     session.text_document_did_close(t.DidCloseTextDocumentParams(t.TextDocumentIdentifier(doc.uri)))
     after = await until(session, lambda s: s["documents"]["cached"] == before["documents"]["cached"] - 1)
     assert after["documents"]["open"] == before["documents"]["open"] - 1
