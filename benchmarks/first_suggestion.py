@@ -30,9 +30,10 @@ import gc
 import json
 import os
 import statistics
-import sysconfig
 import time
 from pathlib import Path
+
+from cpu_inference import document, source
 
 from superpie.completion.config import EngineConfig
 from superpie.completion.config.fields import replaced
@@ -46,18 +47,6 @@ OUT = Path(__file__).parent / "out"
 FILES = ("difflib.py", "tarfile.py", "argparse.py")
 MODELS = ("default", "qwen2.5-coder-0.5b")
 URI = "file:///bench/doc.py"
-
-
-def source(name: str) -> str:
-    """A file of the running interpreter's standard library."""
-    return Path(sysconfig.get_paths()["stdlib"], name).read_text(encoding="utf-8")
-
-
-def document(lm: LoadedModel, text: str, n_tokens: int) -> str:
-    """The longest prefix of `text` ending at a line end that holds at most `n_tokens` tokens."""
-    enc = lm.tokenizer.encode(text, add_special_tokens=False)
-    cut = enc.offsets[min(n_tokens, len(enc.ids)) - 1][1]
-    return text[: text.rfind("\n", 0, cut) + 1]
 
 
 def cursor_in(text: str, share: float) -> int:
