@@ -2,7 +2,8 @@
 
 A completion often needs a name defined in another file: the class whose method is being called, the
 helper being passed arguments, the constant being compared with. The code before the cursor names them;
-jedi's `goto` (imports followed) finds where they are defined. Only definitions in other files of the
+jedi's `goto` (imports followed) finds where they are defined, and for a name defined here (a local
+variable, `self.parser`) `infer` finds its type's class in another file. Only definitions in other files of the
 workspace count (the document itself is already in the cache; the standard library and installed
 packages are what the model has seen in training), and their text is read through
 `WorkspaceFiles.read`, never from outside the workspace roots.
@@ -25,6 +26,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import jedi
 
@@ -35,7 +37,16 @@ log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*)*")
 _SKIP = frozenset(keyword.kwlist) | {"self", "cls", "True", "False", "None", "print", "len", "super"}
-_KINDS = frozenset({"class", "function", "statement"})  # a module is a whole file: not a definition snippet
+_KINDS: dict[str, DefinitionKind] = {
+    "class": "class",
+    "instance": "class",  # an inferred instance (`p = Point()`): its class
+    "function": "function",
+    "statement": "statement",
+    "module": "module",
+}
+
+
+DefinitionKind = Literal["class", "function", "statement", "module"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,7 @@ class Definition:
     path: Path  # the defining file, resolved, inside the workspace
     start_line: int  # 0-based first line of the definition
     end_line: int  # 0-based line after its last one
+    kind: DefinitionKind = "statement"  # a module is a whole file: start 0, end 1
 
 
 def names_near(code: str, offset: int, lines_before: int, lines_after: int, limit: int) -> list[tuple[str, int]]:
@@ -65,6 +77,8 @@ def names_near(code: str, offset: int, lines_before: int, lines_after: int, limi
     end = len(code) if end < 0 else end
     found: dict[str, tuple[int, int]] = {}
     for m in _NAME.finditer(code, start, end):
+        if _in_comment(code, m.start()):
+            continue  # a comment's words are not uses
         dotted = re.sub(r"\s+", "", m.group())
         parts = dotted.split(".")
         if parts[-1] in _SKIP or m.end() == offset:  # the word being typed is not a use yet
@@ -75,6 +89,19 @@ def names_near(code: str, offset: int, lines_before: int, lines_after: int, limi
             found[dotted] = (distance, at)
     nearest = sorted(found.items(), key=lambda item: item[1][0])
     return [(name, at) for name, (_, at) in nearest[:limit]]
+
+
+def _in_comment(code: str, at: int) -> bool:
+    """Whether `at` lies after a `#` that starts a comment on its line (a `#` inside quotes does not; the
+    quotes are counted on the line only, enough for the lines near a cursor)."""
+    line_start = code.rfind("\n", 0, at) + 1
+    hash_at = code.find("#", line_start, at)
+    while hash_at >= 0:
+        before = code[line_start:hash_at]
+        if before.count('"') % 2 == 0 and before.count("'") % 2 == 0:
+            return True
+        hash_at = code.find("#", hash_at + 1, at)
+    return False
 
 
 _FROM_IMPORT = re.compile(r"^[ \t]*from[ \t]+[\w.]+[ \t]+import[ \t]+(\([^)]*\)?|[^\n]*)", re.M)
@@ -142,7 +169,7 @@ class DefinitionFinder:
         near = names_near(code, offset, lines_before, lines_after, max_names)
         named = {n for n, _ in near}
         imported = [(n, at) for n, at in imported_near(code, offset, max_imported) if n not in named]
-        for name, at in near + imported:
+        for k, (name, at) in enumerate(near + imported):
             key = (None if here is None else str(here), name, imports)
             found = self._cache.get(key)
             if found is None:
@@ -150,7 +177,7 @@ class DefinitionFinder:
                     continue  # not asked: a later request finds it
                 if script is None:
                     script = jedi.Script(code=code, path=here, project=self.project)
-                answer = self._goto(script, code, at, here, name, deadline)
+                answer = self._goto(script, code, at, here, name, deadline, infer=k < len(near))
                 if answer is None:
                     continue
                 found = self._remember(key, answer)
@@ -163,15 +190,21 @@ class DefinitionFinder:
         return out
 
     def _goto(
-        self, script: jedi.Script, code: str, at: int, here: Path | None, name: str, deadline: float
+        self, script: jedi.Script, code: str, at: int, here: Path | None, name: str, deadline: float, infer: bool
     ) -> tuple[Definition, ...] | None:
+        """Where `name` is defined; with `infer`, when that is not in another workspace file (a local variable,
+        `self.parser`), where its type is: `p = Point()` leads to class `Point`."""
         timeout = deadline - time.perf_counter()
         if not JEDI_LOCK.acquire(timeout=-1 if math.isinf(timeout) else max(0.0, timeout)):
             return None
         try:
             self.asked += 1
-            names = script.goto(*position(code, at), follow_imports=True)
-            return tuple(d for n in names if (d := self._definition(n, here, name)) is not None)
+            where = position(code, at)
+            found = tuple(d for n in script.goto(*where, follow_imports=True) if (d := self._definition(n, here, name)))
+            if not found and infer and time.perf_counter() < deadline:
+                self.asked += 1
+                found = tuple(d for n in script.infer(*where) if (d := self._definition(n, here, name)))
+            return found
         except Exception:  # jedi is third-party and fails in many ways on unfinished code
             log.debug("jedi goto failed for %s", name, exc_info=True)
             return ()
@@ -179,15 +212,18 @@ class DefinitionFinder:
             JEDI_LOCK.release()
 
     def _definition(self, n: jedi.api.classes.Name, here: Path | None, name: str) -> Definition | None:
-        if n.type not in _KINDS or n.module_path is None or n.in_builtin_module():
+        kind = _KINDS.get(n.type)  # an inferred instance: its class
+        if kind is None or n.module_path is None or n.in_builtin_module():
             return None
         target = Path(n.module_path).resolve()
         if target == here or not self.files.contains(target):
             return None
+        if kind == "module":
+            return Definition(name, target, 0, 1, kind)
         start, end = n.get_definition_start_position(), n.get_definition_end_position()
         if start is None or end is None:
             return None
-        return Definition(name, target, start[0] - 1, end[0] if end[1] > 0 else end[0] - 1)
+        return Definition(name, target, start[0] - 1, end[0] if end[1] > 0 else end[0] - 1, kind)
 
     def _remember(self, key: tuple[str | None, str, str], found: tuple[Definition, ...]) -> tuple[Definition, ...]:
         self._cache[key] = found

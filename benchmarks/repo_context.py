@@ -1,6 +1,13 @@
 """Repository context on vs off, on the sites that need another file: single-line infilling where the removed
 line names something defined in another file of the same project (and not in its own file).
 
+Two rules pick the sites (`--rule`):
+- `imported`: the line uses a name its file imports (`from ... import name`) and another file defines at
+  module level; the model already sees the name in the import, so context can add its signature only;
+- `unseen`: the line names something another file of the project defines (a module-level name, a class's
+  method or attribute, an attribute `self.x = ...` sets) that the text before the cursor never names, and
+  that is not a builtin or a method of a builtin type; without context the model can only guess it.
+
 Projects: installed packages, each one a workspace (its directory). A site is a single-line statement
 (benchmarks/quality.py's rule) whose identifiers include a name the site's file imports (`from ... import
 name`) and another file of the package defines at module level (a function, class or assignment). The
@@ -17,12 +24,15 @@ names the file imports, not the previous site's region.
 
     python benchmarks/repo_context.py --sites 400 --log /tmp/repo_context.jsonl
     python benchmarks/repo_context.py --report /tmp/repo_context.jsonl
+    python benchmarks/repo_context.py --rule unseen --model qwen2.5-coder-0.5b --split heldout --shard 0/2 ...
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import builtins
+import io
 import json
 import os
 import random
@@ -30,6 +40,7 @@ import re
 import sys
 import sysconfig
 import time
+import tokenize
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +59,7 @@ TUNE = ("click", "h11")
 HELDOUT = ("jedi", "pygls", "lsprotocol", "cattrs", "anyio", "jinja2", "fsspec", "httpx2", "parso", "packaging",
            "platformdirs", "tqdm", "watchdog", "markdown_it", "pydantic", "rich", "pygments", "yaml")  # fmt: skip
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_COMMON = set(dir(builtins)).union(*(dir(t) for t in (object, dict, list, str, bytes, set, int, float, tuple)))
 
 
 @dataclass(frozen=True)
@@ -76,13 +88,37 @@ def defined_names(tree: ast.Module) -> set[str]:
     return {n for n in out if len(n) > 3 and not (n.startswith("__") and n.endswith("__"))}
 
 
+def code_names(line: str) -> set[str]:
+    """The identifiers a line of code uses, not the words of its strings and comments."""
+    try:
+        toks = tokenize.generate_tokens(io.StringIO(line.strip() + "\n").readline)
+        return {t.string for t in toks if t.type == tokenize.NAME}
+    except (tokenize.TokenError, SyntaxError):
+        return set()
+
+
+def member_names(tree: ast.Module) -> set[str]:
+    """Names a file defines anywhere: functions, classes, methods, assignments, attributes of `self`."""
+    out: set[str] = set()
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(n.name)
+        elif isinstance(n, (ast.Assign, ast.AnnAssign)):
+            for t in n.targets if isinstance(n, ast.Assign) else [n.target]:
+                if isinstance(t, ast.Name):
+                    out.add(t.id)
+                elif isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self":
+                    out.add(t.attr)
+    return {n for n in out if len(n) > 3 and not (n.startswith("__") and n.endswith("__")) and n not in _COMMON}
+
+
 def imported_names(tree: ast.Module) -> set[str]:
     """Names a file binds by `from ... import name` (what it takes from elsewhere)."""
     return {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
 
 
-def package_sites(root: Path, split: str, rng: random.Random, per_file: int, after: int) -> list[Site]:
-    """Sites of one package: lines naming something only another of its files defines."""
+def package_sites(root: Path, split: str, rng: random.Random, per_file: int, after: int, rule: str) -> list[Site]:
+    """Sites of one package: lines naming something only another of its files defines (`rule`: module docstring)."""
     sources: dict[Path, str] = {}
     trees: dict[Path, ast.Module] = {}
     for f in sorted(root.rglob("*.py")):
@@ -97,7 +133,7 @@ def package_sites(root: Path, split: str, rng: random.Random, per_file: int, aft
             continue
     where: dict[str, set[Path]] = defaultdict(set)
     for f, tree in trees.items():
-        for name in defined_names(tree):
+        for name in defined_names(tree) if rule == "imported" else member_names(tree):
             where[name].add(f)
     sites: list[Site] = []
     for f, text in sources.items():
@@ -108,7 +144,11 @@ def package_sites(root: Path, split: str, rng: random.Random, per_file: int, aft
             if i < 10 or not 8 <= len(lines[i].strip()) <= 100:
                 continue
             used = set(_IDENT.findall(lines[i]))
-            other = sorted(n for n in used & imported if where.get(n) and f not in where[n])
+            if rule == "imported":
+                other = sorted(n for n in used & imported if where.get(n) and f not in where[n])
+            else:
+                seen = set(_IDENT.findall("".join(lines[:i])))
+                other = sorted(n for n in code_names(lines[i]) - seen if where.get(n) and f not in where[n])
             if other:
                 picks.append((i, tuple(other)))
         for i, names in rng.sample(picks, min(per_file, len(picks))):
@@ -119,7 +159,7 @@ def package_sites(root: Path, split: str, rng: random.Random, per_file: int, aft
     return sites
 
 
-def make_sites(count: int, seed: int, per_file: int, after: int) -> list[Site]:
+def make_sites(count: int, seed: int, per_file: int, after: int, rule: str = "imported") -> list[Site]:
     """Up to `count` sites over the packages, shuffled by `seed`, the held-out ones and the tune ones mixed."""
     site_dir = Path(sysconfig.get_paths()["purelib"])
     rng = random.Random(seed)
@@ -127,17 +167,26 @@ def make_sites(count: int, seed: int, per_file: int, after: int) -> list[Site]:
     for split, names in (("tune", TUNE), ("heldout", HELDOUT)):
         for name in names:
             if (site_dir / name).is_dir():
-                sites += package_sites(site_dir / name, split, rng, per_file, after)
+                sites += package_sites(site_dir / name, split, rng, per_file, after, rule)
     rng.shuffle(sites)
     return sites[:count]
 
 
 def run(
-    sites: list[Site], window: int, tokens: int, jedi_ms: float, log: Path | None, model: str = "smollm2-135m"
+    sites: list[Site],
+    window: int,
+    tokens: int,
+    jedi_ms: float,
+    log: Path | None,
+    model: str = "smollm2-135m",
+    threads: int | None = None,
+    dtype: str = "fp16w",
 ) -> list[dict]:
     """Each site completed with context off and on, by one engine; a record per site."""
     config = EngineConfig()
     config.model.path = model
+    config.model.threads = threads
+    config.model.dtype = dtype  # pinned, so a change of `auto` cannot mix runs
     config.cache.context_tokens = window
     config.monitors.enabled = False
     config.monitors.jedi_budget_ms = jedi_ms
@@ -207,14 +256,22 @@ def main() -> None:
     ap.add_argument("--log", type=Path, default=None, help="append each site's record here (JSON lines)")
     ap.add_argument("--report", type=Path, default=None, help="only summarize this JSON-lines log")
     ap.add_argument("--model", default="smollm2-135m", help="a named model (catalog) or a model directory")
+    ap.add_argument("--rule", choices=("imported", "unseen"), default="imported", help="which lines are sites")
+    ap.add_argument("--split", choices=("all", "tune", "heldout"), default="all", help="only this split's sites")
+    ap.add_argument("--shard", default="0/1", help="i/n: every n-th site from the i-th (parallel processes)")
+    ap.add_argument("--dtype", default="fp16w", help="model.dtype")
+    ap.add_argument("--threads", type=int, default=None, help="model.threads (None: the engine's choice)")
     args = ap.parse_args()
     if args.report:
         report([json.loads(ln) for ln in args.report.read_text().splitlines()])
         return
-    sites = make_sites(args.sites, args.seed, args.per_file, args.after)
+    sites = make_sites(100_000, args.seed, args.per_file, args.after, args.rule)
+    sites = [s for s in sites if args.split in ("all", s.split)][: args.sites]
+    i, n = (int(x) for x in args.shard.split("/"))
+    sites = sites[i::n]
     print(f"{len(sites)} sites ({sum(s.split == 'heldout' for s in sites)} held out)", file=sys.stderr)
     started, load = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.getloadavg()
-    records = run(sites, args.window, args.tokens, args.jedi_ms, args.log, args.model)
+    records = run(sites, args.window, args.tokens, args.jedi_ms, args.log, args.model, args.threads, args.dtype)
     report(records)
     print(f"\nstarted {started}, load average {load[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end")
 

@@ -1,10 +1,12 @@
 """`RepositoryContext`: the repository context ids of one completion, for the engine to cache ahead of the document.
 
 For a cursor it gathers candidates, best first: the definitions (in other workspace files) of the names
-used near the cursor (`analysis/definitions.py`, jedi within a time budget), then the regions of other
-documents edited recently, then those visited recently (`activity.py`); `select.py` chooses them under
-the token budget; `format.py` spells them in the model's repository format, followed by the current
-file's own header. No snippet, no context: the document is cached as it would be without.
+used near the cursor (`analysis/definitions.py`, jedi within a time budget), a class or a module as its
+outline, a function as its signature (`analysis/outline.py`: bodies elided), a value by its first lines;
+then the regions of other documents edited recently, then those visited recently (`activity.py`);
+`select.py` chooses them under the token budget; `format.py` spells them in the model's repository
+format, followed by the current file's own header. No snippet, no context: the document is cached as it
+would be without.
 
 Snippet text comes from the newest text the engine saw of a document (an edited file may be unsaved),
 else from disk through `WorkspaceFiles.read` (inside the workspace only, size-limited).
@@ -19,6 +21,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from superpie.analysis.definitions import DefinitionFinder
+from superpie.analysis.outline import outline
 from superpie.analysis.workspace_files import WorkspaceFiles, uri_to_path
 from superpie.cache.diff import common_prefix, common_suffix
 from superpie.completion.context.activity import RecentActivity
@@ -26,7 +29,7 @@ from superpie.completion.context.format import RepoFormat, detect_repo_format
 from superpie.completion.context.select import Candidate, Snippet, choose
 
 REGION_LINES = (10, 20)  # lines before and after an edited or visited line that its snippet shows
-DEFINITION_LINES = 12  # a definition's snippet shows its first lines: signature, docstring, the start of its body
+DEFINITION_LINES = 6  # a value's snippet (`X = ...`) shows its first lines; classes and functions are outlines
 
 
 class RepositoryContext:
@@ -111,9 +114,17 @@ class RepositoryContext:
         if self.finder is not None:
             for d in self.finder.near(None if path is None else str(path), text, offset, jedi_budget_s):
                 source = self._text_of(d.path)
-                if source is not None:
-                    end = min(d.end_line, d.start_line + DEFINITION_LINES)
-                    out.append(Candidate(self._shown(d.path), source, d.start_line, end))
+                if source is None:
+                    continue
+                if d.kind != "statement":
+                    stub = outline(source, d.start_line, d.kind)
+                    if stub is not None:
+                        out.append(Candidate(self._shown(d.path), stub, 0, stub.count("\n"), outline=True))
+                        continue
+                    if d.kind == "module":
+                        continue  # nothing to show of it
+                end = min(d.end_line, d.start_line + DEFINITION_LINES)
+                out.append(Candidate(self._shown(d.path), source, d.start_line, end))
         regions = self.activity.regions(exclude=uri)
         before, after = REGION_LINES
         for kind in ("edit", "visit"):

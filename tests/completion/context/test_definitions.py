@@ -29,7 +29,7 @@ def clamp(x, low, high):
     return max(low, min(x, high))
 '''
 
-MAIN = '''from pkg.shapes import Point, clamp
+MAIN = """from pkg.shapes import Point, clamp
 from pkg import shapes
 from secret import leaked
 
@@ -42,7 +42,7 @@ def run(values):
     p = Point(1, 2)
     n = p.norm() + local_helper() + leaked()
     return clamp(n, 0, shapes.SCALE)
-'''
+"""
 
 
 def workspace(tmp_path: Path) -> Path:
@@ -80,7 +80,11 @@ def test_definitions_in_other_files_only_inside_the_workspace(tmp_path: Path) ->
     assert ("clamp", 16, 18) in got and lines[16].startswith("def clamp")
     assert ("p.norm", 12, 14) in got and lines[12].strip() == "def norm(self):"
     assert ("Point", 5, 14) in got and ("shapes.SCALE", 2, 3) in got
-    assert all(d.path == shapes for d in found)  # not main.py's own local_helper, not the linked secret.py
+    assert ("shapes", 0, 1) in got  # the module, shown as its outline
+    kinds = {d.name: d.kind for d in found}
+    assert kinds["shapes"] == "module" and kinds["Point"] == "class" and kinds["clamp"] == "function"
+    # not main.py's own local_helper, not the linked secret.py; the package's __init__.py for `pkg`
+    assert {d.path for d in found} == {shapes, (root / "pkg" / "__init__.py").resolve()}
     assert len({(d.path, d.start_line) for d in found}) == len(found)  # each place once
 
 
@@ -94,7 +98,7 @@ def test_answers_are_cached_and_a_spent_budget_asks_nothing(tmp_path: Path) -> N
     asked = finder.asked
     typed = MAIN[:cursor] + "    p\n" + MAIN[cursor:]  # typing in the function: the same names
     again = finder.near(str(root / "main.py"), typed, cursor + 6)
-    assert finder.asked == asked and {d.name for d in first} <= {d.name for d in again} | {"local_helper"}
+    assert finder.asked == asked and {(d.path, d.start_line) for d in first} <= {(d.path, d.start_line) for d in again}
     finder.forget()
     finder.near(str(root / "main.py"), MAIN, cursor)
     assert finder.asked > asked
@@ -118,3 +122,16 @@ def test_an_imported_name_not_used_near_the_cursor_is_looked_up_too(tmp_path: Pa
     code = "from pkg.shapes import clamp\n\n\ndef f(v):\n    return "
     found = DefinitionFinder(root).near(str(root / "main.py"), code, len(code), lines_before=1)
     assert [(d.name, d.start_line) for d in found] == [("clamp", 16)]
+
+
+def test_a_local_name_leads_to_the_class_of_its_type(tmp_path: Path) -> None:
+    root = workspace(tmp_path)
+    code = "from pkg.shapes import Point\n\n\ndef f(p: Point):\n    return p."
+    found = DefinitionFinder(root).near(str(root / "main.py"), code, len(code), lines_before=0, max_imported=0)
+    assert [(d.name, d.start_line, d.kind) for d in found] == [("p", 5, "class")]  # `p` is a parameter: infer
+
+
+def test_the_words_of_a_comment_are_not_names() -> None:
+    code = "x = 1  # see helper_one\ns = '# not_a_comment' + other  # word\ny = x + "
+    names = {n for n, _ in names_near(code, len(code), lines_before=3, lines_after=0, limit=20)}
+    assert names == {"x", "y", "s", "not_a_comment", "other"}  # a string's words stay: jedi ignores them

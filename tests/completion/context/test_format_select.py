@@ -54,3 +54,21 @@ def test_duplicates_are_dropped_and_overlaps_merged() -> None:
     chosen = choose(cands, 10_000, spell)
     assert [(s.path, s.start, s.end) for s in chosen] == [("a.py", 10, 30), ("b.py", 12, 18)]
     assert chosen[0].code == "".join(FILE.splitlines(keepends=True)[10:30])
+
+
+def test_an_outline_is_never_merged_with_its_file_s_lines() -> None:
+    stub = "class A:\n    def f(self): ...\n    def g(self): ...\n"
+    cands = [
+        Candidate("a.py", stub, 0, 3, outline=True),
+        Candidate("a.py", FILE, 0, 5),  # the same file's lines 0-5: not inside the outline
+        Candidate("a.py", stub, 0, 3, outline=True),  # the same outline again: a duplicate
+        Candidate("a.py", "def h(): ...\nX = 1\n", 0, 2, outline=True),  # another outline of the file
+    ]
+    chosen = choose(cands, 10_000, spell)
+    assert [(s.outline, s.code) for s in chosen] == [
+        (False, "".join(FILE.splitlines(keepends=True)[:5])),
+        (True, stub),
+        (True, "def h(): ...\nX = 1\n"),
+    ]
+    cut = choose(cands[:1], len(spell("a.py", "class A:\n    def f(self): ...\n")), spell)
+    assert [s.code for s in cut] == ["class A:\n    def f(self): ...\n"]  # cut from the end to fit
