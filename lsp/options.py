@@ -141,5 +141,8 @@ def needs_reload(old: EngineConfig, new: EngineConfig) -> bool:
 
 def needs_resync(old: EngineConfig, new: EngineConfig) -> bool:
     """Whether a change of options invalidates the document caches (not the model)."""
-    built_with = ("mode", "context_tokens", "stale_threshold", "window_step")  # fixed when a document's cache is made
+    # fixed when a document's cache is made (cache/document.py DocumentCache's arguments)
+    built_with = (
+        "mode", "context_tokens", "stale_threshold", "window_step", "fim_suffix_tokens", "open_window", "open_chunk"
+    )  # fmt: skip
     return any(getattr(old.cache, k) != getattr(new.cache, k) for k in built_with)

@@ -76,6 +76,9 @@ def test_engine_config_takes_the_workspace_and_the_longer_request_budget() -> No
     assert (config.workspace, config.decoding.max_tokens, config.completion.drafts) == ("/ws", 40, 3)
     assert options.workspace is None and options.decoding.max_tokens == EngineConfig().decoding.max_tokens
     assert needs_resync(options, parse_options({"cache": {"windowStep": 64}}, options).options)
+    for changed in ({"fimSuffixTokens": 64}, {"openWindow": 0}, {"openChunk": 64}):  # each made into every cache
+        assert needs_resync(options, parse_options({"cache": changed}, options).options), changed
+    assert not needs_resync(options, parse_options({"cache": {"idleRefreshMs": 10}}, options).options)
     assert not needs_reload(options, parse_options({"cache": {"windowStep": 64}}, options).options)
 
 
