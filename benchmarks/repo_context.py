@@ -221,26 +221,38 @@ def run(
     return records
 
 
+def names_hit(record: dict, row: str) -> float:
+    """The share of the site's other-file names that the completion of `row` names (as identifiers)."""
+    got = set(_IDENT.findall(record[row]["got"]))
+    return sum(n in got for n in record["names"]) / len(record["names"])
+
+
 def report(records: list[dict]) -> None:
-    """Per split: exact match and edit similarity off/on with 95% CIs, and the paired difference."""
+    """Per split: exact match, edit similarity and the other-file names named, off/on with 95% CIs, and the
+    paired differences."""
     for split in ("tune", "heldout"):
         part = [r for r in records if r["split"] == split]
         if not part:
             continue
         print(f"\n{split}: {len(part)} sites ({sum(1 for r in part if r['snippets'])} got a snippet)")
-        print("row | exact match [95% CI] | edit similarity [95% CI] | p50 / p95 ms per site")
+        print("row | exact match [95% CI] | edit similarity [95% CI] | names named [95% CI] | p50 / p95 ms per site")
         for row in ("off", "on"):
             em = mean_ci([r[row]["exact"] for r in part])
             es = mean_ci([r[row]["similarity"] for r in part])
+            nh = mean_ci([names_hit(r, row) for r in part])
             ms = sorted(r[row]["ms"] for r in part)
             print(f"context {row} | {em[0]:.3f} [{em[1]:.3f}, {em[2]:.3f}] | {es[0]:.3f} [{es[1]:.3f}, {es[2]:.3f}] | "
+                  f"{nh[0]:.3f} [{nh[1]:.3f}, {nh[2]:.3f}] | "
                   f"{ms[len(ms) // 2]:.0f} / {ms[min(len(ms) - 1, int(0.95 * len(ms)))]:.0f}")  # fmt: skip
-        dem = mean_ci([r["on"]["exact"] - r["off"]["exact"] for r in part])
-        des = mean_ci([r["on"]["similarity"] - r["off"]["similarity"] for r in part])
-        won = sum(r["on"]["exact"] > r["off"]["exact"] for r in part)
-        lost = sum(r["on"]["exact"] < r["off"]["exact"] for r in part)
-        print(f"on - off (paired): exact {dem[0]:+.3f} [{dem[1]:+.3f}, {dem[2]:+.3f}], similarity "
-              f"{des[0]:+.3f} [{des[1]:+.3f}, {des[2]:+.3f}]; exact won {won}, lost {lost}")  # fmt: skip
+        for label, value in (
+            ("exact", lambda r, row: r[row]["exact"]),
+            ("similarity", lambda r, row: r[row]["similarity"]),
+            ("names named", names_hit),
+        ):
+            d = mean_ci([value(r, "on") - value(r, "off") for r in part])
+            won = sum(value(r, "on") > value(r, "off") for r in part)
+            lost = sum(value(r, "on") < value(r, "off") for r in part)
+            print(f"on - off (paired) {label}: {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]; won {won}, lost {lost}")
 
 
 def main() -> None:
