@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*)*")
 _SKIP = frozenset(keyword.kwlist) | {"self", "cls", "True", "False", "None", "print", "len", "super"}
+DefinitionKind = Literal["class", "function", "statement", "module"]
 _KINDS: dict[str, DefinitionKind] = {
     "class": "class",
     "instance": "class",  # an inferred instance (`p = Point()`): its class
@@ -44,9 +45,6 @@ _KINDS: dict[str, DefinitionKind] = {
     "statement": "statement",
     "module": "module",
 }
-
-
-DefinitionKind = Literal["class", "function", "statement", "module"]
 
 
 @dataclass(frozen=True)

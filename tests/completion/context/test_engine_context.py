@@ -42,7 +42,9 @@ def test_the_definitions_used_near_the_cursor_are_cached_ahead_of_the_document(t
     assert ctx and doc.cache.ids[: len(ctx)] == ctx
     text = eng._model().tokenizer.decode(ctx)
     assert text.startswith("# pkg/shapes.py\n") and text.endswith("# main.py\n")
-    assert "def clamp(x, low, high):" in text and "class Point:" in text and "SCALE = 3" in text
+    assert "def clamp(x, low, high): ..." in text and "class Point:" in text and "SCALE = 3" in text
+    assert "    def norm(self): ..." in text and "        self.x = x" in text  # Point's outline
+    assert "hypot" not in text and "max(low" not in text  # bodies elided
     assert "secret" not in text and "local_helper" not in text  # outside the workspace; the document itself
     assert len(ctx) <= 400
     off = engine(root, enabled=False)
