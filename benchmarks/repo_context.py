@@ -48,9 +48,15 @@ from pathlib import Path
 from metrics import edit_similarity
 from quality import mean_ci, single_line_statements
 from quality_context import use_workspace
+from tokenizers import Tokenizer
 
 from superpie.completion.config import EngineConfig
+from superpie.completion.context.activity import RecentActivity
+from superpie.completion.context.builder import RepositoryContext
+from superpie.completion.context.select import Snippet
 from superpie.completion.engine import Engine
+from superpie.completion.model.catalog import MODELS
+from superpie.completion.model.loading import converted_dir
 from superpie.completion.request import CompletionRequest
 
 TUNE = ("click", "h11")
@@ -210,6 +216,7 @@ def run(
             if row == "on":
                 rec["context_tokens"] = sum(len(s.ids) for s in engine.repository_context().last)
                 rec["snippets"] = [s.path for s in engine.repository_context().last]
+                rec["in_context"] = in_context(site.names, engine.repository_context().last)
         records.append(rec)
         if log is not None:
             with log.open("a") as f:
@@ -219,6 +226,32 @@ def run(
             on = sum(r["on"]["exact"] for r in records) / len(records)
             print(f"  {k + 1}/{len(sites)} exact off {off:.3f} on {on:.3f}", file=sys.stderr)
     return records
+
+
+def in_context(names: tuple[str, ...], snippets: list[Snippet]) -> list[str]:
+    """The site's other-file names that the chosen snippets show (as identifiers)."""
+    shown = set().union(*(_IDENT.findall(s.code) for s in snippets)) if snippets else set()
+    return [n for n in names if n in shown]
+
+
+def coverage(sites: list[Site], log: Path, tokens: int, jedi_ms: float, model: str, out: Path) -> None:
+    """For the sites of an earlier run's `log`: the context alone (no model), and whether it showed the
+    site's other-file names; each record of `log` is written to `out` with `in_context` added. The context
+    is chosen again (one `RepositoryContext` per project, its recent activity cleared per site, as in the
+    run), so a jedi lookup that the budget cut may differ from the run's."""
+    by_place = {(s.path, s.line): s for s in sites}
+    contexts: dict[str, RepositoryContext] = {}
+    folder = converted_dir(MODELS[model]) if model in MODELS else Path(model)  # converted by an earlier run
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    for line in log.read_text().splitlines():
+        rec = json.loads(line)
+        site = by_place[(rec["path"], rec["line"])]
+        context = contexts.setdefault(site.root, RepositoryContext(site.root))
+        context.activity = RecentActivity()
+        context.ids(tokenizer, Path(site.path).as_uri(), site.text, site.offset, tokens, jedi_ms / 1000)
+        rec["in_context"] = in_context(site.names, context.last)
+        with out.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
 
 
 def names_hit(record: dict, row: str) -> float:
@@ -253,6 +286,18 @@ def report(records: list[dict]) -> None:
             won = sum(value(r, "on") > value(r, "off") for r in part)
             lost = sum(value(r, "on") < value(r, "off") for r in part)
             print(f"on - off (paired) {label}: {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]; won {won}, lost {lost}")
+        if all("in_context" in r for r in part):
+            shown = [r for r in part if r["in_context"]]
+            print(f"the context showed a needed name at {len(shown)} of {len(part)} sites; there:")
+            for row in ("off", "on"):
+                em, nh = mean_ci([r[row]["exact"] for r in shown]), mean_ci([names_hit(r, row) for r in shown])
+                print(f"  context {row}: exact {em[0]:.3f} [{em[1]:.3f}, {em[2]:.3f}], "
+                      f"names named {nh[0]:.3f} [{nh[1]:.3f}, {nh[2]:.3f}]")  # fmt: skip
+            for label, value in (("exact", lambda r, row: r[row]["exact"]), ("names named", names_hit)):
+                d = mean_ci([value(r, "on") - value(r, "off") for r in shown])
+                won = sum(value(r, "on") > value(r, "off") for r in shown)
+                lost = sum(value(r, "on") < value(r, "off") for r in shown)
+                print(f"  on - off {label}: {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]; won {won}, lost {lost}")
 
 
 def main() -> None:
@@ -267,6 +312,7 @@ def main() -> None:
     ap.add_argument("--jedi-ms", type=float, default=2000.0, help="the definitions lookup's budget (inf: none)")
     ap.add_argument("--log", type=Path, default=None, help="append each site's record here (JSON lines)")
     ap.add_argument("--report", type=Path, default=None, help="only summarize this JSON-lines log")
+    ap.add_argument("--coverage-of", type=Path, default=None, help="this log's sites: the context alone, to --log")
     ap.add_argument("--model", default="smollm2-135m", help="a named model (catalog) or a model directory")
     ap.add_argument("--rule", choices=("imported", "unseen"), default="imported", help="which lines are sites")
     ap.add_argument("--split", choices=("all", "tune", "heldout"), default="all", help="only this split's sites")
@@ -276,6 +322,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.report:
         report([json.loads(ln) for ln in args.report.read_text().splitlines()])
+        return
+    if args.coverage_of:
+        sites = make_sites(100_000, args.seed, args.per_file, args.after, args.rule)
+        coverage(sites, args.coverage_of, args.tokens, args.jedi_ms, args.model, args.log or Path("coverage.jsonl"))
         return
     sites = make_sites(100_000, args.seed, args.per_file, args.after, args.rule)
     sites = [s for s in sites if args.split in ("all", s.split)][: args.sites]
