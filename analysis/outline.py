@@ -1,4 +1,4 @@
-"""Outlines: a class or a module of another file in a few lines, for repository context.
+"""Outlines: a class, a function or a module of another file in a few lines, for repository context.
 
 A completion that calls into another file needs that file's names and signatures, not its bodies. The
 first lines of a class show its docstring but rarely the method being called; a whole module does not
@@ -54,7 +54,7 @@ def outline(text: str, start_line: int, kind: OutlineKind) -> str | None:
 def _parse(text: str) -> ast.Module | None:
     try:
         return ast.parse(text)
-    except (SyntaxError, ValueError):  # ValueError: a NUL byte
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # a NUL byte; nesting too deep for the parser
         return None
 
 

@@ -102,6 +102,7 @@ def test_no_outline_where_there_is_nothing_to_show() -> None:
     assert outline(SOURCE, 1, "class") is None  # no class starts there
     assert outline("", 0, "module") is None
     assert outline("_x = 1\n", 0, "module") is None  # nothing public
+    assert outline("x = " + "(" * 100_000 + ")" * 100_000 + "\n", 0, "module") is None  # too deep for the parser
 
 
 def test_a_long_class_is_cut_and_every_line_is_bounded() -> None:
