@@ -42,6 +42,7 @@ import sysconfig
 import time
 import tokenize
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -260,9 +261,27 @@ def names_hit(record: dict, row: str) -> float:
     return sum(n in got for n in record["names"]) / len(record["names"])
 
 
+Measure = Callable[[dict, str], float]  # (record, "off" | "on") -> a site's score
+MEASURES: dict[str, Measure] = {
+    "exact": lambda r, row: r[row]["exact"],
+    "similarity": lambda r, row: r[row]["similarity"],
+    "names named": names_hit,
+}
+
+
+def paired(part: list[dict], label: str, indent: str = "") -> None:
+    """Print on - off of one measure over `part`, paired by site, with won/lost counts."""
+    value = MEASURES[label]
+    d = mean_ci([value(r, "on") - value(r, "off") for r in part])
+    won = sum(value(r, "on") > value(r, "off") for r in part)
+    lost = sum(value(r, "on") < value(r, "off") for r in part)
+    print(f"{indent}on - off (paired) {label}: {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]; won {won}, lost {lost}")
+
+
 def report(records: list[dict]) -> None:
     """Per split: exact match, edit similarity and the other-file names named, off/on with 95% CIs, and the
-    paired differences."""
+    paired differences; with `in_context` (a --coverage-of log), the same on the sites whose context showed
+    a needed name."""
     for split in ("tune", "heldout"):
         part = [r for r in records if r["split"] == split]
         if not part:
@@ -270,34 +289,21 @@ def report(records: list[dict]) -> None:
         print(f"\n{split}: {len(part)} sites ({sum(1 for r in part if r['snippets'])} got a snippet)")
         print("row | exact match [95% CI] | edit similarity [95% CI] | names named [95% CI] | p50 / p95 ms per site")
         for row in ("off", "on"):
-            em = mean_ci([r[row]["exact"] for r in part])
-            es = mean_ci([r[row]["similarity"] for r in part])
-            nh = mean_ci([names_hit(r, row) for r in part])
+            cis = [mean_ci([MEASURES[m](r, row) for r in part]) for m in MEASURES]
             ms = sorted(r[row]["ms"] for r in part)
-            print(f"context {row} | {em[0]:.3f} [{em[1]:.3f}, {em[2]:.3f}] | {es[0]:.3f} [{es[1]:.3f}, {es[2]:.3f}] | "
-                  f"{nh[0]:.3f} [{nh[1]:.3f}, {nh[2]:.3f}] | "
-                  f"{ms[len(ms) // 2]:.0f} / {ms[min(len(ms) - 1, int(0.95 * len(ms)))]:.0f}")  # fmt: skip
-        for label, value in (
-            ("exact", lambda r, row: r[row]["exact"]),
-            ("similarity", lambda r, row: r[row]["similarity"]),
-            ("names named", names_hit),
-        ):
-            d = mean_ci([value(r, "on") - value(r, "off") for r in part])
-            won = sum(value(r, "on") > value(r, "off") for r in part)
-            lost = sum(value(r, "on") < value(r, "off") for r in part)
-            print(f"on - off (paired) {label}: {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]; won {won}, lost {lost}")
+            print(f"context {row} | " + " | ".join(f"{c[0]:.3f} [{c[1]:.3f}, {c[2]:.3f}]" for c in cis)
+                  + f" | {ms[len(ms) // 2]:.0f} / {ms[min(len(ms) - 1, int(0.95 * len(ms)))]:.0f}")  # fmt: skip
+        for label in MEASURES:
+            paired(part, label)
         if all("in_context" in r for r in part):
             shown = [r for r in part if r["in_context"]]
             print(f"the context showed a needed name at {len(shown)} of {len(part)} sites; there:")
             for row in ("off", "on"):
-                em, nh = mean_ci([r[row]["exact"] for r in shown]), mean_ci([names_hit(r, row) for r in shown])
+                em, nh = (mean_ci([MEASURES[m](r, row) for r in shown]) for m in ("exact", "names named"))
                 print(f"  context {row}: exact {em[0]:.3f} [{em[1]:.3f}, {em[2]:.3f}], "
                       f"names named {nh[0]:.3f} [{nh[1]:.3f}, {nh[2]:.3f}]")  # fmt: skip
-            for label, value in (("exact", lambda r, row: r[row]["exact"]), ("names named", names_hit)):
-                d = mean_ci([value(r, "on") - value(r, "off") for r in shown])
-                won = sum(value(r, "on") > value(r, "off") for r in shown)
-                lost = sum(value(r, "on") < value(r, "off") for r in shown)
-                print(f"  on - off {label}: {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]; won {won}, lost {lost}")
+            for label in ("exact", "names named"):
+                paired(shown, label, indent="  ")
 
 
 def main() -> None:
