@@ -247,7 +247,9 @@ def coverage(sites: list[Site], log: Path, tokens: int, jedi_ms: float, model: s
     for line in log.read_text().splitlines():
         rec = json.loads(line)
         site = by_place[(rec["path"], rec["line"])]
-        context = contexts.setdefault(site.root, RepositoryContext(site.root))
+        if site.root not in contexts:  # one per project: jedi's project and the definitions cache persist
+            contexts[site.root] = RepositoryContext(site.root)
+        context = contexts[site.root]
         context.activity = RecentActivity()
         context.ids(tokenizer, Path(site.path).as_uri(), site.text, site.offset, tokens, jedi_ms / 1000)
         rec["in_context"] = in_context(site.names, context.last)
