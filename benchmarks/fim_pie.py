@@ -1,8 +1,9 @@
 """PIE with the fill-in-the-middle layout: top-1 agreement with an exact re-encode over sessions of typing,
 cursor jumps and edits, and the time a cursor jump takes to be ready in a 4k-token document (issue 14).
 
-With `model.layout` fim the cached sequence is `<pre> prefix <suf> suffix <mid>` around the cursor
-(cache/fim.py), so typing, moving the cursor and editing are all edits of that sequence that PIE follows.
+With `model.layout` fim the cached sequence is `<pre> prefix <suf> suffix <mid> middle` around the cursor,
+the middle begun being the cursor's line before the cursor past its indentation (cache/fim.py), so typing,
+moving the cursor and editing are all edits of that sequence that PIE follows.
 
 Documents: windows (~`--tokens` tokens, cut at line ends, pie_edits.make_document) of real Python files of
 the standard library and installed packages (quality.source_files), taken round-robin over projects.

@@ -101,6 +101,7 @@ class DocumentCache:
         self.fim = fim
         self.fim_suffix_tokens = fim_suffix_tokens
         self.cursor = 0  # FIM: the char offset the layout is cut at
+        self.middle_from = 0  # FIM: where the middle begun after the middle marker starts (cache/fim.py)
         self.context: list[int] = []  # repository context ids cached ahead of the document (cache/context.py)
         self.open_window, self.open_chunk = open_window, open_chunk
         self.opening: Opening | None = None  # a window-first opening not finished yet (cache/opening.py)
@@ -130,7 +131,7 @@ class DocumentCache:
             self.max_tokens, self.window_step, self.chunk, self.exact_after, self.runner,
             self.fim, self.fim_suffix_tokens, self.open_window, self.open_chunk,
         )
-        twin.cursor, twin.context = self.cursor, list(self.context)
+        twin.cursor, twin.middle_from, twin.context = self.cursor, self.middle_from, list(self.context)
         twin.open_cut = self.open_cut
         twin.opening = None if self.opening is None else self.opening.copy()
         twin.text, twin.ids, twin.offsets = self.text, list(self.ids), list(self.offsets)
@@ -145,7 +146,7 @@ class DocumentCache:
         self.text, self.ids, self.offsets, self.stale = "", [], [], []
         self.stale_load = 0
         self.window_start = 0
-        self.cursor = 0
+        self.cursor = self.middle_from = 0
         self.opening, self.open_cut = None, None
 
     @torch.inference_mode()
@@ -243,10 +244,13 @@ class DocumentCache:
         """
         if not 0 <= offset <= len(self.text):
             raise ValueError(f"offset {offset} is outside the document (length {len(self.text)})")
-        if self.fim is not None:  # decoding continues after the middle marker, which sees everything
+        if self.fim is not None:  # decoding continues after the middle begun, which sees everything
             if offset != self.cursor:
                 raise ValueError(f"the FIM layout is cut at {self.cursor}, not at {offset}: sync with anchor={offset}")
-            return CursorSplit(prefix_len=len(self.ids), typed="")
+            n, (start, end) = len(self.ids), self.offsets[-1] if self.offsets else (0, 0)
+            if heal and self.middle_from <= start < end == offset:  # heal the middle's last token, as above
+                return CursorSplit(prefix_len=n - 1, typed=self.text[start:offset])
+            return CursorSplit(prefix_len=n, typed="")
         n = bisect.bisect_right([end for _, end in self.offsets], offset)
         if heal and n > len(self.context) and self.offsets[n - 1][1] == offset:
             n -= 1  # (never back into the repository context: it is no text of the document)
@@ -276,7 +280,7 @@ class DocumentCache:
         seq = fim_sequence(
             self.tokenizer, markers, text, cursor, self.max_tokens, self.fim_suffix_tokens, self.window_step
         )
-        self.window_start, self.cursor = seq.prefix_start, cursor
+        self.window_start, self.cursor, self.middle_from = seq.prefix_start, cursor, seq.middle_from
         return seq.ids, seq.offsets
 
     def _window_char_start(self) -> int:

@@ -110,8 +110,11 @@ class Opening:
         if not self.gaps or not offsets:
             return
         at = sum(1 for s, _ in offsets if s < cursor)  # tokens before the cursor (the one it is inside, too)
+        # The first token in layout order at or after the cursor: `at` too where spans only grow, but the
+        # FIM layout's middle (cache/fim.py) comes after the suffix, though it is text before the cursor.
+        after = next((i for i, (s, _) in enumerate(offsets) if s >= cursor), len(offsets))
         lo_tok = max(0, at - self.window)
-        hi_tok = min(len(offsets), at + self.after)
+        hi_tok = min(len(offsets), after + self.after)
         lo = min(offsets[lo_tok][0], cursor)
         hi = max([cursor, *(e for _, e in offsets[lo_tok:hi_tok])])
         self.expose(lo, hi)

@@ -1,7 +1,8 @@
 """The fill-in-the-middle layout in the document cache, on tiny random models whose tokenizer has FIM tokens.
 
-The cached sequence is `<|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|>`; typing at the
-cursor and moving the cursor are edits to it. Exact and full agree with a fresh forward over the
+The cached sequence is `<|fim_prefix|> prefix <|fim_suffix|> suffix <|fim_middle|> middle`, the middle
+being what the cursor's line holds before the cursor past its indentation; typing at the cursor (an
+append to the middle) and moving the cursor are edits to it. Exact and full agree with a fresh forward over the
 layout; PIE tracks the same ids, keeps the KV before the first hunk, re-encodes only the hunks (two
 small ones for a cursor jump) and is exact again after a refresh.
 """
@@ -19,12 +20,13 @@ from tokenizers import Tokenizer
 from superpie.cache.cursor import CursorView
 from superpie.cache.document import DocumentCache
 from superpie.cache.fim import FimMarkers, fim_sequence
+from superpie.cache.stats import CursorSplit
 from superpie.completion.model.fim import detect_fim
 from superpie.completion.model.loading import LoadedModel, from_model
 
 QWEN_FIM = ["<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|fim_pad|>", "<|file_sep|>"]
 
-TEXT = '''import os
+TEXT = """import os
 
 
 class Greeter:
@@ -41,7 +43,7 @@ class Greeter:
 def main():
     g = Greeter(os.environ.get("USER", "world"))
     print(g.greet())
-'''
+"""
 
 
 def with_tokens(tokens: list[str]) -> Tokenizer:
@@ -80,8 +82,9 @@ def full_logits(kind: str, ids: list[int]) -> torch.Tensor:
 
 
 def middle_logits(doc: DocumentCache) -> torch.Tensor:
-    """Next-token logits after the middle marker, read as decoding reads them (a CursorView at the split)."""
-    split = doc.split_at(doc.cursor)
+    """Next-token logits after the layout's last token (the middle marker, or the middle begun), read as
+    decoding reads them (a CursorView at the split, no healing)."""
+    split = doc.split_at(doc.cursor, heal=False)
     view = CursorView(doc, split.prefix_len - 1)
     return view.step(input_ids=torch.tensor([doc.ids[split.prefix_len - 1]]))[-1]
 
@@ -157,10 +160,31 @@ def test_fim_layout_ids_offsets_and_budgets() -> None:
     small = fim_sequence(tok, m, TEXT, cursor, max_tokens=64, suffix_tokens=20, window_step=16)
     assert len(small.ids) <= 64 and small.prefix_start % 16 == 0
     assert small.ids[-22:] == [m.suffix, *suf[:20], m.middle]
-    assert small.ids[1 : -22] == pre[small.prefix_start :]
+    assert small.ids[1:-22] == pre[small.prefix_start :]
     # typing at the cursor keeps the prefix window where it was
     typed = TEXT[:cursor] + "x" + TEXT[cursor:]
     assert fim_sequence(tok, m, typed, cursor + 1, 64, 20, 16).prefix_start == small.prefix_start
+
+
+def test_the_middle_begins_after_the_indentation_of_the_cursors_line() -> None:
+    lm = fim_model("llama")
+    assert lm.fim is not None
+    m, tok = lm.fim.markers, lm.tokenizer
+    line = TEXT.index("        msg = ")
+    cursor = TEXT.index(" + self.name")
+    enc = functools.partial(tok.encode, add_special_tokens=False)
+    seq = fim_sequence(tok, m, TEXT, cursor, max_tokens=10_000, suffix_tokens=10_000, window_step=16)
+    assert seq.middle_from == line + 8
+    mid = enc(TEXT[line + 8 : cursor]).ids
+    pre, suf = enc(TEXT[: line + 8]).ids, enc(TEXT[cursor:]).ids
+    assert seq.ids == [m.prefix, *pre, m.suffix, *suf, m.middle, *mid]
+    assert "".join(TEXT[s:e] for s, e in seq.offsets[-len(mid) :]) == 'msg = "Hello, "'
+    for blank in (line, line + 4, line + 8):  # in the indentation or right after it: an empty middle
+        at = fim_sequence(tok, m, TEXT, blank, 10_000, 10_000, 16)
+        assert at.middle_from == blank and at.ids[-1] == m.middle
+    long_line = TEXT[:line] + "        x = " + "a + " * 200 + "\n"
+    cut = fim_sequence(tok, m, long_line, len(long_line) - 1, 10_000, 10_000, 16)
+    assert cut.middle_from == len(long_line) - 1 and cut.ids[-1] == m.middle  # no middle of 200 terms
 
 
 # ----------------------------------------------------------------------------- exactness
@@ -198,7 +222,7 @@ def test_pie_tracks_the_layout_keeps_the_kv_before_the_edit_and_refreshes_to_exa
             assert torch.allclose(middle_logits(refreshed), middle_logits(exact), atol=1e-4)
 
 
-def test_a_cursor_jump_is_two_small_hunks_and_typing_rotates_the_suffix() -> None:
+def test_a_cursor_jump_is_two_small_hunks() -> None:
     pie = new_cache("llama", "pie", stale_threshold=10**9, exact_after=0)
     start = TEXT.index("        return msg\n")
     pie.sync(TEXT, anchor=start)
@@ -206,9 +230,23 @@ def test_a_cursor_jump_is_two_small_hunks_and_typing_rotates_the_suffix() -> Non
     jump = pie.sync(TEXT, anchor=TEXT.index("    print("))
     assert jump.mode == "pie" and jump.hunks == 2 and jump.encoded <= 6, jump
     assert pie.length in range(n - 2, n + 3) and pie.stale_count > 0
-    back = pie.sync(TEXT, anchor=start)
-    typed = pie.sync(TEXT[:start] + "x" + TEXT[start:], anchor=start + 1)
-    assert back.hunks == 2 and typed.hunks == 1 and typed.encoded <= 2 and typed.rotated > 0, typed
+    assert pie.sync(TEXT, anchor=start).hunks == 2
+
+
+def test_typing_on_a_line_appends_to_the_middle_and_a_new_line_rotates_the_suffix() -> None:
+    pie = new_cache("llama", "pie", stale_threshold=10**9, exact_after=0)
+    cursor = TEXT.index("        return msg\n") + 8  # after the indentation: an empty middle
+    pie.sync(TEXT, anchor=cursor)
+    assert pie.middle_from == cursor and pie.ids[-1] == fim_model("llama").fim.markers.middle  # type: ignore[union-attr]
+    text, line = TEXT, cursor
+    for ch in "x = 1":
+        text, cursor = text[:cursor] + ch + text[cursor:], cursor + 1
+        typed = pie.sync(text, anchor=cursor)
+        assert typed.rotated == 0 and typed.encoded <= 2 and pie.stale_count == 0, typed
+    assert pie.middle_from == line
+    text, cursor = text[:cursor] + "\n        " + text[cursor:], cursor + 9
+    newline = pie.sync(text, anchor=cursor)
+    assert newline.rotated > 0 and pie.stale_count > 0 and pie.middle_from == cursor
 
 
 def test_split_is_after_the_middle_marker_and_a_sync_without_cursor_follows_the_edit() -> None:
@@ -222,3 +260,8 @@ def test_split_is_after_the_middle_marker_and_a_sync_without_cursor_follows_the_
     doc.sync(TEXT[:cursor] + "ab" + TEXT[cursor:])  # typed two characters: the cursor follows them
     assert doc.cursor == cursor + 2
     assert doc.sync(TEXT[:cursor] + "ab" + TEXT[cursor:]).mode == "none"
+    # "ab", typed at the line's start, begins the middle: healing backs up into its last token
+    last_start = doc.offsets[-1][0]
+    assert doc.middle_from == cursor <= last_start < cursor + 2
+    assert doc.split_at(cursor + 2) == CursorSplit(doc.length - 1, "ab"[last_start - cursor :])
+    assert doc.split_at(cursor + 2, heal=False) == CursorSplit(doc.length, "")

@@ -39,10 +39,10 @@ def finish(doc: DocumentCache, limit: int = 200) -> int:
 
 
 def before_cursor(doc: DocumentCache, prefix_len: int) -> list[int]:
-    """The cached ids of the text before the cursor (FIM: those before the suffix marker)."""
+    """The cached ids of the text before the cursor (FIM: those before the suffix marker, then the middle's)."""
     if doc.fim is None:
         return doc.ids[:prefix_len]
-    return doc.ids[1 : doc.ids.index(doc.fim.suffix)]
+    return doc.ids[1 : doc.ids.index(doc.fim.suffix)] + doc.ids[doc.ids.index(doc.fim.middle) + 1 :]
 
 
 def assert_exact(doc: DocumentCache, text: str, cursor: int, kind: str, fim: bool) -> None:
