@@ -9,6 +9,13 @@ types on. Reported: latency from request to response (p50/p95, overall and once 
 1.5k+ tokens), the share of requests answered from a cache the background sync had already brought
 up to date, the server's memory; JSON and a PNG plot under benchmarks/out/.
 
+`--file` is a path in the standard library or an absolute path. `--context on` turns the repository context
+on (`context.enabled`): the workspace is then the file's folder (unless `--workspace` names one) and the typed
+document `typed_<name>` in it (no such file on disk), so the names typed lead to the definitions in the
+file's sibling modules, looked up by jedi as in an editor (the standard library's own modules resolve to
+jedi's stubs, outside any workspace, so type a package's file: `--file .../site-packages/rich/columns.py`).
+This measures what the context costs a keystroke, not what it is worth (benchmarks/repo_context.py does).
+
     .venv/bin/python benchmarks/keystrokes.py              # ~6-8 min on 2 cores
     .venv/bin/python benchmarks/keystrokes.py --chars 1500 # a quick run
 """
@@ -33,7 +40,6 @@ from pygls.lsp.client import LanguageClient
 from superpie.lsp.positions import position_at
 
 OUT = Path(__file__).parent / "out"
-URI = "file:///virtual/typed_glob.py"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -58,8 +64,9 @@ def summary(values: list[float]) -> dict[str, float | int | None]:
 class Typist:
     """Types text into the server's document and asks for inline completions along the way."""
 
-    def __init__(self, client: LanguageClient, rng: random.Random, debounce_s: float, token_count) -> None:
+    def __init__(self, client: LanguageClient, uri: str, rng: random.Random, debounce_s: float, token_count) -> None:
         self.client, self.rng, self.debounce_s, self.token_count = client, rng, debounce_s, token_count
+        self.uri = uri
         self.text, self.version = "", 1
         self.records: list[dict] = []
         self.t0 = time.perf_counter()
@@ -71,7 +78,7 @@ class Typist:
         self.version += 1
         self.client.text_document_did_change(
             t.DidChangeTextDocumentParams(
-                text_document=t.VersionedTextDocumentIdentifier(uri=URI, version=self.version),
+                text_document=t.VersionedTextDocumentIdentifier(uri=self.uri, version=self.version),
                 content_changes=[t.TextDocumentContentChangePartial(range=t.Range(start=at, end=at), text=chunk)],
             )
         )
@@ -85,7 +92,7 @@ class Typist:
         line, character = position_at(self.text, len(self.text))
         params = t.InlineCompletionParams(
             context=t.InlineCompletionContext(trigger_kind=t.InlineCompletionTriggerKind.Automatic),
-            text_document=t.TextDocumentIdentifier(uri=URI),
+            text_document=t.TextDocumentIdentifier(uri=self.uri),
             position=t.Position(line=line, character=character),
         )
         sent = time.perf_counter()
@@ -141,12 +148,15 @@ async def command(client: LanguageClient, name: str, *args) -> dict:
 
 
 async def run(args: argparse.Namespace) -> dict:
-    source = Path(sysconfig.get_paths()["stdlib"], args.file).read_text()[: args.chars]
+    path = Path(sysconfig.get_paths()["stdlib"], args.file)  # (an absolute `args.file` stays itself)
+    source = path.read_text()[: args.chars]
     client = LanguageClient("keystrokes", "1")
     cmd = [sys.executable, "-m", "superpie.lsp.cli", "serve", "--log-level", args.log_level]
     await client.start_io(*cmd, *(["--model", args.model] if args.model else []))
     drain = asyncio.create_task(save_stderr(client, Path(args.out).with_suffix(".server.log")))
-    root = Path(args.workspace or tempfile.mkdtemp(prefix="superpie-keystrokes-")).resolve()
+    home = path.parent if args.context == "on" else None
+    root = Path(args.workspace or home or tempfile.mkdtemp(prefix="superpie-keystrokes-")).resolve()
+    uri = (root / f"typed_{path.name}").as_uri() if args.context == "on" else f"file:///virtual/typed_{path.name}"
     await client.initialize_async(
         t.InitializeParams(
             capabilities=t.ClientCapabilities(),
@@ -156,6 +166,7 @@ async def run(args: argparse.Namespace) -> dict:
                 "monitors": {"enabled": not args.no_monitors},
                 "model": {"threads": args.threads, "dtype": args.dtype},
                 "decoding": {"speculate": args.speculate == "on"},
+                "context": {"enabled": args.context == "on", "tokens": args.context_tokens},
             },
         )
     )
@@ -165,14 +176,16 @@ async def run(args: argparse.Namespace) -> dict:
         await asyncio.sleep(0.1)
     load_s = time.perf_counter() - t_load
     client.text_document_did_open(
-        t.DidOpenTextDocumentParams(t.TextDocumentItem(uri=URI, language_id="python", version=1, text=""))
+        t.DidOpenTextDocumentParams(t.TextDocumentItem(uri=uri, language_id="python", version=1, text=""))
     )
     tokenizer = _tokenizer(args.model)
-    typist = Typist(client, random.Random(args.seed), args.debounce_ms / 1000, lambda s: len(tokenizer.encode(s).ids))
+    typist = Typist(
+        client, uri, random.Random(args.seed), args.debounce_ms / 1000, lambda s: len(tokenizer.encode(s).ids)
+    )
     t_start = time.perf_counter()
     await typist.type_file(source)
     typing_s = time.perf_counter() - t_start
-    state = await command(client, "superpie.document", URI)
+    state = await command(client, "superpie.document", uri)
     stats = await command(client, "superpie.stats")
     await client.shutdown_async(None)
     client.exit(None)
@@ -220,6 +233,8 @@ def report(args, source: str, typist: Typist, stats: dict, load_s: float, typing
         "debounce_ms": args.debounce_ms,
         "monitors": not args.no_monitors,
         "speculate": args.speculate,
+        "context": args.context,
+        "context_tokens": args.context_tokens,
         "dtype": args.dtype,
         "speculation": stats.get("speculation"),
         "loadavg_at_end": os.getloadavg(),
@@ -253,12 +268,14 @@ def plot(result: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--file", default="glob.py", help="stdlib file to type")
+    parser.add_argument("--file", default="glob.py", help="file to type: in the stdlib, or an absolute path")
     parser.add_argument("--chars", type=int, default=None, help="type only the first N characters")
     parser.add_argument("--model", default=None, help="model name or directory (default: the embedded default model)")
     parser.add_argument("--speculate", choices=["on", "off"], default="off", help="speculative greedy decoding")
     parser.add_argument("--dtype", default="auto", help="weight precision (model.dtype)")
     parser.add_argument("--workspace", default=None, help="workspace folder for the server (default: an empty one)")
+    parser.add_argument("--context", choices=["on", "off"], default="off", help="repository context (see above)")
+    parser.add_argument("--context-tokens", type=int, default=1024, help="context.tokens")
     parser.add_argument("--debounce-ms", type=int, default=50, help="editor debounce before a request")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="the server's CPU threads (default: its own)")
