@@ -6,6 +6,8 @@ installed packages, chosen by a seeded RNG. Each file belongs to one split by a 
 `tune` (a third) is where a layout is chosen, `heldout` (the rest) is what is reported. The document
 a site is completed in is the file's `--before` lines above the removed line and `--after` lines
 below it; the removed line keeps its indentation (an editor re-indents) and the cursor is after it.
+`--cursor word` keeps the line's first word and the character after it too (`return `, `self.`, `x `), as
+a user who has begun the line: the answer is the rest of the line (a FIM layout then has a middle begun).
 
 Every row runs the real engine (`Engine.complete`: sync, plan, greedy decode, post-processing) with
 one draft, inline (the line), monitors off (jedi's time budget would make a run depend on the machine's
@@ -29,6 +31,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import sys
 import sysconfig
 import time
@@ -109,7 +112,8 @@ def make_sites(
     (the same sites a run of both splits draws: the draws do not depend on `only` nor on `cursor`).
 
     `cursor`: "indent", after the removed line's indentation (an editor re-indents); "line", at the line's
-    start, the model writing the indentation too (a FIM layout whose prefix ends at a line boundary)."""
+    start, the model writing the indentation too (a FIM layout whose prefix ends at a line boundary); "word",
+    after the line's first word and the character after it (`begun`), the answer the rest."""
     rng = random.Random(seed)
     files = source_files()
     rng.shuffle(files)
@@ -128,13 +132,22 @@ def make_sites(
             continue
         i = rng.choice(candidates)
         indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
-        head = "".join(lines[max(0, i - before) : i]) + (indent if cursor == "indent" else "")
+        code = lines[i].strip()
+        start = begun(code) if cursor == "word" else ""
+        head = "".join(lines[max(0, i - before) : i]) + ("" if cursor == "line" else indent + start)
         tail = "\n" + "".join(lines[i + 1 : i + 1 + after])
         sites.append(
-            Site(str(f), i, head + tail, len(head), lines[i].strip(), split_of(f), str(root),
-                 "" if cursor == "indent" else indent)
+            Site(str(f), i, head + tail, len(head), code[len(start):], split_of(f), str(root),
+                 indent if cursor == "line" else "")
         )  # fmt: skip
     return [s for s in sites if only in (None, s.split)]
+
+
+def begun(code: str) -> str:
+    """The start of a line a user has typed at `--cursor word`: its first word and the character after it
+    when that is a space, `.`, `(` or `[` ("" when the line does not start so, or that is all of it)."""
+    m = re.match(r"[A-Za-z_]\w*[ .(\[]", code)
+    return m.group(0) if m and len(m.group(0)) < len(code) else ""
 
 
 def mean_ci(values: list[float], seed: int = 0, resamples: int = 2000) -> tuple[float, float, float]:
@@ -320,7 +333,8 @@ def main() -> None:
                     "--context would leave the model anywhere from 0 to --context tokens before the cursor)")
     ap.add_argument("--context-tokens", type=int, default=512, help="context.tokens (the +ctx rows)")
     ap.add_argument("--jedi-ms", type=float, default=2000.0, help="the definitions lookup's budget (the +ctx rows)")
-    ap.add_argument("--cursor", choices=("indent", "line"), default="indent", help="after the indentation or before")
+    ap.add_argument("--cursor", choices=("indent", "line", "word"), default="indent",
+                    help="after the indentation, before it, or after the line's first word")
     ap.add_argument("--keystrokes", type=int, default=1_000_000, help="time a keystroke at the first N sites only")
     ap.add_argument("--dtype", default="fp16w", help="model.dtype, pinned so a change of `auto` cannot mix runs")
     ap.add_argument("--threads", type=int, default=None)
