@@ -342,12 +342,15 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--log-dir", type=Path, default=None, help="append each row's records here as JSON lines")
     ap.add_argument("--resume", action="store_true", help="keep the sites `--log-dir` already holds, run the rest")
+    ap.add_argument("--shard", default="0/1", help="i/n: every n-th site from the i-th (parallel processes)")
     ap.add_argument("--report", type=Path, nargs="+", default=None, help="only summarize these JSON-lines logs")
     args = ap.parse_args()
     if args.report:
         report({f.stem: [json.loads(ln) for ln in f.read_text().splitlines()] for f in args.report})
         return
     sites = make_sites(args.sites, args.seed, args.before, args.after, args.split, args.cursor)
+    i, n = (int(x) for x in args.shard.split("/"))
+    sites = sites[i::n]
     print(f"{len(sites)} sites ({sum(s.split == 'heldout' for s in sites)} held out)", file=sys.stderr)
     started, load = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.getloadavg()
     rows = run_rows(args.rows, sites, args)
