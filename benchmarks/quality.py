@@ -357,7 +357,7 @@ def main() -> None:
     report(rows)
     print(f"\nstarted {started}, load average {load[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end")
     if args.out:
-        args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "rows": rows}, indent=1))
+        args.out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1, default=str))  # (paths as text)
 
 
 def report(rows: dict[str, list[dict]]) -> None:
