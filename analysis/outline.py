@@ -9,7 +9,8 @@ fit the budget. An outline keeps what a caller uses and elides every body as `..
   its public methods (and `__init__`, with the `self.x = ...` lines that set its attributes), the headers
   of nested classes;
 - a function: its decorators and header, its docstring's first line, `...`;
-- a module: the headers of its public functions and classes, then its public single-line assignments.
+- a module: its star imports, the headers of its public functions and classes, then its public
+  single-line assignments.
 
 Plain `ast` over a text the caller read; this module reads no file and runs no model.
 """
@@ -178,12 +179,21 @@ def _function(node: ast.FunctionDef | ast.AsyncFunctionDef, lines: list[str]) ->
 
 
 def _module(tree: ast.Module, lines: list[str]) -> list[str]:
-    """Definitions first (what a caller of the module calls), then its values."""
+    """Its star imports first, then its definitions (what a caller of the module calls), then its values.
+
+    A star import is part of what the module offers, as a stub file keeps it: `codecs` defines
+    `CodecInfo` but its `charmap_decode` comes from `from _codecs import *`, and an outline without that
+    line tells the model the module has no such function (benchmarks/RESULTS.md, quality 2026-12-02:
+    with the outline alone, FIM wrote `codecs.CodecInfo(` where the line called `codecs.charmap_decode`).
+    """
+    stars: list[str] = []
     defs: list[str] = []
     values: list[str] = []
     for stmt in tree.body:
-        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and _public(stmt.name):
+        if isinstance(stmt, ast.ImportFrom) and any(alias.name == "*" for alias in stmt.names):
+            stars += _single(stmt, lines)
+        elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and _public(stmt.name):
             defs += _stub(stmt, lines)
         elif isinstance(stmt, (ast.Assign, ast.AnnAssign)) and any(_public(n) for n in _assigned(stmt)):
             values += _single(stmt, lines)
-    return [*_doc_line(tree, lines), *defs, *values] if defs or values else []
+    return [*_doc_line(tree, lines), *stars, *defs, *values] if stars or defs or values else []

@@ -86,6 +86,24 @@ def test_a_module_outline_lists_its_public_names() -> None:
     ]
 
 
+def test_a_module_outline_keeps_its_star_imports_as_a_stub_does() -> None:
+    code = (
+        "from __future__ import annotations\n"
+        "import sys\n"
+        "from _codecs import *\n"
+        "from typing import Any\n"
+        "\n"
+        "class CodecInfo(tuple): pass\n"
+        "\n"
+        "BOM = 1\n"
+    )
+    got = outline(code, 0, "module")
+    assert got is not None
+    assert got.splitlines() == ["from _codecs import *", "class CodecInfo(tuple): pass", "BOM = 1"]
+    # a module offering nothing but a star import still has an outline: that line
+    assert outline("from _codecs import *\n", 0, "module") == "from _codecs import *\n"
+
+
 def test_a_function_outline_is_its_signature_and_the_first_line_of_its_docstring() -> None:
     code = 'def f(\n    a,\n    b=1,\n):\n    """Adds.\n\n    More.\n    """\n    return a + b\n\n\n'
     code += "def g(x):\n    return x\n"
