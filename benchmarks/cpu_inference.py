@@ -237,7 +237,13 @@ class LlamaCpp:
 
 class MatmulLimit:
     """Plain GEMMs of one layer's projection shapes (x [rows, K] @ W^T), run once per layer: the rate
-    at which this CPU can push prefill tokens through the model's weights in fp32 and in bf16."""
+    at which this CPU can push prefill tokens through the model's weights in fp32 and in bf16.
+
+    `with_attention` adds attention's own matmuls (scores and weighted values) at the same FLOP
+    rate: every prefill computes them besides the projections, and for a small model they are a large share
+    of the work (SmolLM2-135M at 2k: about a third of the projections' FLOPs), so a limit of the projections
+    alone cannot be reached by any implementation.
+    """
 
     def __init__(self, model: torch.nn.Module, rows: int) -> None:
         c = model.config
@@ -246,6 +252,7 @@ class MatmulLimit:
         shapes = [(qkv, c.hidden_size), (c.hidden_size, c.num_attention_heads * d),
                   (2 * c.intermediate_size, c.hidden_size), (c.hidden_size, c.intermediate_size)]  # fmt: skip
         self.rows, self.layers = rows, c.num_hidden_layers
+        self.heads, self.kv_heads, self.head_dim = c.num_attention_heads, c.num_key_value_heads, d
         gen = torch.Generator().manual_seed(0)
         self.weights = [torch.randn(n, k, generator=gen) * 0.05 for n, k in shapes]
         self.inputs = [torch.randn(rows, k, generator=gen) for _, k in shapes]
@@ -262,6 +269,21 @@ class MatmulLimit:
             for w, x in zip(ws, xs):
                 torch.nn.functional.linear(x, w)
         return self.rows / (clock() - t)
+
+    def with_attention(self, rate: float, tokens: int) -> float:
+        """Tokens per second if a prefill of `tokens` (in chunks of `self.rows`, as `encode_span` runs it) did
+        its projections at `rate` (what `tokens_per_s` measured) and attention's matmuls (scores and weighted
+        values) at the same FLOP rate. Attention's FLOPs count each chunk's queries against the keys before it
+        and the causal half of its own block. Plain batched matmuls of attention's shapes are no limit: with an
+        inner dimension of 64 they run far below the GEMM rate and their score matrices leave the caches, which
+        a fused kernel (SDPA's) avoids; so the rate is the projections'. Softmax and masks are left out."""
+        proj_flops = 2 * self.layers * sum(w.numel() for w in self.weights)  # per token
+        attn_flops = 0.0
+        for start in range(0, tokens, self.rows):
+            rows = min(self.rows, tokens - start)
+            keys = rows * start + rows * rows / 2  # query-key pairs that count
+            attn_flops += 2 * 2 * self.heads * self.head_dim * keys * self.layers  # q k^T, then p v
+        return tokens / ((tokens * proj_flops + attn_flops) / (proj_flops * rate))
 
 
 @torch.inference_mode()
