@@ -189,16 +189,25 @@ class DocumentCache:
         return SyncStats(stats.mode, stats.reused, stats.encoded, stats.rotated, refreshed, stats.hunks, ms)
 
     @torch.inference_mode()
-    def refresh(self) -> int:
-        """Re-encode every stale token exactly now (idle time); return how many. While an opening leaves
-        tokens out, only the stale ones before them (those behind stay stale until they are in)."""
+    def refresh(self, limit: int | None = None) -> int:
+        """Re-encode the stale tokens exactly now, from the first one on; return how many tokens were encoded
+        (0: none was stale). While an opening leaves tokens out, only the stale ones before them (those behind
+        stay stale until they are in).
+
+        `limit`: encode at most this many (idle time takes the work in steps, so a request that comes in
+        waits for one step, not for every stale token of a long document); the rest stay stale, and the
+        running stale count keeps what they still owe.
+        """
         first = self._first_stale()
-        self.stale_load = 0
         end = len(self.ids) if self.open_cut is None else self.open_cut
         if first is None or first >= end:
+            self.stale_load = 0
             return 0
-        self._refresh_span(first, end)
-        return end - first
+        stop = end if limit is None else min(end, first + max(1, limit))
+        self._refresh_span(first, stop)
+        left = self._first_stale()
+        self.stale_load = 0 if left is None or left >= end else max(0, self.stale_load - (stop - first))
+        return stop - first
 
     def defer(self, text: str) -> bool:
         """Before the first sync of a document whose cache an idle worker will finish with `open_step`: a text

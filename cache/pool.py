@@ -93,10 +93,10 @@ class DocumentPool:
         for uri in list(self._docs):
             self.close(uri)
 
-    def refresh(self, uri: str) -> int:
-        """Re-encode a document's stale tokens exactly (idle time); how many."""
+    def refresh(self, uri: str, limit: int | None = None) -> int:
+        """Re-encode a document's stale tokens exactly (idle time), at most `limit` of them; how many."""
         doc = self._docs.get(uri)
-        return doc.cache.refresh() if doc is not None else 0
+        return doc.cache.refresh(limit) if doc is not None else 0
 
     def nbytes(self) -> int:
         """KV bytes of every open document."""

@@ -192,8 +192,9 @@ class Engine:
             self._context.closed(uri)
 
     def refresh_idle(self, uri: str) -> int:
-        """Re-encode the document's stale tokens exactly (idle time); return how many."""
-        return self.documents.refresh(uri)
+        """Idle time: one step of the exact re-encode of the document's stale tokens (at most `cache.open_chunk`
+        tokens, the idle step of openings too); how many it encoded, 0 when nothing was stale."""
+        return self.documents.refresh(uri, self.config.cache.open_chunk)
 
     def memory_bytes(self) -> int:
         """KV memory of all open documents."""

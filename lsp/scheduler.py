@@ -5,8 +5,8 @@ completion requests (a newer one for a document cancels the older: supersession)
 syncs (coalesced: a document marked dirty ten times is synced once, to its text at that moment),
 then the window-first openings of new documents (one chunk per turn, so a request waits for one chunk
 at most: `Engine.open_step`, cache/opening.py), then workspace events, and in idle time the exact
-re-encode of stale tokens. A completion's `CancelToken` is polled by the decode loop between steps,
-so `$/cancelRequest` and supersession stop it within one step.
+re-encode of stale tokens (one chunk per turn too: `Engine.refresh_idle`). A completion's `CancelToken`
+is polled by the decode loop between steps, so `$/cancelRequest` and supersession stop it within one step.
 """
 
 from __future__ import annotations
@@ -339,8 +339,13 @@ class ModelWorker:
         self.snapshot.workspace_events += 1
 
     def _refresh(self) -> None:
+        """One step of a document's idle refresh; while it encoded something, more may be left: the next idle
+        turn goes on with it, after any work that came in meanwhile."""
         uri = self._stale.pop()
-        self.snapshot.refreshed_tokens += self.engine.refresh_idle(uri)
+        done = self.engine.refresh_idle(uri)
+        self.snapshot.refreshed_tokens += done
+        if done:
+            self._stale.add(uri)
 
     def is_current(self, uri: str, text: str) -> bool:
         """Whether the engine's cache holds exactly `text` for the document (a racy read; for stats)."""

@@ -163,7 +163,8 @@ class CacheConfig(Checked):
     window_step: Positive = WINDOW_STEP
     fim_suffix_tokens: Positive = 512  # FIM layout: tokens after the cursor the model sees (the rest is prefix)
     memory_budget_mb: Positive = 2048  # all documents' KV together; least recently used evicted
-    idle_refresh_ms: NonNegative = 1500  # server: re-encode stale tokens exactly after this long without work
+    # server: re-encode stale tokens exactly after this long without work, `open_chunk` tokens per idle step
+    idle_refresh_ms: NonNegative = 1500
     # server: a newly opened document of more tokens than this is encoded window-first: this many tokens before
     # the cursor when a request comes, the rest `open_chunk` tokens per idle step, then exact (cache/opening.py);
     # 0: the whole document at once

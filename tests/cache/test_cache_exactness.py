@@ -203,6 +203,26 @@ def test_stale_threshold_triggers_exact_refresh():
     assert stats.refreshed > 5 and pie.stale_count == 0
 
 
+def test_a_refresh_in_steps_re_encodes_the_first_stale_tokens_first_and_ends_exact():
+    pie = new_cache("llama", "pie", exact_after=0)
+    pie.sync(TEXT)
+    pie.sync("# header\n" + TEXT)  # everything behind the header is stale
+    stale, load = pie.stale_count, pie.stale_load
+    first = pie.stale.index(True)
+    assert stale > 20 and load > 0
+    assert pie.refresh(limit=8) == 8
+    assert pie.stale.index(True) == first + 8 and pie.stale_count == stale - 8  # the first 8, in order
+    assert pie.stale_load == load - 8  # what the rest still owes
+    steps = 1
+    while pie.refresh(limit=8):
+        steps += 1
+    assert pie.stale_count == 0 and pie.stale_load == 0 and steps == -(-stale // 8)
+    full = new_cache("llama", "full")
+    full.sync("# header\n" + TEXT)
+    for (kp, vp), (kf, vf) in zip(kv(pie), kv(full)):
+        assert torch.allclose(kp, kf, atol=1e-4) and torch.allclose(vp, vf, atol=1e-4)
+
+
 @pytest.mark.parametrize("mode", ["pie", "exact", "full"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_appends_are_exact_in_every_mode(kind, mode):

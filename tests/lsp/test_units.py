@@ -207,6 +207,42 @@ def test_idle_time_refreshes_stale_documents(texts: dict[str, str]) -> None:
     worker.stop()
 
 
+def test_an_idle_refresh_goes_in_steps_and_a_request_does_not_wait_for_all_of_them(texts: dict[str, str]) -> None:
+    class SteppedRefresh(FakeEngine):
+        """Each idle step encodes one chunk of a long refresh and takes 50 ms."""
+
+        def __init__(self) -> None:
+            super().__init__(steps=1, step_s=0.0)
+            self.left = 10
+
+        def refresh_idle(self, uri: str) -> int:
+            self.calls.append(("refresh", uri))
+            if not self.left:
+                return 0
+            time.sleep(0.05)
+            self.left -= 1
+            return 256
+
+    engine = SteppedRefresh()
+    worker = make_worker(engine, texts, idle_s=0.05)
+    texts["a"] = "a"
+    worker.sync_soon("a")
+    deadline = time.monotonic() + 5
+    while ("refresh", "a") not in engine.calls:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    _, done = worker.complete(CompletionRequest("a", "a", 0))  # comes in while the refresh has 9 steps to go
+    done.result(5)
+    worker.submit(lambda e: None).result(5)
+    while engine.left or engine.calls[-1] != ("refresh", "a"):  # then the refresh goes on to its end
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    worker.stop()
+    kinds = [c[0] for c in engine.calls if c[0] in ("refresh", "complete")]
+    assert kinds.index("complete") <= 2  # served after at most the steps already under way, not after all 10
+    assert kinds.count("refresh") == 11 and worker.snapshot.refreshed_tokens == 10 * 256
+
+
 def test_inline_and_menu_for_the_same_text_do_not_supersede_each_other(texts: dict[str, str]) -> None:
     engine = FakeEngine(steps=20, step_s=0.01)
     worker = make_worker(engine, texts)
