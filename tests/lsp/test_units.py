@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -142,6 +143,13 @@ def texts() -> dict[str, str]:
     return {}
 
 
+def wait_until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
 def make_worker(engine: FakeEngine, texts: dict[str, str], idle_s: float = 60.0) -> ModelWorker:
     worker = ModelWorker(engine, texts.get, idle_refresh_s=idle_s)
     worker.start()
@@ -200,10 +208,7 @@ def test_idle_time_refreshes_stale_documents(texts: dict[str, str]) -> None:
     worker = make_worker(engine, texts, idle_s=0.05)
     texts["a"] = "a"
     worker.sync_soon("a")
-    deadline = time.monotonic() + 5
-    while ("refresh", "a") not in engine.calls:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(lambda: ("refresh", "a") in engine.calls)
     worker.stop()
 
 
@@ -227,16 +232,10 @@ def test_an_idle_refresh_goes_in_steps_and_a_request_does_not_wait_for_all_of_th
     worker = make_worker(engine, texts, idle_s=0.05)
     texts["a"] = "a"
     worker.sync_soon("a")
-    deadline = time.monotonic() + 5
-    while ("refresh", "a") not in engine.calls:
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
+    wait_until(lambda: ("refresh", "a") in engine.calls)
     _, done = worker.complete(CompletionRequest("a", "a", 0))  # comes in while the refresh has 9 steps to go
     done.result(5)
-    worker.submit(lambda e: None).result(5)
-    while engine.left or engine.calls[-1] != ("refresh", "a"):  # then the refresh goes on to its end
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(lambda: not engine.left and engine.calls[-1] == ("refresh", "a"))  # then it goes on to its end
     worker.stop()
     kinds = [c[0] for c in engine.calls if c[0] in ("refresh", "complete")]
     assert kinds.index("complete") <= 2  # served after at most the steps already under way, not after all 10
