@@ -21,7 +21,7 @@ export const SERVER_SETTINGS: Readonly<Record<string, unknown>> = {
   'completion.inlineMultiline': false,
   'completion.menuMultiline': true,
   'completion.readyTimeoutMs': 2000,
-  'decoding.speculate': false,
+  'decoding.speculate': true,
   'monitors.enabled': true,
   'monitors.jediBudgetMs': 150,
   'watcher.enabled': true,

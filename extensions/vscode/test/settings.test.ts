@@ -42,7 +42,7 @@ test('defaults become the nested camelCase options tree of the server', () => {
       menuMultiline: true,
       readyTimeoutMs: 2000,
     },
-    decoding: { speculate: false },
+    decoding: { speculate: true },
     monitors: { enabled: true, jediBudgetMs: 150 },
     watcher: { enabled: true, maxFileKb: 1000, debounceMs: 200 },
     logLevel: 'info',
