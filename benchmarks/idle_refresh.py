@@ -86,6 +86,7 @@ def one_run(lm: LoadedModel, text: str, step: int, into_s: float) -> dict:
         texts[URI] = doc
         worker.sync_soon(URI)
         synced(worker, doc)  # the edit synced by PIE: the rest is stale
+        t_edit = time.perf_counter()
         pooled = worker.engine.documents.get(URI)
         assert pooled is not None
         stale = pooled.cache.stale_count
@@ -102,6 +103,7 @@ def one_run(lm: LoadedModel, text: str, step: int, into_s: float) -> dict:
             time.sleep(0.01)
             if time.perf_counter() - t1 > 3600:
                 raise TimeoutError("the idle refresh did not end")
+        exact_s = time.perf_counter() - t_edit
         worker.submit(lambda e: None).result(3600)
         _, again = worker.complete(request, "inline")
         t2 = time.perf_counter()
@@ -113,13 +115,16 @@ def one_run(lm: LoadedModel, text: str, step: int, into_s: float) -> dict:
         "stale_at_edit": stale,
         "request_ms": round(waited * 1000, 1),
         "alone_ms": round(alone_s * 1000, 1),
+        "edit_to_exact_ms": round(exact_s * 1000, 1),  # the idle delay, the request and the whole refresh
         "refreshed_tokens": worker.snapshot.refreshed_tokens,
         "text": result.completions[0].text if result and result.completions else None,
         "alone_text": alone.completions[0].text if alone and alone.completions else None,
     }
 
 
-def run_model(name: str, files: list[str], tokens: int, threads: int, dtype: str, reps: int, into_s: float) -> dict:
+def run_model(
+    name: str, files: list[str], tokens: int, threads: int, dtype: str, reps: int, into_s: float, step: int
+) -> dict:
     lm = load_model(None if name == "default" else name, dtype=dtype, threads=threads)
     warm = document(lm, source("textwrap.py"), 300)  # not measured: the first forward, decode and jedi set up
     one_run(lm, warm, WHOLE, 0.0)
@@ -129,14 +134,14 @@ def run_model(name: str, files: list[str], tokens: int, threads: int, dtype: str
         n_tokens = len(lm.tokenizer.encode(text, add_special_tokens=False).ids)
         for rep in range(reps):
             order = ("steps", "whole") if rep % 2 == 0 else ("whole", "steps")
-            step = EngineConfig().cache.open_chunk
             runs = {mode: one_run(lm, text, step if mode == "steps" else WHOLE, into_s) for mode in order}
             row = {"file": f, "tokens": n_tokens, "rep": rep, "order": order[0], **runs}
             rows.append(row)
             s, w = runs["steps"], runs["whole"]
             print(f"{f} rep {rep}: stale {s['stale_at_edit']}; request during the refresh: steps "
                   f"{s['request_ms']:.0f} ms, whole {w['request_ms']:.0f} ms; alone {s['alone_ms']:.0f} / "
-                  f"{w['alone_ms']:.0f} ms", flush=True)  # fmt: skip
+                  f"{w['alone_ms']:.0f} ms; edit to exact {s['edit_to_exact_ms']:.0f} / {w['edit_to_exact_ms']:.0f} ms",
+                  flush=True)  # fmt: skip
     out = {"model": lm.name, "rows": rows}
     del lm
     gc.collect()
@@ -172,10 +177,12 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--reps", type=int, default=2, help="repetitions per file (alternating which goes first)")
     parser.add_argument("--into", type=float, default=0.5, help="seconds into the refresh the request comes")
+    parser.add_argument("--step", type=int, default=EngineConfig().cache.open_chunk, help="tokens per idle step")
     args = parser.parse_args()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     results = [
-        run_model(m, args.files, args.tokens, args.threads, args.dtype, args.reps, args.into) for m in args.models
+        run_model(m, args.files, args.tokens, args.threads, args.dtype, args.reps, args.into, args.step)
+        for m in args.models
     ]
     meta = {"date": started, "load_after": os.getloadavg(), "args": vars(args)}
     OUT.mkdir(exist_ok=True)
