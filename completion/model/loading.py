@@ -198,6 +198,26 @@ def _runner(model: torch.nn.Module, precision: Precision, fast: bool) -> tuple[R
     return HFRunner(model), PRECISIONS["bf16"]
 
 
+def _own_memory(model: torch.nn.Module) -> None:
+    """Copy into the process's own memory every weight the runner will not convert (the embedding, norms).
+
+    `from_pretrained` maps the safetensors file and hands out tensors that read from the mapping; any
+    one of them keeps the whole mapping alive. Loading reads every page of it (the conversions below),
+    so a mapping that stays alive keeps the whole fp32 file resident: 2 GB for the code model, on top of
+    the weights actually used. Those pages are reclaimable, but they count in the process's RSS, which
+    a task manager shows and the OOM killer weighs (benchmarks/RESULTS.md, `model_memory`). The linear
+    layers' weights are not copied: the runner converts them into new tensors and drops the mapped ones
+    (a head tied to the embedding is the embedding, so it is copied).
+    """
+    linear = {id(p) for m in model.modules() if isinstance(m, torch.nn.Linear) for p in m.parameters(recurse=False)}
+    hf: Any = model  # a transformers model: its methods are not in nn.Module's type
+    linear -= {id(p) for p in hf.get_input_embeddings().parameters()}  # a head tied to it is copied too
+    with torch.no_grad():
+        for p in model.parameters():
+            if id(p) not in linear:
+                p.data = p.data.clone()
+
+
 def _layout(requested: str, named: NamedModel | None, tokenizer: Tokenizer) -> FimTemplate | None:
     """The FIM template documents are cached in, or None for prefix-only.
 
@@ -261,6 +281,8 @@ def load_model(
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from None
     model.eval()
+    if fast and supports(model):
+        _own_memory(model)
     runner, precision = _runner(model, precision, fast)
     fim = _layout(layout, named, backend)
     eos = _eos_ids(model, backend) | (fim.stop_ids if fim is not None else frozenset())
