@@ -162,7 +162,7 @@ async def run(args: argparse.Namespace) -> dict:
             capabilities=t.ClientCapabilities(),
             root_uri=root.as_uri(),
             initialization_options={
-                "completion": {"maxTokensInline": 16, "inlineMultiline": False},
+                "completion": {"maxTokensInline": 16, "inlineMultiline": False, "carry": args.carry == "on"},
                 "monitors": {"enabled": not args.no_monitors},
                 "model": {"threads": args.threads, "dtype": args.dtype},
                 "decoding": {"speculate": args.speculate == "on"},
@@ -223,6 +223,7 @@ def report(args, source: str, typist: Typist, stats: dict, load_s: float, typing
         },
         "targets_ms": {"p50": 600, "p95": 1500},
         "current_cache_share": stats["cache"]["current_share"],
+        "carried": stats["cache"]["carried"],
         "cache_reuse_share": stats["cache"]["reuse_share"],
         "server_latency_ms": stats["latency_ms"]["all"],
         "server_latency_parts_ms": stats["latency_parts_ms"],
@@ -233,6 +234,7 @@ def report(args, source: str, typist: Typist, stats: dict, load_s: float, typing
         "debounce_ms": args.debounce_ms,
         "monitors": not args.no_monitors,
         "speculate": args.speculate,
+        "carry": args.carry,
         "context": args.context,
         "context_tokens": args.context_tokens,
         "dtype": args.dtype,
@@ -272,6 +274,9 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=None, help="type only the first N characters")
     parser.add_argument("--model", default=None, help="model name or directory (default: the embedded default model)")
     parser.add_argument("--speculate", choices=["on", "off"], default="off", help="speculative greedy decoding")
+    parser.add_argument(
+        "--carry", choices=["on", "off"], default="on", help="typing along the shown suggestion answers with its rest"
+    )
     parser.add_argument("--dtype", default="auto", help="weight precision (model.dtype)")
     parser.add_argument("--workspace", default=None, help="workspace folder for the server (default: an empty one)")
     parser.add_argument("--context", choices=["on", "off"], default="off", help="repository context (see above)")

@@ -21,6 +21,11 @@ Rows given to one process run interleaved site by site, so a run stopped early l
     python benchmarks/quality.py --sites 400 --split heldout --rows qwen:prefix smollm2:prefix --log-dir /tmp/q
     python benchmarks/quality.py --sites 400 --split heldout --rows qwen:fim qwen:fim+ctx --log-dir /tmp/q
     python benchmarks/quality.py --report /tmp/q/*.jsonl  # tables over the sites every row finished, paired
+    python benchmarks/quality.py --carry /tmp/q/qwen-prefix.jsonl /tmp/qw/qwen-prefix.jsonl  # indent vs word logs
+
+`--carry` reads a row's log at line starts (`--cursor indent`) and the same row's at the same sites with the
+first word typed (`--cursor word`) and asks what `completion.carry` does: where the line-start suggestion began
+with the typed word, is its rest what a fresh decode after the word gave?
 """
 
 from __future__ import annotations
@@ -196,6 +201,7 @@ def make_engine(model: str, layout: str, args: argparse.Namespace) -> Engine:
     config.monitors.enabled = False
     config.monitors.jedi_budget_ms = args.jedi_ms  # the definitions lookup's budget (context rows)
     config.context.tokens = args.context_tokens
+    config.completion.carry = False  # the keystroke below is timed as a decode, even where it types along the answer
     engine = Engine(config)
     print(f"{model}:{layout} loaded in {engine.ensure_loaded() / 1000:.1f} s", file=sys.stderr)
     return engine
@@ -344,7 +350,12 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true", help="keep the sites `--log-dir` already holds, run the rest")
     ap.add_argument("--shard", default="0/1", help="i/n: every n-th site from the i-th (parallel processes)")
     ap.add_argument("--report", type=Path, nargs="+", default=None, help="only summarize these JSON-lines logs")
+    ap.add_argument("--carry", type=Path, nargs=2, default=None, metavar=("LINE_START_LOG", "WORD_LOG"),
+                    help="only compare a carried line-start answer with a fresh decode after the first word")
     args = ap.parse_args()
+    if args.carry:
+        carry_report(*([json.loads(ln) for ln in f.read_text().splitlines()] for f in args.carry))
+        return
     if args.report:
         report({f.stem: [json.loads(ln) for ln in f.read_text().splitlines()] for f in args.report})
         return
@@ -358,6 +369,30 @@ def main() -> None:
     print(f"\nstarted {started}, load average {load[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end")
     if args.out:
         args.out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1, default=str))  # (paths as text)
+
+
+def carry_report(line_start: list[dict], word: list[dict]) -> None:
+    """At the sites of both logs: the line-start answer less the typed word (what `completion.carry` shows) vs the
+    fresh answer after the word, and both against the real rest of the line."""
+    starts = {(r["path"], r["line"]): r for r in line_start}
+    pairs = [(starts[(r["path"], r["line"])], r) for r in word if (r["path"], r["line"]) in starts]
+    typed_along = []
+    for start, after in pairs:
+        typed = start["answer"][: len(start["answer"]) - len(after["answer"])]
+        assert start["answer"].endswith(after["answer"]), "the same line at both cursors"
+        rest = start["got"][len(typed) :]
+        if typed and start["got"].startswith(typed) and rest.strip():
+            typed_along.append((rest, after["got"], after["answer"]))
+    same = sum(rest == fresh for rest, fresh, _ in typed_along)
+    carried = mean_ci([float(rest == answer) for rest, _, answer in typed_along])
+    fresh = mean_ci([float(fresh == answer) for _, fresh, answer in typed_along])
+    print(f"{len(pairs)} sites in both logs; at {len(typed_along)} the line-start answer began with the typed word")
+    print(f"there the carried rest equals the fresh decode at {same} of {len(typed_along)}")
+    print(f"exact match of the rest: carried {carried[0]:.3f} [{carried[1]:.3f}, {carried[2]:.3f}], "
+          f"fresh {fresh[0]:.3f} [{fresh[1]:.3f}, {fresh[2]:.3f}]")  # fmt: skip
+    for rest, fresh_got, answer in typed_along:
+        if rest != fresh_got:
+            print(f"  differs: carried {rest!r}, fresh {fresh_got!r}, real {answer!r}")
 
 
 def report(rows: dict[str, list[dict]]) -> None:

@@ -52,6 +52,26 @@ class Draft:
             logprob=sum(logprobs) if self.token_logprobs else self.logprob,
         )
 
+    def less_typed(self, typed: str) -> Draft:
+        """The rest of this draft once the user typed its first characters, `typed` (completion/carry.py):
+        the tokens that end inside `typed` go, with their data; one that straddles it stays."""
+        n = len(typed)
+        assert self.text.startswith(typed), "typed along the draft"
+        if not self.token_ends:
+            return dataclasses.replace(self, text=self.text[n:])
+        drop = sum(1 for end in self.token_ends if end <= n)
+        logprobs = self.token_logprobs[drop:]
+        return dataclasses.replace(
+            self,
+            text=self.text[n:],
+            tokens=self.tokens[drop:],
+            token_ends=tuple(end - n for end in self.token_ends[drop:]),
+            token_logprobs=logprobs,
+            token_constrained=self.token_constrained[drop:],
+            best_logprobs=self.best_logprobs[drop:],
+            logprob=sum(logprobs) if self.token_logprobs else self.logprob,
+        )
+
     @property
     def num_tokens(self) -> int:
         """Token count for length normalisation (at least 1, so a mean never divides by zero)."""

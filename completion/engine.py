@@ -22,6 +22,7 @@ from superpie.cache.document import DocumentCache, SyncStats
 from superpie.cache.pool import DocumentPool
 from superpie.completion.backend.base import EngineDown, EngineRefused
 from superpie.completion.backend.remote import NO_SYNC, RemoteBackend
+from superpie.completion.carry import Carry, request_key
 from superpie.completion.config import EngineConfig
 from superpie.completion.constraints.base import ConstraintFactory
 from superpie.completion.decoding.proposals import Speculation
@@ -68,6 +69,7 @@ class Engine:
         self._monitors: MonitorRuntime | None = None  # one jedi project for the workspace, made on first use
         self._context: RepositoryContext | None = None  # repository context (context.enabled), made on first use
         self.speculation = Speculation()  # what speculative decoding learns across requests
+        self.carry = Carry()  # the last answer per document, while the user types along it
         # set by a caller that calls `open_step` in idle time (the server's model worker): a new document longer
         # than `cache.open_window` tokens is then opened window-first (cache/opening.py); the CLI and replay
         # have no idle time and encode it whole
@@ -134,6 +136,7 @@ class Engine:
         """New settings for the same model; `reset_caches` closes every document built under the old ones."""
         self.config = config
         self.documents.budget_bytes = config.cache.memory_budget_mb * _MB
+        self.carry.forget()  # an answer given under the old settings
         if reset_caches:
             for uri, _ in self.documents:
                 self.close(uri)
@@ -188,6 +191,7 @@ class Engine:
         """Forget a document and free its KV (the n-gram index goes back to the file on disk)."""
         self.documents.close(uri)
         self.workspace.close(uri)
+        self.carry.forget(uri)
         if self._context is not None:
             self._context.closed(uri)
 
@@ -280,7 +284,18 @@ class Engine:
     # ------------------------------------------------------------ completion
 
     def complete(self, req: CompletionRequest, cancelled: Cancelled = never_cancelled) -> CompletionResult:
-        """Ranked drafts at the cursor: from the remote engine, else decoded over the document's cached prefix."""
+        """Ranked drafts at the cursor: the rest of the last answer when the user typed along it (`completion.carry`),
+        else from the remote engine, else decoded over the document's cached prefix."""
+        multiline = req.multiline if req.multiline is not None else self.config.decoding.multiline
+        key = request_key(req, multiline)
+        carried = self.carry.answer(req, key) if self.config.completion.carry else None
+        if carried is not None:
+            return carried
+        result = self._complete(req, cancelled)
+        self.carry.remember(req, key, result)
+        return result
+
+    def _complete(self, req: CompletionRequest, cancelled: Cancelled) -> CompletionResult:
         remote = self.remote
         if remote is None:
             return self._complete_local(req, cancelled)

@@ -51,3 +51,4 @@ class CompletionResult:
     empty_reason: str | None = None
     speculation: SpeculationStats | None = None  # what speculative decoding did (None: it did not run)
     remote: RemoteStats | None = None  # what a serving engine did (None: the local model answered alone)
+    carried: bool = False  # the rest of the document's last answer, which the user typed along (completion/carry.py)

@@ -72,6 +72,7 @@ class ServerStats:
     empty: Counter[str] = field(default_factory=Counter)
     answered: int = 0
     from_current_cache: int = 0
+    carried: int = 0  # answered with the rest of the shown suggestion, typed along (completion/carry.py)
     reused_tokens: int = 0
     encoded_tokens: int = 0
     accepts: Counter[str] = field(default_factory=Counter)
@@ -97,6 +98,7 @@ class ServerStats:
         if outcome.result is not None:
             self.reused_tokens += outcome.result.cache.reused
             self.encoded_tokens += outcome.result.cache.encoded
+            self.carried += outcome.result.carried
             self.after_jedi_timeout += depended_on_a_timeout(outcome.result)
             remote = outcome.result.remote
             if remote is not None:
@@ -127,6 +129,7 @@ class ServerStats:
             "cache": {
                 "answered": self.answered,
                 "current_share": self.from_current_cache / self.answered if self.answered else None,
+                "carried": self.carried,
                 "reuse_share": self.reused_tokens / tokens if tokens else None,
                 "syncs": snap.syncs,
                 "sync_ms": round(snap.sync_ms, 1),
