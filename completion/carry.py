@@ -23,13 +23,22 @@ from dataclasses import dataclass
 from superpie.cache.stats import NO_SYNC
 from superpie.completion.request import CompletionRequest, CompletionResult
 
-RequestKey = tuple[int | None, int | None, str | None, bool, bool | None]
+
+@dataclass(frozen=True)
+class RequestKey:
+    """What must be equal for an answer to carry: the request's options that change what is decoded
+    (speculation gives the same drafts either way, so it is not one of them)."""
+
+    max_tokens: int | None
+    drafts: int | None
+    strategy: str | None
+    multiline: bool  # as the request runs (its own value, else the configuration's)
+    monitors: bool | None
 
 
 def request_key(req: CompletionRequest, multiline: bool) -> RequestKey:
-    """What must be equal for an answer to carry: the options that change what is decoded (speculation
-    gives the same drafts either way, so it is not one of them)."""
-    return (req.max_tokens, req.drafts, req.strategy, multiline, req.monitors)
+    """The key of `req`, which runs with `multiline`."""
+    return RequestKey(req.max_tokens, req.drafts, req.strategy, multiline, req.monitors)
 
 
 @dataclass(frozen=True)
@@ -57,7 +66,7 @@ class Carry:
         """The shown answer's drafts less what was typed since, if `req` types along them; else None."""
         t0 = time.perf_counter()
         shown = self._shown.get(req.uri)
-        if shown is None or key != shown.key or key[3]:  # none, other options, or drafts that span lines
+        if shown is None or key != shown.key or key.multiline:  # none, other options, or drafts that span lines
             return None
         before = req.text[: req.offset]
         if not before.startswith(shown.before) or req.text[req.offset :] != shown.after:
