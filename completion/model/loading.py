@@ -202,7 +202,7 @@ def _own_memory(model: torch.nn.Module) -> None:
     """Copy into the process's own memory every weight the runner will not convert (the embedding, norms).
 
     `from_pretrained` maps the safetensors file and hands out tensors that read from the mapping; any
-    one of them keeps the whole mapping alive. Loading reads every page of it (the conversions below),
+    one of them keeps the whole mapping alive. Loading reads every page of it (the runner's conversions),
     so a mapping that stays alive keeps the whole fp32 file resident: 2 GB for the code model, on top of
     the weights actually used. Those pages are reclaimable, but they count in the process's RSS, which
     a task manager shows and the OOM killer weighs (benchmarks/RESULTS.md, `model_memory`). The linear
