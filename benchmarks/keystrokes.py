@@ -5,8 +5,9 @@ into an empty document, one `didChange` per character, with realistic pauses (lo
 intervals, longer at line ends; the editor inserts each line's indentation at once, as auto-indent
 does). At every line start and after every `.`, the client waits the editor's debounce and asks for
 an inline completion (single line, up to 16 new tokens, the default model), waits for the answer and
-types on. Reported: latency from request to response (p50/p95, overall and once the document holds
-1.5k+ tokens), the share of requests answered from a cache the background sync had already brought
+types on. `--ask words` also asks after each space, `(`, `,` and `=` inside a line: nearer an editor that
+asks at every pause. Reported: latency from request to response (p50/p95, overall and once the document
+holds 1.5k+ tokens), the share of requests answered from a cache the background sync had already brought
 up to date, the server's memory; JSON and a PNG plot under benchmarks/out/.
 
 `--file` is a path in the standard library or an absolute path. `--context on` turns the repository context
@@ -64,8 +65,11 @@ def summary(values: list[float]) -> dict[str, float | int | None]:
 class Typist:
     """Types text into the server's document and asks for inline completions along the way."""
 
-    def __init__(self, client: LanguageClient, uri: str, rng: random.Random, debounce_s: float, token_count) -> None:
+    def __init__(
+        self, client: LanguageClient, uri: str, rng: random.Random, debounce_s: float, token_count, words: bool = False
+    ) -> None:
         self.client, self.rng, self.debounce_s, self.token_count = client, rng, debounce_s, token_count
+        self.words = words  # also ask after each space, `(`, `,` and `=` inside a line (`--ask words`)
         self.uri = uri
         self.text, self.version = "", 1
         self.records: list[dict] = []
@@ -130,6 +134,8 @@ class Typist:
                     await self.request("line_start")
             elif ch == ".":
                 await self.request("dot")
+            elif self.words and ch in " (,=" and source[i - 2 : i] != "  " and source[i : i + 1] not in ("", "\n"):
+                await self.request("word")
             await asyncio.sleep(self.pause(ch))
 
 
@@ -180,7 +186,12 @@ async def run(args: argparse.Namespace) -> dict:
     )
     tokenizer = _tokenizer(args.model)
     typist = Typist(
-        client, uri, random.Random(args.seed), args.debounce_ms / 1000, lambda s: len(tokenizer.encode(s).ids)
+        client,
+        uri,
+        random.Random(args.seed),
+        args.debounce_ms / 1000,
+        lambda s: len(tokenizer.encode(s).ids),
+        words=args.ask == "words",
     )
     t_start = time.perf_counter()
     await typist.type_file(source)
@@ -219,7 +230,7 @@ def report(args, source: str, typist: Typist, stats: dict, load_s: float, typing
         "latency_ms": summary(lat),
         "latency_ms_doc_1500_plus_tokens": summary(warm),
         "latency_ms_by_kind": {
-            k: summary([r["latency_ms"] for r in recs if r["kind"] == k]) for k in ("line_start", "dot")
+            k: summary([r["latency_ms"] for r in recs if r["kind"] == k]) for k in ("line_start", "dot", "word")
         },
         "targets_ms": {"p50": 600, "p95": 1500},
         "current_cache_share": stats["cache"]["current_share"],
@@ -235,6 +246,7 @@ def report(args, source: str, typist: Typist, stats: dict, load_s: float, typing
         "monitors": not args.no_monitors,
         "speculate": args.speculate,
         "carry": args.carry,
+        "ask": args.ask,
         "context": args.context,
         "context_tokens": args.context_tokens,
         "dtype": args.dtype,
@@ -272,6 +284,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--file", default="glob.py", help="file to type: in the stdlib, or an absolute path")
     parser.add_argument("--chars", type=int, default=None, help="type only the first N characters")
+    parser.add_argument(
+        "--ask", choices=["lines", "words"], default="lines",
+        help="ask at line starts and after `.`; words: also after each space, `(`, `,` and `=` inside a line",
+    )  # fmt: skip
     parser.add_argument("--model", default=None, help="model name or directory (default: the embedded default model)")
     parser.add_argument("--speculate", choices=["on", "off"], default="off", help="speculative greedy decoding")
     parser.add_argument(
