@@ -40,17 +40,7 @@ class Draft:
         if not (self.token_ends and self.text.startswith(text)):  # re-indented: tokens stay as decoded
             return dataclasses.replace(self, text=text)
         keep = sum(1 for end in self.token_ends if end <= len(text))
-        logprobs = self.token_logprobs[:keep]
-        return dataclasses.replace(
-            self,
-            text=text,
-            tokens=self.tokens[:keep],
-            token_ends=self.token_ends[:keep],
-            token_logprobs=logprobs,
-            token_constrained=self.token_constrained[:keep],
-            best_logprobs=self.best_logprobs[:keep],
-            logprob=sum(logprobs) if self.token_logprobs else self.logprob,
-        )
+        return self._tokens_from(text, 0, keep)
 
     def less_typed(self, typed: str) -> Draft:
         """The rest of this draft once the user typed its first characters, `typed` (completion/carry.py):
@@ -60,15 +50,20 @@ class Draft:
         if not self.token_ends:
             return dataclasses.replace(self, text=self.text[n:])
         drop = sum(1 for end in self.token_ends if end <= n)
-        logprobs = self.token_logprobs[drop:]
+        return self._tokens_from(self.text[n:], drop, None, shift=n)
+
+    def _tokens_from(self, text: str, lo: int, hi: int | None, shift: int = 0) -> Draft:
+        """The draft with `text`, keeping tokens lo..hi (None: to the end) and their data; their ends move
+        back by `shift`."""
+        logprobs = self.token_logprobs[lo:hi]
         return dataclasses.replace(
             self,
-            text=self.text[n:],
-            tokens=self.tokens[drop:],
-            token_ends=tuple(end - n for end in self.token_ends[drop:]),
+            text=text,
+            tokens=self.tokens[lo:hi],
+            token_ends=tuple(end - shift for end in self.token_ends[lo:hi]),
             token_logprobs=logprobs,
-            token_constrained=self.token_constrained[drop:],
-            best_logprobs=self.best_logprobs[drop:],
+            token_constrained=self.token_constrained[lo:hi],
+            best_logprobs=self.best_logprobs[lo:hi],
             logprob=sum(logprobs) if self.token_logprobs else self.logprob,
         )
 
