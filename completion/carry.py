@@ -43,10 +43,10 @@ def request_key(req: CompletionRequest, multiline: bool) -> RequestKey:
 
 @dataclass(frozen=True)
 class Shown:
-    """An answer as it was given: the document around its cursor, the request's options, the drafts."""
+    """An answer as it was given: the document and its cursor, the request's options, the drafts."""
 
-    before: str  # the document's text before the cursor
-    after: str  # and after it
+    text: str
+    offset: int
     key: RequestKey
     result: CompletionResult
 
@@ -58,20 +58,25 @@ class Carry:
         self._shown: dict[str, Shown] = {}
 
     def remember(self, req: CompletionRequest, key: RequestKey, result: CompletionResult) -> None:
-        """Keep `result` as the document's shown answer (an answer with nothing to show replaces none)."""
-        if result.completions and not result.cancelled:
-            self._shown[req.uri] = Shown(req.text[: req.offset], req.text[req.offset :], key, result)
+        """Keep `result` as the document's shown answer (an answer with nothing to show replaces none; one
+        whose drafts span lines never carries, so it only ends the one before)."""
+        if not result.completions or result.cancelled:
+            return
+        if key.multiline:
+            self._shown.pop(req.uri, None)
+        else:
+            self._shown[req.uri] = Shown(req.text, req.offset, key, result)
 
     def answer(self, req: CompletionRequest, key: RequestKey) -> CompletionResult | None:
         """The shown answer's drafts less what was typed since, if `req` types along them; else None."""
         t0 = time.perf_counter()
         shown = self._shown.get(req.uri)
-        if shown is None or key != shown.key or key.multiline:  # none, other options, or drafts that span lines
+        if shown is None or key != shown.key:
             return None
         before = req.text[: req.offset]
-        if not before.startswith(shown.before) or req.text[req.offset :] != shown.after:
+        if not before.startswith(shown.text[: shown.offset]) or req.text[req.offset :] != shown.text[shown.offset :]:
             return None
-        typed = before[len(shown.before) :]
+        typed = before[shown.offset :]
         if not typed or "\n" in typed:
             return None
         rest = [

@@ -96,11 +96,12 @@ def test_a_draft_the_token_budget_cut_or_a_blank_rest_does_not_carry():
     assert answer(shown(draft("3.14   ", (1, 4, 7))), request("3.14")) is None
 
 
-def test_drafts_that_span_lines_do_not_carry():
-    carry = Carry()
+def test_drafts_that_span_lines_do_not_carry_and_end_the_answer_before():
+    carry = shown(draft("3.14 * r", (1, 4, 6, 8)))
     req = dataclasses.replace(request(), multiline=True)
     carry.remember(req, request_key(req, True), CompletionResult([draft("3.14", (1, 4))], {}, NO_SYNC))
     assert answer(carry, dataclasses.replace(request("3"), multiline=True)) is None
+    assert answer(carry, request("3")) is None
 
 
 def test_an_empty_or_cancelled_answer_is_not_remembered():
