@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 PathCallback = Callable[[Path], None]
 Signature = tuple[int, int]  # (mtime_ns, size) of a file as last delivered or walked
 
+_UNKNOWN: Signature = (-1, -1)  # a known file's signature once its events were dropped: any rescan reports it
 _MAX_HOLD_S = 10.0  # a storm that never settles is rescanned this often all the same
 _QUEUE_LIMIT = Path("/proc/sys/fs/inotify/max_queued_events")
 
@@ -167,6 +168,16 @@ class WorkspaceWatcher:
         if self._rescan_since is None:
             log.warning("workspace watcher: %s; the workspace is rescanned once it settles", why)
             self._rescan_since = now
+        self._drop_pending()
+
+    def _drop_pending(self) -> None:
+        """Leave the pending paths to the rescan, forgetting what was known of them: the first walk may have
+        recorded a write whose event came after it (under load, watchdog's thread lags), and the rescan
+        reports a path only where its state differs from the known one (a known path it no longer finds is
+        reported removed, so the path stays known). Called with the lock held."""
+        for path in self._pending:
+            if path in self._known:
+                self._known[path] = _UNKNOWN
         self._pending.clear()
 
     # ---- delivery (the flusher's thread) ---------------------------------------------------------
@@ -182,7 +193,7 @@ class WorkspaceWatcher:
                 rescan = self._rescan_since is not None
                 if rescan:
                     self._rescan_since, self._burst, due = None, 0, []
-                    self._pending.clear()
+                    self._drop_pending()
                     self._gone.clear()
                 else:
                     due = self._take_due(time.monotonic())

@@ -194,6 +194,25 @@ def test_a_burst_past_the_pending_bound_is_rescanned(workspace: Path) -> None:
         watcher.stop()
 
 
+def test_events_dropped_by_a_lost_burst_are_reported_even_where_the_first_walk_saw_their_writes(
+    workspace: Path,
+) -> None:
+    """Under load the first walk can record a file's new state before watchdog hands over the write's event;
+    when a burst then drops that event, the rescan must still report the file (and a removed one as removed)."""
+    rec = Recorder()
+    watcher = WorkspaceWatcher([workspace], rec.changed, rec.removed, debounce_s=0.05, max_pending=100)
+    new, gone = workspace / "pkg" / "new.py", workspace / "pkg" / "gone.py"
+    gone.write_text("x = 1\n")
+    new.write_text("y = 1\n")  # written before the first walk, its event not yet handed over
+    watcher._walk(deliver=False)
+    gone.unlink()
+    with watcher._cond:  # the two events arrive, then the burst overflows
+        watcher._pending[new] = watcher._pending[gone] = time.monotonic()
+        watcher._lost("test", time.monotonic())
+    watcher._walk(deliver=True)  # the rescan
+    assert set(rec.events) == {("changed", new), ("removed", gone)}
+
+
 def test_a_directory_moved_out_of_the_workspace_reports_its_files_removed(workspace: Path, tmp_path: Path) -> None:
     sub = workspace / "pkg" / "sub"
     sub.mkdir()
