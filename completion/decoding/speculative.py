@@ -124,7 +124,7 @@ class Speculator:
 
 def guard_for(lm: LoadedModel) -> float:
     """The margin a choice from a non-plain row needs, for the model's activation precision."""
-    return GUARD_FP32 if lm.dtype == torch.float32 else GUARD_REDUCED
+    return GUARD_REDUCED if lm.rounds_activations else GUARD_FP32
 
 
 class _Chain:

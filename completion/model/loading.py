@@ -72,6 +72,13 @@ class LoadedModel:
         """Dtype of the KV cache and of the attention masks."""
         return self.runner.kv_dtype
 
+    @property
+    def rounds_activations(self) -> bool:
+        """Whether decoding rounds activations below fp32 anywhere (see `Precision.rounds_activations`)."""
+        if isinstance(self.runner, FastLlama):
+            return self.runner.precision.rounds_activations
+        return self.dtype != torch.float32
+
     def decode(self, ids: list[int]) -> str:
         """Text of token ids (special tokens dropped)."""
         return self.tokenizer.decode(ids, skip_special_tokens=True)

@@ -9,8 +9,10 @@ therefore holds a weight in up to two forms and picks by the number of rows:
 - a few rows (decode, small trees): a compact form read by a dedicated kernel, when configured:
   `int8` = one int8 per weight, one scale per output channel (`torch._weight_int8pack_mm`);
   `q4` = 4-bit groups of 32 along the input with a scale and an offset each
-  (`torch._weight_int4pack_mm_for_cpu`): the layout of GGUF Q4_1, so a model that was Q4_1 (the
-  default model is) is held without further loss (up to bf16 scales and offsets).
+  (`torch._weight_int4pack_mm_for_cpu`): the layout of GGUF Q4_1 and of Q4_K's sub-blocks, so a
+  weight that was Q4_1 (all of the default model's) or Q4_K (the code model's `down_proj` in half its
+  layers; the rest of it is Q5_0, Q6_K or Q8_0, which 4 bits cannot hold) is held without further loss
+  (up to bf16 scales and offsets).
   Both kernels take and return bf16 (their float32 paths are scalar fallbacks, far slower than a
   float32 GEMM), so a float32 projection casts its few rows to bf16 and back around them.
 Both forms stay in memory: prefill at the many-row form's speed, decode at the compact form's bandwidth.
@@ -61,6 +63,7 @@ COMPACT_MAX_ROWS = 4
 Q4_GROUP = 32
 _ROWS = 256  # rows per block when quantizing at load time
 _KERNEL_DTYPE = torch.bfloat16  # activations the int8 / int4 kernels run fast on
+_ON_GRID = 0.01  # steps from a level that still count as on a 4-bit grid (float rounding of GGUF's dequantization)
 DYN8_LEVELS = 63  # dyn8 weights in -63..63: FBGEMM's AVX2 pair sums of uint8 x int8 then fit int16
 
 
@@ -91,6 +94,12 @@ class Precision:
         if self.compact == "dyn8":  # the head's many rows read the fp32 weight (for a tied head: the embedding)
             return Precision(f"{self.name} head", self.compute, "dyn8")
         return self
+
+    @property
+    def rounds_activations(self) -> bool:
+        """Whether the decode path rounds activations below fp32 (bf16 compute, or a compact kernel that
+        takes bf16 or int8), so that a many-row forward can differ from a one-row one by more than float noise."""
+        return self.compute != torch.float32 or self.compact in ("q4", "int8", "dyn8")
 
     @property
     def reference(self) -> bool:
@@ -154,8 +163,10 @@ def quantize_q4(w: torch.Tensor, group: int = Q4_GROUP) -> tuple[torch.Tensor, t
     """Asymmetric 4-bit groups along K: (q [N, K] int32 in 0..15, scale [N, K/g], zero [N, K/g], error).
 
     w ~ (q - 8) * scale + zero, the form the CPU int4 kernel reads; `error` is the largest rounding
-    error in steps (0 for weights already on a 4-bit grid). Q4_1 stores each group as min + step * q
-    with q spanning 0..15, so min/max recover its step and offset exactly.
+    error in steps (0 for weights already on a 4-bit grid). A group's step is its range over 15 where
+    that puts every weight on the grid (Q4_1 stores each group as min + step * q with q spanning
+    0..15); else the range over the largest span s < 15 that does (`_grid_steps`): a GGUF Q4_K
+    sub-block (d * q - m, q in 0..15) need not use both ends of its 16 levels.
     """
     n, k = w.shape
     q = torch.empty((n, k), dtype=torch.int32)
@@ -167,7 +178,7 @@ def quantize_q4(w: torch.Tensor, group: int = Q4_GROUP) -> tuple[torch.Tensor, t
     for r in range(0, n, _ROWS):
         g = w[r : r + _ROWS].detach().to(torch.float32).reshape(-1, k // group, group)
         lo, hi = torch.aminmax(g, dim=-1)
-        step = ((hi - lo) / 15.0).clamp_(min=1e-12)
+        step = _grid_steps(g, lo, hi - lo)
         x = (g - lo[..., None]).div_(step[..., None])  # [rows, K/g, g] in steps
         qb = x.round().clamp_(0, 15)
         error = max(error, float(x.sub_(qb).abs_().max()))
@@ -176,9 +187,31 @@ def quantize_q4(w: torch.Tensor, group: int = Q4_GROUP) -> tuple[torch.Tensor, t
     return q, scale, low + 8.0 * scale, error
 
 
+def _grid_steps(g: torch.Tensor, lo: torch.Tensor, span: torch.Tensor) -> torch.Tensor:
+    """Each group's step [rows, K/g]: range / s for the largest s in 15..1 that puts every weight of the
+    group within `_ON_GRID` steps of a level, or range / 15 where none does (a weight not on a 4-bit grid)."""
+    step = (span / 15.0).clamp_(min=1e-12)
+    off = _off_grid(g, lo, step)
+    for s in range(14, 0, -1):
+        idx = off.nonzero(as_tuple=True)
+        if not idx[0].numel():
+            break
+        trial = (span[idx] / s).clamp_(min=1e-12)
+        fits = ~_off_grid(g[idx], lo[idx], trial)
+        step[idx] = torch.where(fits, trial, step[idx])
+        off[idx] = ~fits
+    return step
+
+
+def _off_grid(g: torch.Tensor, lo: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """Whether any weight of a group lies more than `_ON_GRID` steps from lo + step * q."""
+    x = (g - lo[..., None]) / step[..., None]
+    return (x - x.round()).abs_().amax(dim=-1) > _ON_GRID
+
+
 def q4_lossless(error: float) -> bool:
-    """Whether a q4 rounding error (in steps) means the weight was already q4: true of Q4_1 weights."""
-    return error <= 0.01
+    """Whether a q4 rounding error (in steps) means the weight was already q4: true of Q4_1 and Q4_K weights."""
+    return error <= _ON_GRID
 
 
 def dequantize_q4(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group: int = Q4_GROUP) -> torch.Tensor:
@@ -255,9 +288,7 @@ def _q4_op(
 ) -> Op:
     packed = torch._convert_weight_to_int4pack_for_cpu(q, 1)  # [N, K/2] uint8
     scales_zeros = torch.stack([scale.t(), zero.t()], dim=-1).to(_KERNEL_DTYPE).contiguous()  # [K/g, N, 2]
-    return _in_kernel_dtype(
-        lambda x: torch._weight_int4pack_mm_for_cpu(x, packed, Q4_GROUP, scales_zeros), dtype, bias
-    )
+    return _in_kernel_dtype(lambda x: torch._weight_int4pack_mm_for_cpu(x, packed, Q4_GROUP, scales_zeros), dtype, bias)
 
 
 class Projection:

@@ -87,6 +87,30 @@ def test_q4_is_exact_on_a_q4_grid_and_lossy_elsewhere():
     assert error2 < 1e-3 and torch.equal(q, q2)
 
 
+def test_q4_recovers_a_grid_whose_groups_skip_its_end_levels():
+    """A GGUF Q4_K sub-block is d * q - m with q in 0..15, but its weights need not use q = 0 or 15:
+    min/max over 15 would misplace the grid; the largest span that fits recovers it exactly."""
+    torch.manual_seed(0)
+    n, k = 8, 128
+    d = torch.rand(n, k // 32, 1) * 0.02 + 0.001
+    m = torch.rand(n, k // 32, 1) * 0.1
+    q = torch.randint(0, 16, (n, k // 32, 32))
+    q[:, 0] = torch.randint(2, 13, (n, 32))  # the first group of each row uses levels 2..12 only
+    w = (d * q.float() - m).reshape(n, k)
+    got, scale, zero, error = quantize_q4(w)
+    assert error < 1e-3
+    torch.testing.assert_close(dequantize_q4(got, scale, zero), w, atol=1e-6, rtol=0)
+    noisy = w + torch.randn(n, k) * 0.003  # off any 4-bit grid: lossy, and reported as such
+    assert quantize_q4(noisy)[3] > 0.01
+
+
+def test_precisions_that_round_activations_are_marked():
+    """Speculation's guard follows this: a kernel rounding to bf16 or int8 (even under fp32 compute, as
+    int8dyn's dyn8) makes a many-row forward differ from a one-row one by more than float noise."""
+    rounding = {name for name, p in {**PRECISIONS, **AUTO}.items() if p.rounds_activations}
+    assert rounding == {"int8dyn", "bf16", "int8", "q4", "auto_bf16"} | ({"auto"} if native_bf16() else set())
+
+
 def test_int8_error_is_within_half_a_step():
     torch.manual_seed(0)
     w = torch.randn(32, 64)
@@ -148,7 +172,7 @@ def test_reduced_runners_track_fp32(name, kind):
         # forward is as far off); a near-tie at the top may flip, a clear winner may not
         assert torch.nn.functional.cosine_similarity(got, ref, dim=0) > 0.995
         assert got.argmax() in ref.topk(3).indices
-    if prec.compute == torch.float32:  # fp32 activations: the top logits (re-scored in fp32) match closely
+    if not prec.rounds_activations:  # fp32 activations: the top logits (re-scored in fp32) match closely
         for got, ref in ((step, ref_step), (many, ref_many)):
             top = ref.topk(8).indices
             torch.testing.assert_close(got[top], ref[top], atol=0.02, rtol=0)
