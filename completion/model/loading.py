@@ -79,6 +79,12 @@ class LoadedModel:
             return self.runner.precision.rounds_activations
         return self.dtype != torch.float32
 
+    @property
+    def rows_independent(self) -> bool:
+        """Whether a forward's rows do not depend on each other beyond float noise (see `Precision.rows_independent`):
+        speculative decoding runs only on such a model, else its output could differ from plain greedy decoding's."""
+        return not isinstance(self.runner, FastLlama) or self.runner.precision.rows_independent
+
     def decode(self, ids: list[int]) -> str:
         """Text of token ids (special tokens dropped)."""
         return self.tokenizer.decode(ids, skip_special_tokens=True)

@@ -102,6 +102,13 @@ class Precision:
         return self.compute != torch.float32 or self.compact in ("q4", "int8", "dyn8")
 
     @property
+    def rows_independent(self) -> bool:
+        """Whether a row's projection does not depend on the rows computed beside it (up to float noise).
+        Not so for dyn8, which quantizes a call's activations with one scale for all its rows; speculative
+        decoding, whose verification rows must be what plain decoding's single rows would be, needs it."""
+        return self.compact != "dyn8"
+
+    @property
     def reference(self) -> bool:
         """The many-row form is the fp32 weight as loaded, so the HF modules can share it."""
         return self.compute == torch.float32 and self.compact != "fp16" and not self.fp16_many
@@ -159,7 +166,9 @@ def quantize_int8(w: torch.Tensor, levels: int = 127) -> tuple[torch.Tensor, tor
     return q, scale
 
 
-def quantize_q4(w: torch.Tensor, group: int = Q4_GROUP) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+def quantize_q4(
+    w: torch.Tensor, group: int = Q4_GROUP, lossless_only: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """Asymmetric 4-bit groups along K: (q [N, K] int32 in 0..15, scale [N, K/g], zero [N, K/g], error).
 
     w ~ (q - 8) * scale + zero, the form the CPU int4 kernel reads; `error` is the largest rounding
@@ -167,6 +176,8 @@ def quantize_q4(w: torch.Tensor, group: int = Q4_GROUP) -> tuple[torch.Tensor, t
     that puts every weight on the grid (Q4_1 stores each group as min + step * q with q spanning
     0..15); else the range over the largest span s < 15 that does (`_grid_steps`): a GGUF Q4_K
     sub-block (d * q - m, q in 0..15) need not use both ends of its 16 levels.
+    `lossless_only`: stop at the first block of rows that is not on a grid (the caller will not use
+    the result): a weight that is not 4-bit then costs one block's search, not the whole matrix's.
     """
     n, k = w.shape
     q = torch.empty((n, k), dtype=torch.int32)
@@ -182,6 +193,8 @@ def quantize_q4(w: torch.Tensor, group: int = Q4_GROUP) -> tuple[torch.Tensor, t
         x = (g - lo[..., None]).div_(step[..., None])  # [rows, K/g, g] in steps
         qb = x.round().clamp_(0, 15)
         error = max(error, float(x.sub_(qb).abs_().max()))
+        if lossless_only and not q4_lossless(error):
+            break
         q[r : r + _ROWS] = qb.reshape(-1, k)
         scale[r : r + _ROWS], low[r : r + _ROWS] = step, lo
     return q, scale, low + 8.0 * scale, error
@@ -316,7 +329,7 @@ class Projection:
             assert dtype == torch.float32, "FBGEMM's dynamic int8 GEMM takes fp32 activations"
             self._few, self.compact = _dyn8_op(w, b), "dyn8"
         elif precision.compact == "q4" and q4_supported(self.in_features):
-            q, scale, zero, error = quantize_q4(w)
+            q, scale, zero, error = quantize_q4(w, lossless_only=precision.lossless_only)
             if not precision.lossless_only or q4_lossless(error):
                 self._few, self.compact = _q4_op(q, scale, zero, b, dtype), "q4"
 

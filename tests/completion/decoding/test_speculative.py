@@ -157,13 +157,17 @@ def test_a_kernel_that_rounds_activations_takes_the_reduced_guard():
     """int8dyn computes in fp32 but its few rows go through int8 activations: with fp32's guard a tree's rows,
     which differ from a chain's by that rounding, changed the output at 14 of 16 cursors of this model; with
     the reduced guard at 1 of 16 (its trees of more than 4 rows take fp16 weights, and dyn8 quantizes the
-    activations per call: int8dyn's speculation stays inexact, as benchmarks/RESULTS.md says)."""
+    activations per call, one scale for all rows). So the engine does not speculate on it at all."""
     base = tiny_model("llama")
     model = copy.deepcopy(base.model)
     lm = dataclasses.replace(base, model=model, runner=FastLlama(model, PRECISIONS["int8dyn"]), precision="int8dyn")
-    assert lm.dtype == torch.float32 and lm.rounds_activations
+    assert lm.dtype == torch.float32 and lm.rounds_activations and not lm.rows_independent
     assert speculative.guard_for(lm) == speculative.GUARD_REDUCED
-    assert speculative.guard_for(base) == speculative.GUARD_FP32
+    assert speculative.guard_for(base) == speculative.GUARD_FP32 and base.rows_independent
+    config = EngineConfig()
+    config.decoding = DecodingConfig(max_tokens=8)
+    done = Engine(config, lm=lm).complete(CompletionRequest("mem://t.py", SOURCE, 300, speculate=True, monitors=False))
+    assert done.completions and done.speculation is None
 
 
 def test_long_accepted_runs_save_forwards():

@@ -101,7 +101,7 @@ def test_q4_recovers_a_grid_whose_groups_skip_its_end_levels():
     assert error < 1e-3
     torch.testing.assert_close(dequantize_q4(got, scale, zero), w, atol=1e-6, rtol=0)
     noisy = w + torch.randn(n, k) * 0.003  # off any 4-bit grid: lossy, and reported as such
-    assert quantize_q4(noisy)[3] > 0.01
+    assert quantize_q4(noisy)[3] > 0.01 and quantize_q4(noisy, lossless_only=True)[3] > 0.01
 
 
 def test_precisions_that_round_activations_are_marked():
