@@ -10,7 +10,9 @@ model against llama.cpp on the same GGUF. For each model (the default SmolLM2-13
   `cache_prompt` off, greedy; prefill and decode rates from the server's own `timings`;
 - `matmul_fp32`: a plain GEMM of the model's projection shapes (`cpu_inference.MatmulLimit`), the prefill limit;
   `matmul_all_fp32`: the same with attention's own matmuls added at the projections' FLOP rate (the causal
-  half of each chunk's own block), work no prefill can skip.
+  half of each chunk's own block), work no prefill can skip. On a CPU with bf16 matrix units (AVX-512 BF16,
+  AMX: `native_bf16`) the same two in bf16 too (`matmul_bf16`, `matmul_all_bf16`): there the limit issue 17
+  names is the bf16 one.
 
 One thread for everything; each repetition runs the three in turn, so load slows them alike.
 
@@ -34,6 +36,7 @@ from superpie.completion.backend.llama_server import LLAMA_SERVER, LlamaServerPr
 from superpie.completion.model.catalog import MODELS, gguf_path
 from superpie.completion.model.fast_llama import FastLlama
 from superpie.completion.model.loading import LoadedModel, configure_threads, load_model
+from superpie.completion.model.precision import native_bf16
 
 OUT = Path(__file__).parent / "out"
 
@@ -68,6 +71,10 @@ def measure(name: str, args: argparse.Namespace, workdir: Path) -> dict:
             theirs = llama_run(server, text, args.decode)
             matmul = limit.tokens_per_s(torch.float32)
             matmul_all = limit.with_attention(matmul, args.tokens)
+            bf16 = {}
+            if native_bf16():
+                rate = limit.tokens_per_s(torch.bfloat16)
+                bf16 = {"matmul_bf16_tok_s": rate, "matmul_all_bf16_tok_s": limit.with_attention(rate, args.tokens)}
             for d, (run, doc) in ours.items():
                 rows[d].append({
                     "tokens": doc.length,
@@ -78,6 +85,7 @@ def measure(name: str, args: argparse.Namespace, workdir: Path) -> dict:
                     "llama_prompt_n": theirs["prompt_n"],
                     "matmul_fp32_tok_s": matmul,
                     "matmul_all_fp32_tok_s": matmul_all,
+                    **bf16,
                 })  # fmt: skip
                 print(name, d, json.dumps({k: round(v, 2) for k, v in rows[d][-1].items()}), flush=True)
     finally:
@@ -87,6 +95,9 @@ def measure(name: str, args: argparse.Namespace, workdir: Path) -> dict:
         med = {k: round(statistics.median(r[k] for r in rs), 2) for k in rs[0]}
         med["superpie_prefill_over_matmul"] = round(med["superpie_prefill_tok_s"] / med["matmul_fp32_tok_s"], 3)
         med["superpie_prefill_over_matmul_all"] = round(med["superpie_prefill_tok_s"] / med["matmul_all_fp32_tok_s"], 3)
+        for k in ("matmul_bf16_tok_s", "matmul_all_bf16_tok_s"):
+            if k in med:
+                med[f"superpie_prefill_over_{k[:-6]}"] = round(med["superpie_prefill_tok_s"] / med[k], 3)
         # per repetition (the two ran back to back), then the median
         ratios = [r["superpie_decode_ms"] / r["llama_decode_ms"] for r in rs]
         med["superpie_decode_over_llama"] = round(statistics.median(ratios), 2)
@@ -129,6 +140,10 @@ def main() -> None:
               f"{m['llama_prefill_tok_s']} / {m['matmul_fp32_tok_s']}; {m['matmul_all_fp32_tok_s']} | "
               f"{m['superpie_prefill_over_matmul']}; {m['superpie_prefill_over_matmul_all']} | "
               f"{m['superpie_decode_ms']} / {m['llama_decode_ms']} | {m['superpie_decode_over_llama']} |")  # fmt: skip
+        if "matmul_bf16_tok_s" in m:
+            rates = f"{m['matmul_bf16_tok_s']}; {m['matmul_all_bf16_tok_s']}"
+            over = f"{m['superpie_prefill_over_matmul_bf16']}; {m['superpie_prefill_over_matmul_all_bf16']}"
+            print(f"|   bf16 limit | | | {rates} | {over} | | |")
     print(f"wrote {args.out}; load average {result['load_average_start']} -> {result['load_average_end']}")
 
 
