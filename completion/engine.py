@@ -330,7 +330,7 @@ class Engine:
         view = CursorView(doc.cache, plan.context, reserve=plan.drafts * plan.task.max_tokens + 2)
         speculate = self.config.decoding.speculate if req.speculate is None else req.speculate
         speculator = None
-        if speculate and plan.strategy == "greedy" and lm.rows_independent:
+        if speculate and plan.strategy == "greedy" and lm.speculates:
             proposer = self.speculation.proposer(doc.cache.ids, plan.context + 1, self.ngram, lm.vocab_size)
             speculator = Speculator(proposer)
         decoded, verify_ms = decode(

@@ -80,10 +80,13 @@ class LoadedModel:
         return self.dtype != torch.float32
 
     @property
-    def rows_independent(self) -> bool:
-        """Whether a forward's rows do not depend on each other beyond float noise (see `Precision.rows_independent`):
-        speculative decoding runs only on such a model, else its output could differ from plain greedy decoding's."""
-        return not isinstance(self.runner, FastLlama) or self.runner.precision.rows_independent
+    def speculates(self) -> bool:
+        """Whether speculative decoding runs on this model: not where decoding rounds activations (bf16 compute,
+        a bf16 or int8 kernel). There a tree's rows differ from a chain's by that rounding, so close calls are
+        decided again one token at a time: on a CPU with AMX (`auto` = bf16) the replays made the keystroke p50
+        1.13x slower; and int8dyn's kernel quantizes a call's rows with one scale, so its rows depend on each
+        other and its output could differ from plain greedy decoding's (benchmarks/RESULTS.md, q4 section)."""
+        return not self.rounds_activations
 
     def decode(self, ids: list[int]) -> str:
         """Text of token ids (special tokens dropped)."""

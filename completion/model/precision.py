@@ -102,13 +102,6 @@ class Precision:
         return self.compute != torch.float32 or self.compact in ("q4", "int8", "dyn8")
 
     @property
-    def rows_independent(self) -> bool:
-        """Whether a row's projection does not depend on the rows computed beside it (up to float noise).
-        Not so for dyn8, which quantizes a call's activations with one scale for all its rows; speculative
-        decoding, whose verification rows must be what plain decoding's single rows would be, needs it."""
-        return self.compact != "dyn8"
-
-    @property
     def reference(self) -> bool:
         """The many-row form is the fp32 weight as loaded, so the HF modules can share it."""
         return self.compute == torch.float32 and self.compact != "fp16" and not self.fp16_many
