@@ -171,10 +171,10 @@ class WorkspaceWatcher:
         self._drop_pending()
 
     def _drop_pending(self) -> None:
-        """Leave the pending paths to the rescan, forgetting what was known of them: the first walk may have
+        """Leave the pending paths to the rescan, their known state marked unknown: the first walk may have
         recorded a write whose event came after it (under load, watchdog's thread lags), and the rescan
-        reports a path only where its state differs from the known one (a known path it no longer finds is
-        reported removed, so the path stays known). Called with the lock held."""
+        reports a path only where its state differs from the known one. The path stays known, so a rescan
+        that no longer finds it reports it removed. Called with the lock held."""
         for path in self._pending:
             if path in self._known:
                 self._known[path] = _UNKNOWN

@@ -29,8 +29,8 @@ rows and dyn8 for a few, the top logits re-scored in fp32 (fast_llama.py) as for
 
 `auto` (the default) depends on the CPU (`native_bf16`):
 - with bf16 matrix instructions (AVX-512 BF16, AMX): bf16, packed, plus q4 for every weight that q4
-  holds without loss: the whole of a model that was Q4_1 (the default model), nothing of one that was
-  not (it then runs as bf16);
+  holds without loss: the whole of a model that was Q4_1 (the default model), the Q4_K weights of a
+  Q4_K_M one (the code model's 12 Q4_K `down_proj`), bf16 for the rest;
 - without them (AVX2, or AVX-512 without BF16) bf16 arithmetic is emulated, slower than float32
   (measured on AVX2 at every row count), and the int8/int4 kernels want bf16 activations: `auto` is
   fp16w there, with int8dyn's LM head. Its prefill runs about as fast as float32 (FBGEMM widens the
