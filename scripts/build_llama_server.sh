@@ -37,11 +37,18 @@ rm -rf "$SRC" "$CACHE/build"
 mkdir -p "$SRC"
 tar xzf "$SDIST" -C "$SRC" --strip-components=1
 start=$(date +%s)
+# ggml's AMX kernels, which GGML_NATIVE turns on where the CPU has AMX, made this version's server crash
+# (segmentation fault) while initialising the model on such a CPU (an Intel Xeon with AMX, 2026-12-02);
+# without them it runs (benchmarks/RESULTS.md, llamacpp_side_by_side on AMX).
+NO_AMX=""
+if [ "$(uname -m)" = x86_64 ]; then
+    NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+fi
 nice -n 10 cmake -S "$SRC/llama.cpp" -B "$CACHE/build" -G Ninja \
     -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF \
     -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
-    -DGGML_NATIVE=ON >"$CACHE/configure.log"
+    -DGGML_NATIVE=ON -DCMAKE_C_FLAGS="$NO_AMX" -DCMAKE_CXX_FLAGS="$NO_AMX" >"$CACHE/configure.log"
 nice -n 10 cmake --build "$CACHE/build" --target llama-server -j "$JOBS" >"$CACHE/build.log"
 mkdir -p "$CACHE/bin"
 cp "$CACHE/build/bin/llama-server" "$BIN.tmp" && mv "$BIN.tmp" "$BIN"
