@@ -578,8 +578,9 @@ def test_changed_settings_reach_the_running_server(vscode: VSCode):
 
 @pytest.mark.real_model
 def test_default_model_drafts_cycle_and_the_menu_inserts_a_whole_draft(vscode: VSCode):
-    """The default model (`superpie.server.args` removed: the server restarts with it): drafts that differ."""
-    vscode.configure({"superpie.server.args": None})
+    """The default model (`superpie.server.args` removed: the server restarts with it), in the default precision
+    (the tiny model's float32 removed too): drafts that differ."""
+    vscode.configure({"superpie.server.args": None, "superpie.model.dtype": None})
     vscode.open("inventory.py", timeout=300)  # a fresh machine converts the embedded GGUF first
     vscode.wait("the default model", lambda: "loaded the default model in" in vscode.output(), timeout=300)
     vscode.go_to(23)
