@@ -30,7 +30,8 @@ rows and dyn8 for a few, the top logits re-scored in fp32 (fast_llama.py) as for
 `auto` (the default) depends on the CPU (`native_bf16`):
 - with bf16 matrix instructions (AVX-512 BF16, AMX): bf16, packed, plus q4 for every weight that q4
   holds without loss: the whole of a model that was Q4_1 (the default model), the Q4_K weights of a
-  Q4_K_M one (the code model's 12 Q4_K `down_proj`), bf16 for the rest;
+  Q4_K_M one (the code model's 12 Q4_K `down_proj`), bf16 for the rest; the LM head q4 for a few rows
+  (it only picks the candidates that are re-scored in fp32; the int4 kernel reads it twice as fast as int8);
 - without them (AVX2, or AVX-512 without BF16) bf16 arithmetic is emulated, slower than float32
   (measured on AVX2 at every row count), and the int8/int4 kernels want bf16 activations: `auto` is
   fp16w there, with int8dyn's LM head. Its prefill runs about as fast as float32 (FBGEMM widens the
@@ -87,8 +88,9 @@ class Precision:
 
     @property
     def head(self) -> Precision:
-        """The LM head's precision: compact models read an int8 head for a few rows (q4 would lose the
-        embedding's GGUF Q8_0 values; its bf16 logits are re-scored in fp32 at the top, see fast_llama.py)."""
+        """The LM head's precision: compact models read a compact head for a few rows (`head_compact`). Its
+        logits only pick the candidates: the top ones are re-scored in fp32 from the weight rows (fast_llama.py),
+        so a lossy q4 head (the embedding is GGUF Q8_0) kept top-1 agreement where it halves the largest read."""
         if self.compact in ("q4", "fp16"):
             return Precision(f"{self.name} head", self.compute, self.head_compact)
         if self.compact == "dyn8":  # the head's many rows read the fp32 weight (for a tied head: the embedding)
@@ -119,7 +121,7 @@ def native_bf16() -> bool:
 def auto_precision(bf16: bool) -> Precision:
     """`auto` for a CPU with (`bf16`) or without bf16 matrix instructions: see the module docstring."""
     if bf16:
-        return Precision("auto", torch.bfloat16, "q4", lossless_only=True)
+        return Precision("auto", torch.bfloat16, "q4", lossless_only=True, head_compact="q4")
     return Precision("auto", torch.float32, "fp16", head_compact="dyn8")
 
 
@@ -130,7 +132,7 @@ PRECISIONS = {
     "int8dyn": Precision("int8dyn", torch.float32, "dyn8", fp16_many=True),
     "bf16": Precision("bf16", torch.bfloat16),
     "int8": Precision("int8", torch.bfloat16, "int8"),
-    "q4": Precision("q4", torch.bfloat16, "q4"),
+    "q4": Precision("q4", torch.bfloat16, "q4", head_compact="q4"),
 }
 _ALIASES = {"fp32": "float32", "bfloat16": "bf16"}
 DTYPES = (*PRECISIONS, *_ALIASES)  # every name `resolve_precision` takes

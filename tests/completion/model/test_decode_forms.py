@@ -91,6 +91,20 @@ def test_dyn8_runners_track_fp32(kind, variant):
             torch.testing.assert_close(got[top], ref[top], atol=0, rtol=0.1)
 
 
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_a_lossy_q4_head_only_picks_the_candidates_rescored_in_fp32(kind):
+    model = copy.deepcopy(tiny_model(kind).model)  # random weights: far from any 4-bit grid
+    twin = copy.deepcopy(model)
+    ref_step, ref_many = _decode_logits(twin, FastLlama(twin, PRECISIONS["float32"]), kind)
+    runner = FastLlama(model, replace(PRECISIONS["fp16w"], head_compact="q4"))  # fp32 activations
+    assert runner.weight_forms() == {"fp16": 8, "head q4": 1}
+    for got, ref in zip(_decode_logits(model, runner, kind), (ref_step, ref_many)):
+        assert not torch.allclose(got, ref, atol=0.05)  # the q4 head's own logits are off...
+        top = ref.topk(4).indices  # ...the leaders are among its 8 candidates, re-scored in fp32
+        torch.testing.assert_close(got[top], ref[top], atol=0.05, rtol=0)
+        assert got.argmax() == ref.argmax()
+
+
 def test_fp32_decode_step_takes_the_matmuls_only_when_asked():
     for native in (True, False):
         assert uses_matmul(1, torch.float32, native, fp32_step=True)

@@ -39,11 +39,11 @@ def precision(name: str) -> Precision:
 
 
 def fresh(kind: str = "llama", q4_grid: bool = False) -> torch.nn.Module:
-    """An fp32 copy of a tiny HF model, its weights as loaded (optionally put on a q4 grid)."""
+    """An fp32 copy of a tiny HF model, its weights as loaded (optionally put on a q4 grid, the LM head too)."""
     model = copy.deepcopy(tiny_model(kind).model)
     if q4_grid:
         with torch.no_grad():
-            for m in model.model.layers.modules():
+            for m in [*model.model.layers.modules(), model.lm_head]:
                 if isinstance(m, torch.nn.Linear):
                     q, scale, zero, _ = quantize_q4(m.weight)
                     m.weight.copy_(dequantize_q4(q, scale, zero))
@@ -178,7 +178,7 @@ def test_reduced_runners_track_fp32(name, kind):
             torch.testing.assert_close(got[top], ref[top], atol=0.02, rtol=0)
     forms = runner.weight_forms()
     if name == "auto_bf16":
-        assert forms == {"q4": 8, "head int8": 1}  # 2 layers x 4 projections, all on the grid
+        assert forms == {"q4": 8, "head q4": 1}  # 2 layers x 4 projections, all on the grid
     if name == "fp16w":
         assert forms == {"fp16": 8, "head int8": 1}
     if name == "auto_fp32":  # fp16w's layers, int8dyn's head (FBGEMM)
@@ -193,7 +193,7 @@ def _fp32_runner(model: torch.nn.Module) -> tuple[torch.nn.Module, Runner]:
 
 def test_auto_with_bf16_units_keeps_bf16_where_q4_would_lose():
     runner = FastLlama(fresh(), AUTO["auto_bf16"])
-    assert runner.weight_forms() == {"none": 8, "head int8": 1}
+    assert runner.weight_forms() == {"none": 8, "head q4": 1}
 
 
 def test_auto_without_bf16_units_computes_and_caches_in_fp32():
