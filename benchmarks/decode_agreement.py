@@ -36,8 +36,6 @@ OUT = Path(__file__).parent / "out"
 EXTRA = {
     "fp16w_dyn8head": replace(PRECISIONS["fp16w"], name="fp16w_dyn8head", head_compact="dyn8"),
     "auto_fp32": auto_precision(False),
-    "auto_q4head": replace(auto_precision(True), name="auto_q4head", head_compact="q4"),
-    "q4_q4head": replace(PRECISIONS["q4"], name="q4_q4head", head_compact="q4"),
 }
 
 

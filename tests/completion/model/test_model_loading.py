@@ -71,7 +71,8 @@ def test_the_weights_file_is_not_kept_mapped(tmp_path, kind, dtype):
     gc.collect()
     assert not _mapped(tmp_path / kind)
     ref = tiny_model(kind)
-    ids = torch.tensor([[5, 6, 7, 8]])
+    # more rows than the 4-bit decode form takes: the logits of the weights as loaded
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12]])
     with torch.inference_mode():
         got, want = lm.model(input_ids=ids).logits.float(), ref.model(input_ids=ids).logits
     if lm.dtype == torch.float32:

@@ -68,7 +68,7 @@ def test_names_and_aliases():
     assert resolve_precision("auto") is PRECISIONS["auto"]
     assert PRECISIONS["auto"] == auto_precision(native_bf16())
     with_units, without = auto_precision(True), auto_precision(False)
-    assert (with_units.compute, with_units.compact, with_units.lossless_only) == (torch.bfloat16, "q4", True)
+    assert (with_units.compute, with_units.compact, with_units.head.compact) == (torch.bfloat16, "q4", "q4")
     assert (without.compute, without.compact, without.kv_dtype) == (torch.float32, "fp16", torch.float32)
     with pytest.raises(ValueError, match="unknown dtype"):
         resolve_precision("fp8")
@@ -101,7 +101,7 @@ def test_q4_recovers_a_grid_whose_groups_skip_its_end_levels():
     assert error < 1e-3
     torch.testing.assert_close(dequantize_q4(got, scale, zero), w, atol=1e-6, rtol=0)
     noisy = w + torch.randn(n, k) * 0.003  # off any 4-bit grid: lossy, and reported as such
-    assert quantize_q4(noisy)[3] > 0.01 and quantize_q4(noisy, lossless_only=True)[3] > 0.01
+    assert quantize_q4(noisy)[3] > 0.01
 
 
 def test_precisions_that_round_activations_are_marked():
@@ -141,7 +141,7 @@ def test_q4_few_rows_take_either_activation_dtype(compute):
     torch.manual_seed(0)
     q, scale, zero, _ = quantize_q4(torch.randn(96, 64) * 0.1)
     w, b = dequantize_q4(q, scale, zero), torch.randn(96) * 0.1  # on the q4 grid: lossless
-    proj = Projection(w, b, Precision("t", compute, "q4", lossless_only=True))
+    proj = Projection(w, b, Precision("t", compute, "q4"))
     assert proj.compact == "q4"
     x = torch.randn(1, 64)
     got = proj(x.to(compute))
@@ -191,9 +191,9 @@ def _fp32_runner(model: torch.nn.Module) -> tuple[torch.nn.Module, Runner]:
     return twin, FastLlama(twin, PRECISIONS["float32"])
 
 
-def test_auto_with_bf16_units_keeps_bf16_where_q4_would_lose():
-    runner = FastLlama(fresh(), AUTO["auto_bf16"])
-    assert runner.weight_forms() == {"none": 8, "head q4": 1}
+def test_auto_with_bf16_units_decodes_through_q4_where_the_weights_are_not_4_bit_too():
+    runner = FastLlama(fresh(), AUTO["auto_bf16"])  # random weights, off any grid: re-quantized
+    assert runner.weight_forms() == {"q4": 8, "head q4": 1}
 
 
 def test_auto_without_bf16_units_computes_and_caches_in_fp32():
