@@ -45,7 +45,7 @@ from superpie.cache.context import with_context
 from superpie.cache.defaults import OPEN_CHUNK, OPEN_WINDOW, STALE_THRESHOLD, WINDOW_STEP
 from superpie.cache.diff import Hunk, common_prefix, common_suffix, diff_ids
 from superpie.cache.fim import FimMarkers, fim_sequence
-from superpie.cache.forward import HFRunner, Runner, encode_span
+from superpie.cache.forward import HFRunner, Runner, encode_pieces, encode_span
 from superpie.cache.kv import KVStore
 from superpie.cache.opening import Offsets, Opening
 from superpie.cache.rope import RopeSpec, Rotation
@@ -209,6 +209,23 @@ class DocumentCache:
         self.stale_load = 0 if left is None or left >= end else max(0, self.stale_load - (stop - first))
         return stop - first
 
+    def refreshable_stale(self, n: int) -> int:
+        """Stale tokens among the first `n` (what a view of `n` tokens reads), when `refresh_before(n)` can make
+        all of them exact now; 0 when none is stale, or while an opening still leaves tokens out (those behind
+        it stay stale until they are in)."""
+        if self.opening is not None:
+            return 0
+        return sum(self.stale[:n])
+
+    @torch.inference_mode()
+    def refresh_before(self, n: int) -> int:
+        """Re-encode the stale tokens among the first `n` exactly now (those behind stay stale); how many tokens
+        were encoded. A request does this when decoding over stale KV met a close call (completion/engine.py)."""
+        first = self._first_stale()
+        if first is None or first >= n:
+            return 0
+        return self.refresh(limit=n - first)
+
     def defer(self, text: str) -> bool:
         """Before the first sync of a document whose cache an idle worker will finish with `open_step`: a text
         of more than `open_window` tokens is opened window-first (cache/opening.py). Whether it is."""
@@ -368,22 +385,36 @@ class DocumentCache:
             deltas = torch.cat([torch.full((n,), dst - src, dtype=torch.float32) for src, dst, n in moving])
             self.store.relocate(moving, Rotation.by(self.rope, deltas, deltas.numel()))
         new_stale = self._stale_after(hunks, len(new_ids))
-        encoded = 0
+        pieces = []
         for i, h in enumerate(hunks):
             # The first tokens behind a hunk are the ones its edit disturbs most; re-encode
             # `exact_after` of them (up to the next hunk) instead of keeping their rotated KV.
+            # A hunk that only moves a FIM marker (a cursor jump) changes no text: none.
             limit = hunks[i + 1].new_start if i + 1 < len(hunks) else len(new_ids)
-            end = min(h.new_end + self.exact_after, limit)
-            piece = new_ids[h.new_start : end]
-            if piece:
-                encode_span(self.runner, self.store, h.new_start, piece, self.chunk)
-                encoded += len(piece)
-                new_stale[h.new_end : end] = [False] * (end - h.new_end)
+            after = 0 if self._moves_a_marker(old_ids, new_ids, h) else self.exact_after
+            end = min(h.new_end + after, limit)
+            pieces.append((h.new_start, new_ids[h.new_start : end]))
+            new_stale[h.new_end : end] = [False] * (end - h.new_end)
+        self.store.ensure_capacity(len(new_ids) + sum(len(p) for _, p in pieces))
+        encode_pieces(self.runner, self.store, len(new_ids), pieces, self.chunk)
+        encoded = sum(len(p) for _, p in pieces)
         self.ids = list(new_ids)
         self.stale = new_stale
         kept = sum(n for _, _, n in segments) - (encoded - sum(h.new_end - h.new_start for h in hunks))
         self.stale_load += kept
         return kept, encoded
+
+    def _moves_a_marker(self, old_ids: list[int], new_ids: list[int], h: Hunk) -> bool:
+        """The hunk moves the FIM suffix marker and changes no text (a cursor jump: the tokens either side of
+        the marker may be cut differently, the text they spell is the same)."""
+        if self.fim is None:
+            return False
+        marker = self.fim.suffix
+        old, new = old_ids[h.old_start : h.old_end], new_ids[h.new_start : h.new_end]
+        if (marker in old) == (marker in new):
+            return False
+        spell = self.tokenizer.decode
+        return spell([t for t in old if t != marker]) == spell([t for t in new if t != marker])
 
     @staticmethod
     def _kept_segments(hunks: list[Hunk], old_len: int) -> list[tuple[int, int, int]]:

@@ -114,3 +114,35 @@ def encode_span(runner: Runner, store: KVStore, start: int, ids: list[int], chun
         mask = causal_mask(at, len(piece), runner.kv_dtype)
         logits = run_forward(runner, store, at, positions, mask, input_ids=torch.tensor(piece, dtype=torch.long))
     return logits
+
+
+def encode_pieces(
+    runner: Runner, store: KVStore, length: int, pieces: list[tuple[int, list[int]]], chunk: int = 512
+) -> None:
+    """Encode several runs of new tokens (start index, ids) of a sequence of `length` tokens whose other
+    tokens already hold their KV, as encoding them one run after another would: each new token sees every
+    token before it, kept or new.
+
+    Why one forward: each forward reads every weight once, so a sync's hunks (a cursor jump in the FIM
+    layout moves two markers and the middle) cost one weight read instead of one per hunk. The runs are
+    computed behind the sequence (at `length`..), under a mask that shows each one the kept tokens before
+    its own index and the new ones before it, then copied into place. More than `chunk` new tokens go
+    run by run, as `encode_span` goes.
+    """
+    pieces = [(start, ids) for start, ids in pieces if ids]
+    total = sum(len(ids) for _, ids in pieces)
+    if len(pieces) <= 1 or total > chunk:
+        for start, ids in pieces:
+            encode_span(runner, store, start, ids, chunk)
+        return
+    slots = torch.cat([torch.arange(start, start + len(ids)) for start, ids in pieces])
+    dtype = runner.kv_dtype
+    kept = torch.ones(length, dtype=torch.bool)
+    kept[slots] = False
+    sees_kept = kept[None, :] & (torch.arange(length)[None, :] < slots[:, None])  # [n, length]
+    sees_new = slots[None, :] <= slots[:, None]  # [n, n]: new tokens at or before its own index
+    visible = torch.cat([sees_kept, sees_new], dim=1)
+    mask = torch.zeros(visible.shape, dtype=dtype).masked_fill_(~visible, neg_inf(dtype))
+    fed = torch.tensor([t for _, piece in pieces for t in piece], dtype=torch.long)
+    run_forward(runner, store, length, slots, mask[None, None], input_ids=fed)
+    store.place(length, slots)

@@ -123,6 +123,17 @@ class KVStore:
                 keys[:, :, dst : dst + length] = k
                 values[:, :, dst : dst + length] = v
 
+    @torch.inference_mode()
+    def place(self, src: int, slots: torch.Tensor) -> None:
+        """Copy the len(slots) tokens at src.. (a scratch area) to the indices `slots` (below src), in every
+        layer: a forward computed them behind the sequence, where the tokens they go between could not
+        be overwritten before it read them (cache/forward.py `encode_pieces`)."""
+        n = slots.numel()
+        for i in range(self.num_layers):
+            keys, values = self.buffers(i)
+            keys.index_copy_(2, slots, keys[:, :, src : src + n].clone())
+            values.index_copy_(2, slots, values[:, :, src : src + n].clone())
+
     def truncate_view(self, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Views [1, H, length, D] of every layer, for inspection and tests."""
         return [(k[:, :, :length], v[:, :, :length]) for k, v in map(self.buffers, range(self.num_layers))]

@@ -10,6 +10,7 @@ from tiny import KINDS, MORE_KINDS, tiny_model
 
 from superpie.cache.cursor import CursorView
 from superpie.cache.document import DocumentCache
+from superpie.cache.forward import encode_pieces, encode_span
 from superpie.cache.rope import RopeSpec, rotate_keys
 
 TEXT = '''import os
@@ -194,6 +195,36 @@ def test_pie_multi_place_edit_tracks_full_ids_and_counts_stale(kind):
     assert pie.refresh() > 0 and pie.stale_count == 0
     for (kp, vp), (kf, vf) in zip(kv(pie), kv(full)):
         assert torch.allclose(kp, kf, atol=1e-4) and torch.allclose(vp, vf, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@torch.inference_mode()
+def test_hunks_encoded_in_one_forward_equal_hunks_encoded_one_after_another(kind):
+    """`encode_pieces` computes the runs behind the sequence under a mask and copies them into place: the KV
+    of each run is what encoding the runs one by one writes, and the kept tokens between them are untouched."""
+    lm = tiny_model(kind)
+    ids = lm.tokenizer.encode(TEXT, add_special_tokens=False).ids
+    pieces = [(3, ids[3:7]), (20, ids[20:21]), (len(ids) - 5, ids[-5:])]
+    caches = []
+    for together in (True, False):
+        doc = new_cache(kind, "full")
+        doc.sync(TEXT)
+        doc.store.ensure_capacity(2 * len(ids))
+        for start, piece in pieces:  # what the runs replace: garbage the encode must overwrite
+            for k, v in map(doc.store.buffers, range(doc.store.num_layers)):
+                k[:, :, start : start + len(piece)] = 7.0
+                v[:, :, start : start + len(piece)] = -7.0
+        if together:
+            encode_pieces(doc.runner, doc.store, len(ids), pieces)
+        else:
+            for start, piece in pieces:
+                encode_span(doc.runner, doc.store, start, piece)
+        caches.append(kv(doc))
+    reference = new_cache(kind, "full")
+    reference.sync(TEXT)
+    for (kt, vt), (ks, vs), (kr, vr) in zip(*caches, kv(reference)):
+        assert torch.allclose(kt, ks, atol=1e-4) and torch.allclose(vt, vs, atol=1e-4)
+        assert torch.allclose(kt, kr, atol=1e-4) and torch.allclose(vt, vr, atol=1e-4)
 
 
 def test_stale_threshold_triggers_exact_refresh():

@@ -233,6 +233,21 @@ def test_a_cursor_jump_is_two_small_hunks() -> None:
     assert pie.sync(TEXT, anchor=start).hunks == 2
 
 
+def test_a_jump_re_encodes_no_text_behind_the_moved_marker() -> None:
+    """A marker move changes no text, so `exact_after` does not apply to it: with the default 16, a jump to a
+    line's start encodes the suffix marker and the tokens beside it the tokenizer cuts differently there (6, and
+    36 with `exact_after` applied to it)."""
+    pie = new_cache("llama", "pie", stale_threshold=10**9)
+    assert pie.exact_after == 16
+    start = TEXT.index("        return msg\n") + len("        ")
+    pie.sync(TEXT, anchor=start)
+    jump = pie.sync(TEXT, anchor=TEXT.index("    print(") + len("    "))
+    assert jump.mode == "pie" and jump.encoded <= 6, jump
+    exact = pie.clone()
+    exact.refresh()
+    assert pie.stale_count > 0 and exact.stale_count == 0
+
+
 def test_typing_on_a_line_appends_to_the_middle_and_a_new_line_rotates_the_suffix() -> None:
     pie = new_cache("llama", "pie", stale_threshold=10**9, exact_after=0)
     cursor = TEXT.index("        return msg\n") + 8  # after the indentation: an empty middle
