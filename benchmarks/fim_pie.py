@@ -45,6 +45,7 @@ model runs here.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import statistics
@@ -60,6 +61,9 @@ from quality import mean_ci, single_line_statements, source_files
 from superpie.cache.cursor import CursorView
 from superpie.cache.document import DocumentCache
 from superpie.completion.config import EngineConfig
+from superpie.completion.decoding.greedy import chain_decode
+from superpie.completion.decoding.stops import line_end_stop
+from superpie.completion.decoding.task import DecodeTask, StaleCloseCall, task_constraints
 from superpie.completion.model.loading import LoadedModel, load_model
 
 OUT = Path(__file__).parent / "out"
@@ -213,6 +217,25 @@ def new_cache(lm: LoadedModel, config: EngineConfig) -> DocumentCache:
 
 
 @torch.inference_mode()
+def line(
+    lm: LoadedModel, doc: DocumentCache, margin: float = 0.0, cap: int = 0, max_tokens: int = 16
+) -> tuple[tuple[int, ...], int]:
+    """The greedy line at the cursor as the engine decodes it (healing, the line stop; no monitors, no
+    speculation), and the stale tokens re-encoded: with `margin` > 0 and stale KV in view, a close call
+    refreshes them exactly and decodes again (Engine._complete_local, `cache.close_call_margin`)."""
+    split = doc.split_at(doc.cursor)
+    reads = split.prefix_len - 1
+    stale = doc.refreshable_stale(reads)
+    task = DecodeTask(doc.ids[reads], max_tokens, split.typed, line_end_stop, task_constraints(lm, split.typed))
+    guarded = dataclasses.replace(task, stale_margin=margin) if margin > 0 and 0 < stale <= cap else task
+    try:
+        return chain_decode(lm, CursorView(doc, reads, reserve=max_tokens + 2), guarded).tokens, 0
+    except StaleCloseCall:
+        refreshed = doc.refresh_before(reads)
+        return chain_decode(lm, CursorView(doc, reads, reserve=max_tokens + 2), task).tokens, refreshed
+
+
+@torch.inference_mode()
 def middle_top(doc: DocumentCache) -> tuple[int, int, float]:
     """The next token after the middle marker as decoding reads it: argmax, runner-up, and their logit gap."""
     split = doc.split_at(doc.cursor)
@@ -222,8 +245,12 @@ def middle_top(doc: DocumentCache) -> tuple[int, int, float]:
     return int(top.indices[0]), int(top.indices[1]), float(top.values[0] - top.values[1])
 
 
-def run_session(lm: LoadedModel, config: EngineConfig, doc: Document, n_steps: int, seed: int, log: Path) -> list:
-    """Follow one session with a pie cache and an exact cache; one row per step (appended to `log`)."""
+def run_session(
+    lm: LoadedModel, config: EngineConfig, doc: Document, n_steps: int, seed: int, log: Path, lines: bool = False
+) -> list:
+    """Follow one session with a pie cache and an exact cache; one row per step (appended to `log`). `lines`:
+    also decode the greedy line from each, and from a copy of pie's under `cache.close_call_margin`."""
+    margin = config.cache.close_call_margin
     rng = random.Random(f"{seed}:{doc.path}")
     text, cursor, steps = session_steps(doc, n_steps, rng)
     pie = new_cache(lm, config)
@@ -244,12 +271,20 @@ def run_session(lm: LoadedModel, config: EngineConfig, doc: Document, n_steps: i
             "pie_refreshed": sp.refreshed, "pie_ms": round(sp.ms, 1), "exact_encoded": se.encoded,
             "suffix_tokens": config.cache.fim_suffix_tokens,
         }
-        if p1 != e1:  # stale context or float noise? Refresh a copy exactly and ask again.
+        if pie.stale_count or p1 != e1:  # what an exact refresh of the pie cache answers (idle time, a close call)
             twin = pie.clone()
             row["refresh_tokens"] = twin.refresh()
             row["refresh_top1"] = middle_top(twin)[0]
+            twin.release()
+        if p1 != e1:
             row["pie_top1_text"] = lm.tokenizer.decode([p1])
             row["exact_top1_text"] = lm.tokenizer.decode([e1])
+        if lines:  # whole greedy lines: exact's, pie's as it stands, pie's with the close-call margin
+            row["line_exact"] = line(lm, exact)[0]
+            row["line_pie"] = line(lm, pie)[0]
+            twin = pie.clone()
+            row["line_guarded"], row["guard_refreshed"] = line(lm, twin, margin, config.cache.close_call_tokens)
+            row["margin"] = margin
             twin.release()
         rows.append(row)
     full = new_cache(lm, config)
@@ -257,6 +292,8 @@ def run_session(lm: LoadedModel, config: EngineConfig, doc: Document, n_steps: i
     f1 = middle_top(full)[0]
     rows[-1]["full_top1"] = f1
     rows[-1]["full_agrees_exact"] = f1 == rows[-1]["exact_top1"]
+    if lines:  # the precision's noise floor for whole lines: a fresh encode against exact's incremental one
+        rows[-1]["full_line_agrees_exact"] = line(lm, full)[0] == rows[-1]["line_exact"]
     for c in (pie, exact, full):
         c.release()
     with log.open("a") as f:
@@ -362,6 +399,42 @@ def summarize(rows: list[dict]) -> dict:
             name: {"checks": len(rs), "agree": sum(r["agree"] for r in rs)}
             for name, keep in bins.items() if (rs := [r for r in changed if keep(r)])
         }
+        # the close-call margin on the first token, offline: a check whose pie cache has stale tokens and whose
+        # pie top-1/top-2 gap is under the margin answers what the refreshed copy answers
+        full_rows = [r for r in checks if "refresh_top1" in r or not r["stale"]]
+        if len(full_rows) == len(checks):
+            out["first_token_with_margin"] = {}
+            for margin in (0.25, 0.5, 1.0, 1.5, 2.0, 3.0):
+                close = [r["stale"] > 0 and r["pie_gap"] < margin for r in checks]
+                got = [r["refresh_top1"] if c else r["pie_top1"] for r, c in zip(checks, close)]
+                out["first_token_with_margin"][str(margin)] = {
+                    "agreement_pct_ci": pct_ci([float(g == r["exact_top1"]) for g, r in zip(got, checks)]),
+                    "refreshed_checks": sum(close),
+                    "refreshed_tokens_median": statistics.median(
+                        [r["refresh_tokens"] for r, c in zip(checks, close) if c] or [0]
+                    ),
+                }
+        lined = [r for r in checks if "line_exact" in r]
+        if lined:
+            refreshed = [r["guard_refreshed"] for r in lined if r["guard_refreshed"]]
+            out["lines"] = {
+                "checks": len(lined), "margin": lined[0]["margin"],
+                "pie_equals_exact_pct_ci": pct_ci([float(r["line_pie"] == r["line_exact"]) for r in lined]),
+                "guarded_equals_exact_pct_ci": pct_ci([float(r["line_guarded"] == r["line_exact"]) for r in lined]),
+                "first_token_guarded_pct_ci": pct_ci(
+                    [float(r["line_guarded"][:1] == r["line_exact"][:1]) for r in lined]
+                ),
+                "checks_with_stale_kv": sum(r["stale"] > 0 for r in lined),
+                "close_call_refreshes": len(refreshed),
+                "refreshed_tokens_median": statistics.median(refreshed) if refreshed else 0,
+                "noise_floor_full_vs_exact": [
+                    sum(r["full_line_agrees_exact"] for r in lined if "full_line_agrees_exact" in r),
+                    sum("full_line_agrees_exact" in r for r in lined),
+                ],
+                "guarded_lost_vs_pie": sum(
+                    r["line_pie"] == r["line_exact"] != r["line_guarded"] for r in lined
+                ),
+            }
         moves = [r["pie_ms"] for r in checks if r["kind"] == "jump" and r["hunks"] > 0]
         if moves:
             out["session_jump_sync_ms"] = {"jumps": len(moves), "p50": pctl(moves, 0.5), "p95": pctl(moves, 0.95)}
@@ -410,6 +483,8 @@ def main() -> None:
     ap.add_argument("--jumps", type=int, default=11, help="jumps per timing document")
     ap.add_argument("--suffix-tokens", type=int, default=None, help="FIM suffix budget (default: the engine's)")
     ap.add_argument("--until", default=None, help="stop starting sessions at this UTC time (HH:MM)")
+    ap.add_argument("--lines", action="store_true", help="also compare whole greedy lines (and the close-call margin)")
+    ap.add_argument("--margin", type=float, default=None, help="cache.close_call_margin (default: the engine's)")
     ap.add_argument("--log", type=Path, default=OUT / "fim_pie.jsonl", help="rows (appended)")
     ap.add_argument("--rows-from", type=Path, nargs="+", default=None, help="summarize earlier logs' rows (no run)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 timing document, 2 short sessions")
@@ -423,6 +498,8 @@ def main() -> None:
         return
     config = EngineConfig()
     config.model.threads = args.threads
+    if args.margin is not None:
+        config.cache.close_call_margin = args.margin
     if args.suffix_tokens is not None:
         config.cache.fim_suffix_tokens = args.suffix_tokens
     lm = load_model(args.model, dtype=args.dtype or config.model.dtype, threads=args.threads, layout="fim")
@@ -440,7 +517,7 @@ def main() -> None:
         if args.until and time.strftime("%H:%M", time.gmtime()) >= args.until:
             print(f"stopped at {args.until} UTC", file=sys.stderr)
             break
-        got = run_session(lm, config, doc, args.steps, args.seed, args.log)
+        got = run_session(lm, config, doc, args.steps, args.seed, args.log, args.lines)
         rows += got
         agree = sum(r["agree"] for r in got)
         print(f"{doc.project} {Path(doc.path).name}: {agree}/{len(got)}", file=sys.stderr, flush=True)

@@ -28,7 +28,7 @@ from superpie.completion.constraints.base import ConstraintFactory
 from superpie.completion.decoding.proposals import Speculation
 from superpie.completion.decoding.speculative import Speculator
 from superpie.completion.decoding.strategies import decode
-from superpie.completion.decoding.task import Cancelled, never_cancelled
+from superpie.completion.decoding.task import Cancelled, StaleCloseCall, never_cancelled
 from superpie.completion.finish import finish
 from superpie.completion.model.loading import LoadedModel, ModelLoadError, load_model
 from superpie.completion.ngram.index import NgramIndex
@@ -327,15 +327,26 @@ class Engine:
             docs = ((uri, d.text) for uri, d in self.documents)
             ngram = self.workspace.feed(lm, self.config.ngram, docs, self.config.decoding.ngram_debounce_s)
         t_feed = time.perf_counter()
-        view = CursorView(doc.cache, plan.context, reserve=plan.drafts * plan.task.max_tokens + 2)
+        reserve = plan.drafts * plan.task.max_tokens + 2
         speculate = self.config.decoding.speculate if req.speculate is None else req.speculate
         speculator = None
         if speculate and plan.strategy == "greedy" and lm.speculates:
             proposer = self.speculation.proposer(doc.cache.ids, plan.context + 1, self.ngram, lm.vocab_size)
             speculator = Speculator(proposer)
-        decoded, verify_ms = decode(
-            lm, view, plan.task, plan.strategy, plan.drafts, self.config.decoding, ngram, cancelled, speculator
-        )
+        dcfg, margin = self.config.decoding, self._close_call_margin(doc.cache, plan.context, plan.strategy)
+        task = dataclasses.replace(plan.task, stale_margin=margin) if margin > 0 else plan.task
+        close_call_tokens, close_call_ms = 0, 0.0
+        try:
+            view = CursorView(doc.cache, plan.context, reserve=reserve)
+            decoded, verify_ms = decode(lm, view, task, plan.strategy, plan.drafts, dcfg, ngram, cancelled, speculator)
+        except StaleCloseCall:  # stale KV could have decided it: make what the cursor reads exact, and again
+            t_r = time.perf_counter()
+            close_call_tokens = doc.cache.refresh_before(plan.context)
+            close_call_ms = (time.perf_counter() - t_r) * 1000
+            view = CursorView(doc.cache, plan.context, reserve=reserve)
+            decoded, verify_ms = decode(
+                lm, view, plan.task, plan.strategy, plan.drafts, dcfg, ngram, cancelled, speculator
+            )
         t_dec = time.perf_counter()
         stopped = cancelled() or any(d.cancelled for d in decoded)
         completions = [] if stopped else finish(req, plan, decoded, self.config.postprocess, self.monitor_hook)
@@ -349,6 +360,7 @@ class Engine:
                 "ngram": (t_feed - t0) * 1000,
                 "decode": (t_dec - t0) * 1000,
                 "verify": verify_ms,
+                "close_call_refresh": close_call_ms,
                 "postprocess": (t_end - t_dec) * 1000,
                 "monitors": 0.0 if plan.trace is None else plan.trace.overhead_s() * 1000,
                 "total": (t_end - t0) * 1000 + pending.ms,
@@ -359,4 +371,15 @@ class Engine:
             monitors=plan.trace,
             empty_reason=empty_reason,
             speculation=None if speculator is None else speculator.stats,
+            close_call_refreshed=close_call_tokens,
         )
+
+    def _close_call_margin(self, cache: DocumentCache, reads: int, strategy: str) -> float:
+        """The margin greedy decoding must keep over stale KV (`cache.close_call_margin`), or 0: nothing the
+        cursor reads is stale, too much is to refresh in a request (`cache.close_call_tokens`), or the strategy
+        is not greedy (beam and superposed weigh several drafts by design)."""
+        ccfg = self.config.cache
+        if strategy != "greedy" or ccfg.close_call_margin <= 0:
+            return 0.0
+        stale = cache.refreshable_stale(reads)
+        return ccfg.close_call_margin if 0 < stale <= ccfg.close_call_tokens else 0.0

@@ -52,3 +52,5 @@ class CompletionResult:
     speculation: SpeculationStats | None = None  # what speculative decoding did (None: it did not run)
     remote: RemoteStats | None = None  # what a serving engine did (None: the local model answered alone)
     carried: bool = False  # the rest of the document's last answer, which the user typed along (completion/carry.py)
+    # stale tokens re-encoded exactly because greedy decoding over them met a close call (cache.close_call_margin)
+    close_call_refreshed: int = 0

@@ -83,6 +83,8 @@ class ServerStats:
     dropped_notifications: int = 0  # notifications whose params could not be read (the protocol's count)
     unversioned_changes: int = 0  # didChange with `"version": null` (applied)
     after_jedi_timeout: int = 0  # answers in which a monitor's jedi question missed its budget
+    close_calls: int = 0  # answers whose greedy decoding met a close call over stale KV and was redone exact
+    close_call_tokens: int = 0  # stale tokens those re-encoded
     speculation: Counter[str] = field(default_factory=Counter)  # speculative decoding's counts, summed
     # a serving engine's answers (model.backend remote): requests, HTTP requests, prompt and cached tokens, fallbacks
     remote: Counter[str] = field(default_factory=Counter)
@@ -99,6 +101,8 @@ class ServerStats:
             self.reused_tokens += outcome.result.cache.reused
             self.encoded_tokens += outcome.result.cache.encoded
             self.carried += outcome.result.carried
+            self.close_calls += outcome.result.close_call_refreshed > 0
+            self.close_call_tokens += outcome.result.close_call_refreshed
             self.after_jedi_timeout += depended_on_a_timeout(outcome.result)
             remote = outcome.result.remote
             if remote is not None:
@@ -134,6 +138,8 @@ class ServerStats:
                 "syncs": snap.syncs,
                 "sync_ms": round(snap.sync_ms, 1),
                 "refreshed_tokens": snap.refreshed_tokens,
+                "close_calls": self.close_calls,
+                "close_call_tokens": self.close_call_tokens,
             },
             "monitors": {
                 "questions": snap.monitor_questions,

@@ -170,6 +170,11 @@ class CacheConfig(Checked):
     # 0: the whole document at once
     open_window: NonNegative = OPEN_WINDOW
     open_chunk: Positive = OPEN_CHUNK
+    # greedy decoding over stale KV (PIE behind an edit, a cursor jump in the FIM layout) trusts it while its
+    # choices are clear; a choice closer than this many nats re-encodes the stale tokens the cursor reads
+    # exactly and decodes again (completion/engine.py; figures: benchmarks/RESULTS.md, fim_pie). 0: never
+    close_call_margin: NonNegativeFloat = 1.0
+    close_call_tokens: NonNegative = 1024  # ... when at most this many tokens are stale (more: PIE as it stands)
     # server: a longer document (thousands of characters) is completed through a window around the cursor,
     # never tokenized or indexed whole (lsp/documents.py)
     max_document_kb: Positive = 1024

@@ -11,7 +11,14 @@ from superpie.completion.constraints.base import TokenConstraint, apply_mask
 from superpie.completion.decoding.lookahead import commit_span, span_lookahead
 from superpie.completion.decoding.speculative import Speculator, speculative_decode
 from superpie.completion.decoding.stops import StopRule
-from superpie.completion.decoding.task import Cancelled, DecodeTask, Partial, never_cancelled, task_constraints
+from superpie.completion.decoding.task import (
+    Cancelled,
+    DecodeTask,
+    Partial,
+    check_margin,
+    never_cancelled,
+    task_constraints,
+)
 from superpie.completion.draft import Draft
 from superpie.completion.model.loading import LoadedModel
 
@@ -52,7 +59,8 @@ def chain_decode(
 
     Greedy: where a constraint asks for it (a monitored identifier), the identifier is chosen whole by
     `span_lookahead` and its tokens are committed at once. With a `speculator`, greedy decoding verifies
-    proposed tokens several per forward (`speculative`), with the same output.
+    proposed tokens several per forward (`speculative`), with the same output. Greedy over stale KV raises
+    `StaleCloseCall` at a choice closer than `task.stale_margin` (sampled drafts are not checked).
     """
     if speculator is not None and temperature <= 0:
         return speculative_decode(lm, view, task, speculator, cancelled)
@@ -63,6 +71,8 @@ def chain_decode(
             return draft.done(False, cancelled=True)
         logits = view.step(input_ids=torch.tensor([token]))[-1].float()
         logp = torch.log_softmax(logits, dim=-1)
+        if task.stale_margin > 0 and temperature <= 0:
+            check_margin(apply_mask(logp, draft.mask(logp.shape[0])), task.stale_margin, len(draft.ids))
         width = 0 if temperature > 0 or draft.constraints.empty else draft.constraints.lookahead_width()
         span = span_lookahead(lm, view, task, draft, logp, width) if width > 1 else []
         if span:

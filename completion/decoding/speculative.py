@@ -18,7 +18,8 @@ noise); a closer call is decided again on exact KV: the chain is re-fed as plain
 one call per token (`_Chain.replay`), and the position takes a plain step. The identifier lookahead
 (`span_lookahead`) compares whole spellings, so it only runs on exact KV, after the same replay.
 Healing and the monitors mask every row as they mask plain steps: a draft's constraints advance
-only through tokens it takes, so the masks are the ones plain decoding applies.
+only through tokens it takes, so the masks are the ones plain decoding applies. Over stale KV, every
+row's choice is held to `task.stale_margin` as plain decoding holds it (`check_margin`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from superpie.cache.cursor import CursorView
 from superpie.completion.constraints.base import apply_mask
 from superpie.completion.decoding.lookahead import commit_span, span_lookahead
 from superpie.completion.decoding.proposals import ProposalTree
-from superpie.completion.decoding.task import Cancelled, DecodeTask, Partial, never_cancelled
+from superpie.completion.decoding.task import Cancelled, DecodeTask, Partial, check_margin, never_cancelled
 from superpie.completion.draft import Draft
 from superpie.completion.model.loading import LoadedModel
 
@@ -240,6 +241,8 @@ def speculative_decode(
         proposals.observe([token, *tree.tokens], logp, time.perf_counter() - t0)
         if width > 1:  # a monitored identifier, spelled whole by the lookahead, as `chain_decode` spells it
             chain.keep(base, [token], [0], exact)
+            if task.stale_margin > 0:
+                check_margin(apply_mask(logp[0], draft.mask(logp.shape[-1])), task.stale_margin, len(draft.ids))
             span = span_lookahead(lm, view, task, draft, logp[0], width)
             if span:
                 stats.plain_forwards += 1
@@ -292,6 +295,7 @@ def _walk(
             return _Walk(draft, decisions, kept, pending, accepted, unsure=True)
         mask = draft.mask(vocab)
         masked = apply_mask(row, mask)
+        check_margin(masked, task.stale_margin, len(draft.ids))
         if guard > 0 and vocab > 1:
             top = masked.topk(2)
             gap = float(top.values[0] - top.values[1])

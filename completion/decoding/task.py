@@ -39,6 +39,34 @@ class DecodeTask:
     stop: StopRule | None = None
     constraints: tuple[TokenConstraint, ...] = ()  # each draft starts from these and advances its own copy
     prefix_tail: tuple[int, ...] = ()  # last prefix tokens (first_input last): n-gram context of step one
+    # the view reads stale KV (cache/document.py): a greedy choice closer than this many nats stops decoding
+    # with `StaleCloseCall` (0: never); see `check_margin`
+    stale_margin: float = 0.0
+
+
+class StaleCloseCall(Exception):
+    """Greedy decoding over stale KV met a choice its staleness could have flipped: the caller re-encodes the
+    stale tokens exactly and decodes again (completion/engine.py)."""
+
+    def __init__(self, step: int, gap: float) -> None:
+        super().__init__(f"close call at step {step}: the top two differ by {gap:.3f} nats")
+        self.step, self.gap = step, gap
+
+
+def check_margin(masked_logp: torch.Tensor, margin: float, step: int) -> None:
+    """Raise `StaleCloseCall` when the best allowed token beats the runner-up by less than `margin` nats.
+
+    Why: PIE leaves the KV behind an edit computed on the text before it (stale). Measured against an exact
+    re-encode, the choices that stale KV changes are near-ties; a clear choice survives it
+    (benchmarks/RESULTS.md, fim_pie). So decoding trusts stale KV while its choices are clear, and the first
+    close one sends the request back for an exact refresh, which idle time would have done anyway.
+    """
+    if margin <= 0 or masked_logp.shape[-1] < 2:
+        return
+    top = masked_logp.topk(2)
+    gap = float(top.values[0] - top.values[1])
+    if not gap >= margin:  # (nan: nothing allowed; a tie of -inf: decide on exact KV too)
+        raise StaleCloseCall(step, gap)
 
 
 @dataclass(frozen=True)
