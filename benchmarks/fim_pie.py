@@ -45,7 +45,6 @@ model runs here.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import random
 import statistics
@@ -55,15 +54,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from pie_edits import make_document
+from pie_edits import line_draft, make_document
 from quality import mean_ci, single_line_statements, source_files
 
 from superpie.cache.cursor import CursorView
 from superpie.cache.document import DocumentCache
 from superpie.completion.config import EngineConfig
-from superpie.completion.decoding.greedy import chain_decode
-from superpie.completion.decoding.stops import line_end_stop
-from superpie.completion.decoding.task import DecodeTask, StaleCloseCall, task_constraints
 from superpie.completion.model.loading import LoadedModel, load_model
 
 OUT = Path(__file__).parent / "out"
@@ -216,23 +212,10 @@ def new_cache(lm: LoadedModel, config: EngineConfig) -> DocumentCache:
     )
 
 
-@torch.inference_mode()
-def line(
-    lm: LoadedModel, doc: DocumentCache, margin: float = 0.0, cap: int = 0, max_tokens: int = 16
-) -> tuple[tuple[int, ...], int]:
-    """The greedy line at the cursor as the engine decodes it (healing, the line stop; no monitors, no
-    speculation), and the stale tokens re-encoded: with `margin` > 0 and stale KV in view, a close call
-    refreshes them exactly and decodes again (Engine._complete_local, `cache.close_call_margin`)."""
-    split = doc.split_at(doc.cursor)
-    reads = split.prefix_len - 1
-    stale = doc.refreshable_stale(reads)
-    task = DecodeTask(doc.ids[reads], max_tokens, split.typed, line_end_stop, task_constraints(lm, split.typed))
-    guarded = dataclasses.replace(task, stale_margin=margin) if margin > 0 and 0 < stale <= cap else task
-    try:
-        return chain_decode(lm, CursorView(doc, reads, reserve=max_tokens + 2), guarded).tokens, 0
-    except StaleCloseCall:
-        refreshed = doc.refresh_before(reads)
-        return chain_decode(lm, CursorView(doc, reads, reserve=max_tokens + 2), task).tokens, refreshed
+def line(lm: LoadedModel, doc: DocumentCache, margin: float = 0.0, cap: int = 0) -> tuple[tuple[int, ...], int]:
+    """The greedy line's tokens at the cursor (16 at most, as inline) and the stale tokens a close call re-encoded."""
+    draft, refreshed = line_draft(lm, doc, doc.cursor, 16, margin, cap)
+    return draft.tokens, refreshed
 
 
 @torch.inference_mode()

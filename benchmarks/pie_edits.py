@@ -22,6 +22,7 @@ the precision's noise floor (near-ties that flip between two exact recomputes: ~
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import statistics
@@ -35,8 +36,10 @@ from metrics import edit_similarity
 
 from superpie.cache.cursor import CursorView
 from superpie.cache.document import DocumentCache
-from superpie.completion.decoding.greedy import greedy_decode
+from superpie.completion.decoding.greedy import chain_decode
 from superpie.completion.decoding.stops import line_end_stop
+from superpie.completion.decoding.task import DecodeTask, StaleCloseCall, task_constraints
+from superpie.completion.draft import Draft
 from superpie.completion.model.loading import LoadedModel, load_model
 
 OUT = Path(__file__).parent / "out"
@@ -111,10 +114,26 @@ def heldout_top1(doc: DocumentCache, follow_ids: list[int]) -> torch.Tensor:
 
 def next_line(lm: LoadedModel, doc: DocumentCache, offset: int) -> str:
     """The greedy line at char `offset` of the document (with token healing, as the engine does)."""
+    return line_draft(lm, doc, offset, 48)[0].text.strip()
+
+
+def line_draft(
+    lm: LoadedModel, doc: DocumentCache, offset: int, max_tokens: int, margin: float = 0.0, cap: int = 0
+) -> tuple[Draft, int]:
+    """The greedy line at char `offset` as the engine decodes it (healing, the line stop; no monitors, no
+    speculation), and how many stale tokens it re-encoded: with `margin` > 0 and at most `cap` stale tokens
+    in view, a close call refreshes them exactly and decodes again (Engine._complete_local,
+    `cache.close_call_margin`)."""
     split = doc.split_at(offset)
-    view = CursorView(doc, split.prefix_len - 1, reserve=50)
-    draft = greedy_decode(lm, view, doc.ids[split.prefix_len - 1], 48, typed=split.typed, stop=line_end_stop)
-    return draft.text.strip()
+    reads = split.prefix_len - 1
+    stale = doc.refreshable_stale(reads)
+    task = DecodeTask(doc.ids[reads], max_tokens, split.typed, line_end_stop, task_constraints(lm, split.typed))
+    guarded = dataclasses.replace(task, stale_margin=margin) if margin > 0 and 0 < stale <= cap else task
+    try:
+        return chain_decode(lm, CursorView(doc, reads, reserve=max_tokens + 2), guarded), 0
+    except StaleCloseCall:
+        refreshed = doc.refresh_before(reads)
+        return chain_decode(lm, CursorView(doc, reads, reserve=max_tokens + 2), task), refreshed
 
 
 def timed_sync(doc: DocumentCache, text: str, mode: str) -> tuple[float, object]:

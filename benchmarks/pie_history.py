@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from metrics import edit_similarity
-from pie_edits import next_line, timed_sync
+from pie_edits import line_draft, next_line, timed_sync
 from quality import mean_ci
 
 from superpie.cache.document import DocumentCache
@@ -221,6 +221,11 @@ def run_session(lm: LoadedModel, config: EngineConfig, s: Session) -> dict:
     row["stale_before_cursor"] = sum(caches["pie"].stale[: caches["pie"].split_at(s.cursor).prefix_len])
     for mode in MODES:
         row[f"{mode}_line"] = next_line(lm, caches[mode], s.cursor)
+    twin = caches["pie"].clone()  # with the engine's close-call margin (cache.close_call_margin)
+    guarded, row["guard_refreshed"] = line_draft(lm, twin, s.cursor, 48, config.cache.close_call_margin,
+                                                 config.cache.close_call_tokens)
+    row["pie_guarded_line"] = guarded.text.strip()
+    twin.release()
     if row["pie_line"] != row["full_line"]:  # stale context, or something else? Re-encode the stale tokens and see.
         row["pie_refreshed_tokens"] = caches["pie"].refresh()
         row["pie_refreshed_line"] = next_line(lm, caches["pie"], s.cursor)
@@ -243,6 +248,16 @@ def summarize(rows: list[dict]) -> dict:
     out["exact_minus_full_pts_ci"] = pct_ci([e - f for e, f in zip(em["exact"], em["full"])])
     out["edit_similarity_mean"] = {m: round(statistics.mean(edit_similarity(r[f"{m}_line"], r["target"])
                                                             for r in rows), 4) for m in MODES}
+    out["close_call_margin"] = {
+        "pie_guarded_agrees_with_full_pct_ci": pct_ci([float(r["pie_guarded_line"] == r["full_line"]) for r in rows]),
+        "exact_match_pct_ci": pct_ci([float(r["pie_guarded_line"] == r["target"]) for r in rows]),
+        "refreshes": sum(r["guard_refreshed"] > 0 for r in rows),
+        "refreshed_tokens_median": statistics.median(
+            [r["guard_refreshed"] for r in rows if r["guard_refreshed"]] or [0]
+        ),
+        "lost_vs_pie": sum(r["pie_line"] == r["full_line"] != r["pie_guarded_line"] for r in rows),
+        "won_vs_pie": sum(r["pie_line"] != r["full_line"] == r["pie_guarded_line"] for r in rows),
+    }
     for m in ("pie", "exact"):
         out[f"{m}_agrees_with_full_pct_ci"] = pct_ci([float(r[f"{m}_line"] == r["full_line"]) for r in rows])
     # Only where PIE left stale tokens before the cursor can its line differ for a reason other than float error.
@@ -253,6 +268,9 @@ def summarize(rows: list[dict]) -> dict:
             "exact_match_pct_ci": {m: pct_ci([float(r[f"{m}_line"] == r["target"]) for r in stale]) for m in MODES},
             "pie_agrees_with_full_pct_ci": pct_ci([float(r["pie_line"] == r["full_line"]) for r in stale]),
             "exact_agrees_with_full_pct_ci": pct_ci([float(r["exact_line"] == r["full_line"]) for r in stale]),
+            "pie_guarded_agrees_with_full_pct_ci": pct_ci(
+                [float(r["pie_guarded_line"] == r["full_line"]) for r in stale]
+            ),
             "median_stale_tokens": statistics.median(r["stale_before_cursor"] for r in stale),
         }
     out["median_ms_per_sync"] = {m: round(statistics.median(t for r in rows for t in r[f"{m}_ms"]), 1) for m in MODES}
