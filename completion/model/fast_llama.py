@@ -174,7 +174,10 @@ class FastLlama:
         for i, layer in enumerate(self.layers):
             self._attention(i, layer, x, store, cos, sin, prepared)
             self._mlp(layer, x)
-        h = F.rms_norm(self._kept_rows(x, logits_for), (self.hidden,), self.norm, self.eps)  # [m, C] fp32
+        kept = self._kept_rows(x, logits_for)
+        if kept.shape[0] == 0:  # a cache encode wants no logits: skip the LM head, the largest matrix
+            return x.new_zeros((0, self.embed.shape[0]))
+        h = F.rms_norm(kept, (self.hidden,), self.norm, self.eps)  # [m, C] fp32
         logits = self.lm_head(h.to(self.head_dtype)).float()  # [m, V]
         if self._head_rows is not None:
             self._refine(logits, h, self._head_rows)
