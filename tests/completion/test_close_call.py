@@ -87,3 +87,4 @@ def test_a_clear_choice_keeps_the_stale_kv() -> None:
     lm = fim_model("llama")
     results = session(engine(lm, "pie", margin=1e-9), edits())
     assert all(r.close_call_refreshed == 0 for r in results)  # random logits are not exact ties
+
