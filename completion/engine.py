@@ -30,7 +30,8 @@ from superpie.completion.decoding.speculative import Speculator
 from superpie.completion.decoding.strategies import decode
 from superpie.completion.decoding.task import Cancelled, StaleCloseCall, never_cancelled
 from superpie.completion.finish import finish
-from superpie.completion.model.loading import LoadedModel, ModelLoadError, load_model
+from superpie.completion.model.loading import LoadedModel, ModelLoadError, allowed_cores, load_model
+from superpie.completion.model.threads import ThreadGovernor
 from superpie.completion.ngram.index import NgramIndex
 from superpie.completion.plan import plan_request
 from superpie.completion.postprocess.pipeline import MonitorHook
@@ -76,6 +77,7 @@ class Engine:
         self.idle_worker = False
         # the serving engine the drafts come from (model.backend: remote); None: this process decodes them
         self.remote = RemoteBackend(self.config.model) if self.config.model.backend == "remote" else None
+        self.threads: ThreadGovernor | None = None  # set at load when `model.threads` is not
 
     # ----------------------------------------------------------------- model, configuration
 
@@ -105,7 +107,14 @@ class Engine:
             t0 = time.perf_counter()
             cfg = self.config.model
             self.lm = load_model(cfg.path, dtype=cfg.dtype, threads=cfg.threads, layout=cfg.layout)
+            if cfg.threads is None:  # not set: follow the machine's load (completion/model/threads.py)
+                self.threads = ThreadGovernor(most=allowed_cores())
             return (time.perf_counter() - t0) * 1000
+
+    def _adapt_threads(self) -> None:
+        """Before model work: the thread count the machine's load leaves room for (`model.threads` unset)."""
+        if self.threads is not None:
+            self.threads.adapt()
 
     @property
     def loaded(self) -> bool:
@@ -123,6 +132,8 @@ class Engine:
     def backend_status(self) -> dict[str, object]:
         """Which backend answers and its state (the remote engine's API, model, last error), for the stats."""
         local: dict[str, object] = {"backend": "local", "loaded": self.lm is not None}
+        if self.threads is not None:
+            local |= {"threads": self.threads.threads, "thread_changes": self.threads.changes}
         if self.remote is None:
             return local
         return {**self.remote.status(), "fallback": self.config.model.fallback, "local_loaded": self.lm is not None}
@@ -171,6 +182,7 @@ class Engine:
         A remote backend keeps no local cache (nothing to do) until a fallback has loaded the local model."""
         if self.remote is not None and self.lm is None:
             return NO_SYNC
+        self._adapt_threads()
         doc = self.documents.get(uri)
         if doc is None:
             self.warm_monitors(uri, text)
@@ -185,6 +197,7 @@ class Engine:
     def open_step(self, uri: str) -> bool:
         """Idle time: one step (`cache.open_chunk` tokens) of a document's window-first opening; False when
         nothing was left to do (its cache then equals an exact encode)."""
+        self._adapt_threads()
         return self.documents.open_step(uri)
 
     def close(self, uri: str) -> None:
@@ -198,6 +211,7 @@ class Engine:
     def refresh_idle(self, uri: str) -> int:
         """Idle time: one step of the exact re-encode of the document's stale tokens (at most `cache.open_chunk`
         tokens, the idle step of openings too); how many it encoded, 0 when nothing was stale."""
+        self._adapt_threads()
         return self.documents.refresh(uri, self.config.cache.open_chunk)
 
     def memory_bytes(self) -> int:

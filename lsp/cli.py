@@ -101,7 +101,7 @@ MODEL_FLAG = TreeFlag(
 ENGINE_FLAGS = (
     MODEL_FLAG,
     TreeFlag("--dtype", "model.dtype", "weight precision; auto picks by CPU (bf16 + q4 with bf16 units, else fp16w)"),
-    TreeFlag("--threads", "model.threads", "CPU threads", "the cores allowed, minus one"),
+    TreeFlag("--threads", "model.threads", "CPU threads", "the cores allowed that other processes leave idle"),
     TreeFlag("--layout", "model.layout", "the cached sequence: the text before the cursor, or fill-in-the-middle"),
     TreeFlag("--backend", "model.backend", "where drafts are decoded: this process, or a serving engine at --url"),
     TreeFlag("--url", "model.url", "the serving engine's base URL (--backend remote)", "none", "URL"),

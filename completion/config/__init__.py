@@ -131,7 +131,9 @@ class ModelConfig(Checked):
     # 4-bit weights for decoding where the CPU has bf16 matrix units, fp16 weights with fp32 activations where
     # it has not (figures: benchmarks/RESULTS.md, cpu_inference).
     dtype: DType = "auto"
-    threads: Positive | None = None  # None: the cores this process may use, minus one (model.default_threads)
+    # None: follow the machine's load, every core this process may use that the other processes leave idle
+    # (completion/model/threads.py); the deterministic front doors fix it (model.default_threads)
+    threads: Positive | None = None
     # auto: the layout that measured best for a named model (completion/model/catalog.py), prefix for a path;
     # fim needs fill-in-the-middle tokens in the tokenizer (completion/model/fim.py)
     layout: Layout = "auto"

@@ -101,10 +101,15 @@ def default_threads() -> int:
     holds one of the cores, that thread waits a scheduler time slice, at every op. On a 2-core machine
     the second thread gained a little when idle and cost many times over beside one busy process
     (benchmarks/RESULTS.md, "threads"). Set `model.threads` (server) or `--threads` (CLI) to use every
-    core on a machine that runs nothing else.
+    core on a machine that runs nothing else. The engine starts from this count and adapts it to the
+    machine's load when `model.threads` is not set (completion/model/threads.py).
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores - 1)
+    return max(1, allowed_cores() - 1)
+
+
+def allowed_cores() -> int:
+    """The cores this process may run on: its affinity mask (which containers and `taskset` narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def configure_threads(threads: int | None = None) -> int:
