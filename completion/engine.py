@@ -107,8 +107,8 @@ class Engine:
             t0 = time.perf_counter()
             cfg = self.config.model
             self.lm = load_model(cfg.path, dtype=cfg.dtype, threads=cfg.threads, layout=cfg.layout)
-            if cfg.threads is None:  # not set: follow the machine's load (completion/model/threads.py)
-                self.threads = ThreadGovernor(most=allowed_cores())
+            # not set: follow the machine's load (completion/model/threads.py)
+            self.threads = ThreadGovernor(most=allowed_cores()) if cfg.threads is None else None
             return (time.perf_counter() - t0) * 1000
 
     def _adapt_threads(self) -> None:
