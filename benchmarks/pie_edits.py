@@ -22,7 +22,6 @@ the precision's noise floor (near-ties that flip between two exact recomputes: ~
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import random
 import statistics
@@ -36,9 +35,10 @@ from metrics import edit_similarity
 
 from superpie.cache.cursor import CursorView
 from superpie.cache.document import DocumentCache
+from superpie.completion.decoding.close_call import decode_guarded
 from superpie.completion.decoding.greedy import chain_decode
 from superpie.completion.decoding.stops import line_end_stop
-from superpie.completion.decoding.task import DecodeTask, StaleCloseCall, task_constraints
+from superpie.completion.decoding.task import DecodeTask, task_constraints
 from superpie.completion.draft import Draft
 from superpie.completion.model.loading import LoadedModel, load_model
 
@@ -122,18 +122,14 @@ def line_draft(
 ) -> tuple[Draft, int]:
     """The greedy line at char `offset` as the engine decodes it (healing, the line stop; no monitors, no
     speculation), and how many stale tokens it re-encoded: with `margin` > 0 and at most `cap` stale tokens
-    in view, a close call refreshes them exactly and decodes again (Engine._complete_local,
-    `cache.close_call_margin`)."""
+    in view, a close call refreshes them exactly and decodes again (`decode_guarded`, as the engine does)."""
     split = doc.split_at(offset)
     reads = split.prefix_len - 1
-    stale = doc.refreshable_stale(reads)
     task = DecodeTask(doc.ids[reads], max_tokens, split.typed, line_end_stop, task_constraints(lm, split.typed))
-    guarded = dataclasses.replace(task, stale_margin=margin) if margin > 0 and 0 < stale <= cap else task
-    try:
-        return chain_decode(lm, CursorView(doc, reads, reserve=max_tokens + 2), guarded), 0
-    except StaleCloseCall:
-        refreshed = doc.refresh_before(reads)
-        return chain_decode(lm, CursorView(doc, reads, reserve=max_tokens + 2), task), refreshed
+    guarded = decode_guarded(
+        lambda t: chain_decode(lm, CursorView(doc, reads, reserve=max_tokens + 2), t), task, doc, reads, margin, cap
+    )
+    return guarded.result, guarded.refreshed
 
 
 def timed_sync(doc: DocumentCache, text: str, mode: str) -> tuple[float, object]:

@@ -25,10 +25,12 @@ from superpie.completion.backend.remote import NO_SYNC, RemoteBackend
 from superpie.completion.carry import Carry, request_key
 from superpie.completion.config import EngineConfig
 from superpie.completion.constraints.base import ConstraintFactory
+from superpie.completion.decoding.close_call import decode_guarded
 from superpie.completion.decoding.proposals import Speculation
 from superpie.completion.decoding.speculative import Speculator
 from superpie.completion.decoding.strategies import decode
-from superpie.completion.decoding.task import Cancelled, StaleCloseCall, never_cancelled
+from superpie.completion.decoding.task import Cancelled, DecodeTask, never_cancelled
+from superpie.completion.draft import Draft
 from superpie.completion.finish import finish
 from superpie.completion.model.loading import LoadedModel, ModelLoadError, allowed_cores, load_model
 from superpie.completion.model.threads import ThreadGovernor
@@ -347,20 +349,17 @@ class Engine:
         if speculate and plan.strategy == "greedy" and lm.speculates:
             proposer = self.speculation.proposer(doc.cache.ids, plan.context + 1, self.ngram, lm.vocab_size)
             speculator = Speculator(proposer)
-        dcfg, margin = self.config.decoding, self._close_call_margin(doc.cache, plan.context, plan.strategy)
-        task = dataclasses.replace(plan.task, stale_margin=margin) if margin > 0 else plan.task
-        close_call_tokens, close_call_ms = 0, 0.0
-        try:
-            view = CursorView(doc.cache, plan.context, reserve=reserve)
-            decoded, verify_ms = decode(lm, view, task, plan.strategy, plan.drafts, dcfg, ngram, cancelled, speculator)
-        except StaleCloseCall:  # stale KV could have decided it: make what the cursor reads exact, and again
-            t_r = time.perf_counter()
-            close_call_tokens = doc.cache.refresh_before(plan.context)
-            close_call_ms = (time.perf_counter() - t_r) * 1000
-            view = CursorView(doc.cache, plan.context, reserve=reserve)
-            decoded, verify_ms = decode(
-                lm, view, plan.task, plan.strategy, plan.drafts, dcfg, ngram, cancelled, speculator
-            )
+        dcfg, ccfg = self.config.decoding, self.config.cache
+        margin = ccfg.close_call_margin if plan.strategy == "greedy" else 0.0  # beam, superposed weigh several drafts
+
+        cache = doc.cache
+
+        def run(task: DecodeTask) -> tuple[list[Draft], float]:  # a close call's refresh rewrites the KV: a new view
+            view = CursorView(cache, plan.context, reserve=reserve)
+            return decode(lm, view, task, plan.strategy, plan.drafts, dcfg, ngram, cancelled, speculator)
+
+        guarded = decode_guarded(run, plan.task, cache, plan.context, margin, ccfg.close_call_tokens)
+        (decoded, verify_ms), close_call_tokens, close_call_ms = guarded.result, guarded.refreshed, guarded.refresh_ms
         t_dec = time.perf_counter()
         stopped = cancelled() or any(d.cancelled for d in decoded)
         completions = [] if stopped else finish(req, plan, decoded, self.config.postprocess, self.monitor_hook)
@@ -387,13 +386,3 @@ class Engine:
             speculation=None if speculator is None else speculator.stats,
             close_call_refreshed=close_call_tokens,
         )
-
-    def _close_call_margin(self, cache: DocumentCache, reads: int, strategy: str) -> float:
-        """The margin greedy decoding must keep over stale KV (`cache.close_call_margin`), or 0: nothing the
-        cursor reads is stale, too much is to refresh in a request (`cache.close_call_tokens`), or the strategy
-        is not greedy (beam and superposed weigh several drafts by design)."""
-        ccfg = self.config.cache
-        if strategy != "greedy" or ccfg.close_call_margin <= 0:
-            return 0.0
-        stale = cache.refreshable_stale(reads)
-        return ccfg.close_call_margin if 0 < stale <= ccfg.close_call_tokens else 0.0

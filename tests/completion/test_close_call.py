@@ -10,7 +10,8 @@ from test_fim_cache import TEXT, fim_model
 from tiny import tiny_model
 
 from superpie.completion.config import EngineConfig
-from superpie.completion.decoding.task import StaleCloseCall, check_margin
+from superpie.completion.decoding.close_call import decode_guarded, stale_margin
+from superpie.completion.decoding.task import DecodeTask, StaleCloseCall, check_margin
 from superpie.completion.engine import Engine
 from superpie.completion.model.loading import LoadedModel
 from superpie.completion.request import CompletionRequest, CompletionResult
@@ -88,3 +89,31 @@ def test_a_clear_choice_keeps_the_stale_kv() -> None:
     results = session(engine(lm, "pie", margin=1e-9), edits())
     assert all(r.close_call_refreshed == 0 for r in results)  # random logits are not exact ties
 
+
+def test_decode_guarded_refreshes_once_and_decodes_again_unguarded() -> None:
+    """The shared rule (completion/decoding/close_call.py) the engine and the benchmarks decode through."""
+    eng = engine(fim_model("llama"), "pie", margin=0.0)
+    session(eng, edits())
+    doc = eng.documents.get("mem://a.py")
+    assert doc is not None
+    cache = doc.cache
+    reads = cache.length - 1
+    stale = cache.refreshable_stale(reads)
+    assert stale > 0
+    assert stale_margin(cache, reads, 2.0, cap=stale) == 2.0
+    assert stale_margin(cache, reads, 2.0, cap=stale - 1) == 0.0  # more than a request may re-encode
+    assert stale_margin(cache, reads, 0.0, cap=stale) == 0.0
+    seen: list[float] = []
+
+    def run(task: DecodeTask) -> str:
+        seen.append(task.stale_margin)
+        if task.stale_margin > 0:
+            raise StaleCloseCall(0, 0.1)
+        return "decoded"
+
+    task = DecodeTask(first_input=cache.ids[reads], max_tokens=4)
+    out = decode_guarded(run, task, cache, reads, 2.0, cap=stale)
+    assert (out.result, seen) == ("decoded", [2.0, 0.0])
+    assert out.refreshed == stale and cache.refreshable_stale(reads) == 0
+    seen.clear()  # nothing stale any more: no guard, one decode
+    assert decode_guarded(run, task, cache, reads, 2.0, cap=stale).refreshed == 0 and seen == [0.0]
