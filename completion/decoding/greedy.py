@@ -71,8 +71,11 @@ def chain_decode(
             return draft.done(False, cancelled=True)
         logits = view.step(input_ids=torch.tensor([token]))[-1].float()
         logp = torch.log_softmax(logits, dim=-1)
+        mask, masked = None, None  # the draft's mask, computed once a step (the margin check reads it too)
         if task.stale_margin > 0 and temperature <= 0:
-            check_margin(apply_mask(logp, draft.mask(logp.shape[0])), task.stale_margin, len(draft.ids))
+            mask = draft.mask(logp.shape[0])
+            masked = apply_mask(logp, mask)
+            check_margin(masked, task.stale_margin, len(draft.ids))
         width = 0 if temperature > 0 or draft.constraints.empty else draft.constraints.lookahead_width()
         span = span_lookahead(lm, view, task, draft, logp, width) if width > 1 else []
         if span:
@@ -81,8 +84,10 @@ def chain_decode(
                 return draft.done(True)
             token = span[-1][0]
             continue
-        mask = draft.mask(logp.shape[0])
-        token = _choose(apply_mask(logp, mask), temperature, generator)
+        if masked is None:
+            mask = draft.mask(logp.shape[0])
+            masked = apply_mask(logp, mask)
+        token = _choose(masked, temperature, generator)
         if token in lm.eos_ids:
             return draft.done(True)
         best = float(logp.max())

@@ -35,7 +35,14 @@ from superpie.cache.cursor import CursorView
 from superpie.completion.constraints.base import apply_mask
 from superpie.completion.decoding.lookahead import commit_span, span_lookahead
 from superpie.completion.decoding.proposals import ProposalTree
-from superpie.completion.decoding.task import Cancelled, DecodeTask, Partial, check_margin, never_cancelled
+from superpie.completion.decoding.task import (
+    Cancelled,
+    DecodeTask,
+    Partial,
+    check_margin,
+    never_cancelled,
+    top_two_gap,
+)
 from superpie.completion.draft import Draft
 from superpie.completion.model.loading import LoadedModel
 
@@ -295,13 +302,11 @@ def _walk(
             return _Walk(draft, decisions, kept, pending, accepted, unsure=True)
         mask = draft.mask(vocab)
         masked = apply_mask(row, mask)
-        check_margin(masked, task.stale_margin, len(draft.ids))
-        if guard > 0 and vocab > 1:
-            top = masked.topk(2)
-            gap = float(top.values[0] - top.values[1])
-            if not gap >= guard:  # a close call, a tie, or nothing allowed (nan): plain decoding decides
+        if (guard > 0 or task.stale_margin > 0) and vocab > 1:
+            token, gap = top_two_gap(masked)
+            check_margin(masked, task.stale_margin, len(draft.ids), gap)
+            if guard > 0 and not gap >= guard:  # a close call, a tie, or nothing allowed (nan): plain decoding decides
                 return _Walk(draft, decisions, kept, pending, accepted, unsure=True)
-            token = int(top.indices[0])
         else:
             token = int(masked.argmax())
         decisions.append((node, token))

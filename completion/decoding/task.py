@@ -53,8 +53,15 @@ class StaleCloseCall(Exception):
         self.step, self.gap = step, gap
 
 
-def check_margin(masked_logp: torch.Tensor, margin: float, step: int) -> None:
-    """Raise `StaleCloseCall` when the best allowed token beats the runner-up by less than `margin` nats.
+def top_two_gap(masked_logp: torch.Tensor) -> tuple[int, float]:
+    """The best allowed token of a row and how many nats it beats the runner-up by (nan: nothing allowed)."""
+    top = masked_logp.topk(2)
+    return int(top.indices[0]), float(top.values[0] - top.values[1])
+
+
+def check_margin(masked_logp: torch.Tensor, margin: float, step: int, gap: float | None = None) -> None:
+    """Raise `StaleCloseCall` when the best allowed token beats the runner-up by less than `margin` nats
+    (`gap`: that difference, where the caller has it from `top_two_gap` already).
 
     Why: PIE leaves the KV behind an edit computed on the text before it (stale). Measured against an exact
     re-encode, the choices that stale KV changes are near-ties; a clear choice survives it
@@ -63,8 +70,8 @@ def check_margin(masked_logp: torch.Tensor, margin: float, step: int) -> None:
     """
     if margin <= 0 or masked_logp.shape[-1] < 2:
         return
-    top = masked_logp.topk(2)
-    gap = float(top.values[0] - top.values[1])
+    if gap is None:
+        gap = top_two_gap(masked_logp)[1]
     if not gap >= margin:  # (nan: nothing allowed; a tie of -inf: decide on exact KV too)
         raise StaleCloseCall(step, gap)
 
