@@ -425,24 +425,18 @@ class DocumentCache:
 
     def _copy_sources(self, new_ids: list[int], new_offsets: Offsets, hunks: list[Hunk]) -> dict[int, int]:
         """A cursor move in the FIM layout: new index -> old index of each hunk token that is the same
-        document token (the same id over the same characters) as one of the old layout, or the same marker.
+        document token (the same id over the same characters) as one of the old layout.
 
         Why: a jump into a line moves the line's start from the prefix into the middle and the old middle
         into the suffix. Those tokens' KV exists; copied and rotated to their new positions (and counted
-        stale, like every token whose context moved), they cost no forward rows: the jump encodes the tokens
-        the tokenizer cut differently at the moved ends (2-6 on real code), not the 20-45 of the line's start.
-        Up to 4 rows a forward reads the compact weights, so on a CPU with 4-bit decoding most jumps then cost
-        about one decode step (benchmarks/RESULTS.md, fim_pie).
+        stale, like every token whose context moved), they cost no forward rows: the jump encodes the
+        markers and the tokens the tokenizer cut differently, not the 20-45 tokens of the line's start.
         """
         where = {(t, span): i for i, (t, span) in enumerate(zip(self.ids, self.offsets)) if span[0] < span[1]}
-        markers = {}  # the suffix and middle markers are the same tokens wherever the cursor is
-        if self.fim is not None:
-            markers = {t: i for i, t in enumerate(self.ids) if t in (self.fim.suffix, self.fim.middle)}
         sources = {}
         for h in hunks:
             for j in range(h.new_start, h.new_end):
-                t, span = new_ids[j], new_offsets[j]
-                src = where.get((t, span)) if span[0] < span[1] else markers.get(t)
+                src = where.get((new_ids[j], new_offsets[j]))
                 if src is not None:
                     sources[j] = src
         return sources
