@@ -16,9 +16,7 @@ The layout is an ordinary token sequence, so the cache follows it the way it fol
 then PIE, exact or full): typing on a line appends to the middle; a new line moves the line typed into
 the prefix (the suffix and markers move, their keys rotated, not re-encoded); moving the cursor moves the
 suffix marker, small hunks where it left and where it lands, while the text between changes side without
-being re-encoded, and the tokens the layout moves (the new line's start into the middle, the old middle
-into the suffix) keep their KV, copied and rotated (cache/document.py `_copy_sources`). Their staleness is
-counted and refreshed like any edit's.
+being re-encoded. Their staleness is counted and refreshed like any edit's.
 
 Budgets: at most `suffix_tokens` tokens of the suffix (the first ones), and the prefix cut so the whole
 sequence fits `max_tokens`; the prefix's first kept token is a multiple of `window_step`, so typing
