@@ -180,7 +180,7 @@ class DocumentCache:
             ids, offsets, cut = self.opening.leave_out(self.text, text, cursor, ids, offsets)
         head = offsets[0][0] if offsets else 0
         ids, offsets = with_context(ctx, ids, offsets, head)
-        moved = self.fim is not None and text == self.text and same  # a cursor move: no text, no context changed
+        moved = self.fim is not None and text == self.text and self.opening is None  # a cursor move: no text changed
         stats = self._apply(ids, mode, offsets if moved else None)
         self.open_cut = None if cut is None else cut + len(ctx)
         self._mark_unseen()
