@@ -180,8 +180,7 @@ class DocumentCache:
             ids, offsets, cut = self.opening.leave_out(self.text, text, cursor, ids, offsets)
         head = offsets[0][0] if offsets else 0
         ids, offsets = with_context(ctx, ids, offsets, head)
-        moved = self.fim is not None and text == self.text and self.opening is None  # a cursor move: no text changed
-        stats = self._apply(ids, mode, offsets if moved else None)
+        stats = self._apply(ids, mode)
         self.open_cut = None if cut is None else cut + len(ctx)
         self._mark_unseen()
         refreshed = self._refresh_if_stale()
@@ -336,9 +335,7 @@ class DocumentCache:
 
     # ----------------------------------------------------------------- apply
 
-    def _apply(self, new_ids: list[int], mode: str, moved_offsets: Offsets | None = None) -> SyncStats:
-        """Apply the diff of the cached ids to `new_ids` in `mode`. `moved_offsets`: the new ids' char spans
-        when the text is the one cached and only the FIM layout moved (see `_copy_sources`)."""
+    def _apply(self, new_ids: list[int], mode: str) -> SyncStats:
         old_ids = self.ids
         if not self.store.allocated or not old_ids:
             mode = "full"
@@ -355,9 +352,7 @@ class DocumentCache:
         if mode == "exact":
             self._encode_from(first, new_ids)
             return SyncStats("exact", first, len(new_ids) - first, 0, 0, len(hunks), 0.0)
-        moved = moved_offsets is not None
-        sources = self._copy_sources(new_ids, moved_offsets, hunks) if moved_offsets is not None else {}
-        rotated, encoded = self._pie(old_ids, new_ids, hunks, sources, moved)
+        rotated, encoded = self._pie(old_ids, new_ids, hunks)
         return SyncStats("pie", first, encoded, rotated, 0, len(hunks), 0.0)
 
     def _mark_unseen(self) -> None:
@@ -381,78 +376,33 @@ class DocumentCache:
         self.ids = list(new_ids)
         self.stale = self.stale[:start] + [False] * (len(new_ids) - start)
 
-    def _pie(
-        self, old_ids: list[int], new_ids: list[int], hunks: list[Hunk], sources: dict[int, int], moved: bool
-    ) -> tuple[int, int]:
-        """Move + rotate the kept segments, copy the moved tokens (`sources`: new index -> old index, see
-        `_copy_sources`), then encode the rest of each hunk in order. Returns (rotated, encoded).
-        `moved`: only the FIM layout moved (a cursor jump), the text is the one cached."""
+    def _pie(self, old_ids: list[int], new_ids: list[int], hunks: list[Hunk]) -> tuple[int, int]:
+        """Move + rotate the kept segments, then encode each hunk in order. Returns (rotated, encoded)."""
         segments = self._kept_segments(hunks, len(old_ids))
         moving = [(src, dst, n) for src, dst, n in segments if src != dst]
         self.store.ensure_capacity(len(new_ids))
-        copy_to = torch.tensor(sorted(sources), dtype=torch.long)
-        copy_from = torch.tensor([sources[j] for j in sorted(sources)], dtype=torch.long)
-        saved = self.store.gather(copy_from) if sources else []  # before the relocation can overwrite them
         if moving:
             deltas = torch.cat([torch.full((n,), dst - src, dtype=torch.float32) for src, dst, n in moving])
             self.store.relocate(moving, Rotation.by(self.rope, deltas, deltas.numel()))
-        if sources:
-            shift = (copy_to - copy_from).to(torch.float32)
-            self.store.scatter(saved, copy_to, Rotation.by(self.rope, shift, len(sources)))
         new_stale = self._stale_after(hunks, len(new_ids))
-        pieces: list[tuple[int, list[int]]] = []
-        tails = 0
+        pieces = []
         for i, h in enumerate(hunks):
             # The first tokens behind a hunk are the ones its edit disturbs most; re-encode
             # `exact_after` of them (up to the next hunk) instead of keeping their rotated KV.
-            # A cursor jump, or a hunk that only moves the FIM suffix marker, changes no text: none.
+            # A hunk that only moves a FIM marker (a cursor jump) changes no text: none.
             limit = hunks[i + 1].new_start if i + 1 < len(hunks) else len(new_ids)
-            moves = moved or self._moves_a_marker(old_ids, new_ids, h)
-            end = min(h.new_end + (0 if moves else self.exact_after), limit)
-            pieces += self._runs(new_ids, h.new_start, end, sources)
+            after = 0 if self._moves_a_marker(old_ids, new_ids, h) else self.exact_after
+            end = min(h.new_end + after, limit)
+            pieces.append((h.new_start, new_ids[h.new_start : end]))
             new_stale[h.new_end : end] = [False] * (end - h.new_end)
-            tails += end - h.new_end
-        for j in sources:  # a copy's KV saw the layout before the move
-            new_stale[j] = True
         self.store.ensure_capacity(len(new_ids) + sum(len(p) for _, p in pieces))
         encode_pieces(self.runner, self.store, len(new_ids), pieces, self.chunk)
         encoded = sum(len(p) for _, p in pieces)
         self.ids = list(new_ids)
         self.stale = new_stale
-        kept = sum(n for _, _, n in segments) - tails + len(sources)
+        kept = sum(n for _, _, n in segments) - (encoded - sum(h.new_end - h.new_start for h in hunks))
         self.stale_load += kept
         return kept, encoded
-
-    def _copy_sources(self, new_ids: list[int], new_offsets: Offsets, hunks: list[Hunk]) -> dict[int, int]:
-        """A cursor move in the FIM layout: new index -> old index of each hunk token that is the same
-        document token (the same id over the same characters) as one of the old layout.
-
-        Why: a jump into a line moves the line's start from the prefix into the middle and the old middle
-        into the suffix. Those tokens' KV exists; copied and rotated to their new positions (and counted
-        stale, like every token whose context moved), they cost no forward rows: the jump encodes the
-        markers and the tokens the tokenizer cut differently, not the 20-45 tokens of the line's start.
-        """
-        where = {(t, span): i for i, (t, span) in enumerate(zip(self.ids, self.offsets)) if span[0] < span[1]}
-        sources = {}
-        for h in hunks:
-            for j in range(h.new_start, h.new_end):
-                src = where.get((new_ids[j], new_offsets[j]))
-                if src is not None:
-                    sources[j] = src
-        return sources
-
-    @staticmethod
-    def _runs(new_ids: list[int], start: int, end: int, skip: dict[int, int]) -> list[tuple[int, list[int]]]:
-        """The runs of new_ids[start:end] not in `skip`, as (start index, ids) pieces to encode."""
-        runs: list[tuple[int, list[int]]] = []
-        for j in range(start, end):
-            if j in skip:
-                continue
-            if runs and runs[-1][0] + len(runs[-1][1]) == j:
-                runs[-1][1].append(new_ids[j])
-            else:
-                runs.append((j, [new_ids[j]]))
-        return runs
 
     def _moves_a_marker(self, old_ids: list[int], new_ids: list[int], h: Hunk) -> bool:
         """The hunk moves the FIM suffix marker and changes no text (a cursor jump: the tokens either side of

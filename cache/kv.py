@@ -134,24 +134,6 @@ class KVStore:
             keys.index_copy_(2, slots, keys[:, :, src : src + n].clone())
             values.index_copy_(2, slots, values[:, :, src : src + n].clone())
 
-    def gather(self, indices: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Copies of the keys and values at `indices` in every layer ([1, H, n, D] each): read before a
-        relocation that may overwrite them, written back by `scatter`."""
-        return [
-            (k.index_select(2, indices), v.index_select(2, indices))
-            for k, v in map(self.buffers, range(self.num_layers))
-        ]
-
-    @torch.inference_mode()
-    def scatter(
-        self, saved: list[tuple[torch.Tensor, torch.Tensor]], indices: torch.Tensor, rotation: Rotation | None = None
-    ) -> None:
-        """Write `gather`ed keys and values at `indices` in every layer, rotating the keys (one shift per token)."""
-        for i, (k, v) in enumerate(saved):
-            keys, values = self.buffers(i)
-            keys.index_copy_(2, indices, k if rotation is None else rotation.apply(k))
-            values.index_copy_(2, indices, v)
-
     def truncate_view(self, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Views [1, H, length, D] of every layer, for inspection and tests."""
         return [(k[:, :, :length], v[:, :, :length]) for k, v in map(self.buffers, range(self.num_layers))]

@@ -248,30 +248,6 @@ def test_a_jump_re_encodes_no_text_behind_the_moved_marker() -> None:
     assert pie.stale_count > 0 and exact.stale_count == 0
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_a_jump_into_a_line_copies_the_lines_start_instead_of_encoding_it(kind: str) -> None:
-    """The line's start moves from the prefix (or the suffix) into the middle: its tokens' KV is copied and
-    rotated, not encoded. Layer 0's keys and values depend on the token and its position only, so there every
-    token, copied, rotated or encoded, must equal a full encode's; the copies are stale until a refresh."""
-    pie = new_cache(kind, "pie", stale_threshold=10**9)
-    pie.sync(TEXT, anchor=TEXT.index("        return msg\n") + len("        "))
-    for cursor in (TEXT.index("os.environ") + len("os.envi"), TEXT.index("msg.upper()") + len("msg.up")):
-        jump = pie.sync(TEXT, anchor=cursor)
-        full = new_cache(kind, "full")
-        full.sync(TEXT, anchor=cursor)
-        assert pie.ids == full.ids
-        assert pie.fim is not None
-        middle = len(pie.ids) - 1 - pie.ids.index(pie.fim.middle)
-        assert middle >= 8 and jump.encoded <= 8, (jump, middle)  # the markers, tokens cut anew at the moved ends
-        assert sum(pie.stale[-middle:]) >= middle - 2, "the copied line's start is stale (its ends may be cut anew)"
-        (k, v), (fk, fv) = kv(pie)[0], kv(full)[0]
-        torch.testing.assert_close(k, fk, atol=1e-4, rtol=1e-4)
-        torch.testing.assert_close(v, fv, atol=1e-4, rtol=1e-4)
-        refreshed = pie.clone()
-        refreshed.refresh()
-        assert torch.allclose(middle_logits(refreshed), middle_logits(full), atol=1e-4)
-
-
 def test_typing_on_a_line_appends_to_the_middle_and_a_new_line_rotates_the_suffix() -> None:
     pie = new_cache("llama", "pie", stale_threshold=10**9, exact_after=0)
     cursor = TEXT.index("        return msg\n") + 8  # after the indentation: an empty middle
