@@ -3,12 +3,12 @@
 SDPA's CPU kernel is tiled for long query blocks; on a CPU with bf16 matrix instructions, for a few
 query rows in bf16 it costs several times two plain matmuls. So, in bf16 there:
 - one query row (a decode step): two matmuls, keys first (the orientation oneDNN runs fast);
-- 2-16 rows (a typed hunk, a draft tree, beam steps): matmuls per KV head with the scores kept
-  contiguous (so the mask add and softmax run at full speed);
-- more rows (a pasted or moved hunk, a jump's middle, prefill chunks): SDPA, which never materialises
-  the scores. With torch 2.13 on an AMX CPU, SDPA's kernel matched the matmuls at 16-24 rows and beat
-  them beyond (1.3x at 32 rows, 3x at 128, at 1-4k keys); under torch 2.x of 2026-11 the matmuls had
-  won up to 128 rows.
+- 2-60 rows (a typed hunk, a cursor jump's middle, a draft tree, beam steps): matmuls per KV head with
+  the scores kept contiguous (so the mask add and softmax run at full speed);
+- more rows (a pasted or moved block, prefill chunks): SDPA, which never materialises the scores.
+  With torch 2.13 on an AMX CPU, SDPA's kernel is fast at 64 rows and beyond (1.3-2x the matmuls at
+  64-128 rows over 1-4k keys) but not at 40-56 (its row blocks), where the matmuls are about 1.1x
+  faster (benchmarks/forward_rows.py); under the torch of 2026-11 the matmuls had won up to 128 rows.
 Where bf16 is emulated (AVX2), bf16 matmuls are far slower than SDPA's kernel beyond one row: only a
 decode step takes them. In fp32 a decode step takes two batched matmuls too, queries first: SDPA
 streams a group's keys and values once per query head (7 times for Qwen2.5-0.5B, 3 for SmolLM2), the
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from superpie.completion.model.precision import native_bf16
 
-FEW_ROWS = 16  # up to this many query rows, matmul attention beats SDPA in bf16 (with bf16 units)
+FEW_ROWS = 60  # up to this many query rows, matmul attention beats SDPA in bf16 (with bf16 units)
 _NATIVE_BF16 = native_bf16()
 BUCKET = 64  # key lengths of the matmul kernels are multiples of this (or the buffer's capacity)
 
