@@ -170,7 +170,7 @@ async def run(args: argparse.Namespace) -> dict:
             initialization_options={
                 "completion": {"maxTokensInline": 16, "inlineMultiline": False, "carry": args.carry == "on"},
                 "monitors": {"enabled": not args.no_monitors},
-                "model": {"threads": args.threads, "dtype": args.dtype},
+                "model": {"threads": args.threads, "dtype": args.dtype, "layout": args.layout},
                 "decoding": {"speculate": args.speculate == "on"},
                 "context": {"enabled": args.context == "on", "tokens": args.context_tokens},
             },
@@ -235,6 +235,8 @@ def report(args, source: str, typist: Typist, stats: dict, load_s: float, typing
         "targets_ms": {"p50": 600, "p95": 1500},
         "current_cache_share": stats["cache"]["current_share"],
         "carried": stats["cache"]["carried"],
+        "close_calls": stats["cache"]["close_calls"],
+        "close_call_tokens": stats["cache"]["close_call_tokens"],
         "cache_reuse_share": stats["cache"]["reuse_share"],
         "server_latency_ms": stats["latency_ms"]["all"],
         "server_latency_parts_ms": stats["latency_parts_ms"],
@@ -250,6 +252,7 @@ def report(args, source: str, typist: Typist, stats: dict, load_s: float, typing
         "context": args.context,
         "context_tokens": args.context_tokens,
         "dtype": args.dtype,
+        "layout": args.layout,
         "speculation": stats.get("speculation"),
         "loadavg_at_end": os.getloadavg(),
         "cpus": len(os.sched_getaffinity(0)),
@@ -294,6 +297,7 @@ def main() -> None:
         "--carry", choices=["on", "off"], default="on", help="typing along the shown suggestion answers with its rest"
     )
     parser.add_argument("--dtype", default="auto", help="weight precision (model.dtype)")
+    parser.add_argument("--layout", default="auto", choices=["auto", "prefix", "fim"], help="model.layout")
     parser.add_argument("--workspace", default=None, help="workspace folder for the server (default: an empty one)")
     parser.add_argument("--context", choices=["on", "off"], default="off", help="repository context (see above)")
     parser.add_argument("--context-tokens", type=int, default=1024, help="context.tokens")
