@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from superpie.cache.forward import causal_mask, no_logits
+from superpie.cache.forward import causal_mask, encode_span, no_logits, run_forward
 from superpie.cache.kv import KVStore
 from superpie.completion.model import attention
 from superpie.completion.model.loading import load_model
@@ -70,17 +70,14 @@ def model_rows(name: str, context: int, rows: list[int], thresholds: list[int], 
     store.ensure_capacity(context + max(rows) + 64)
     ids = torch.randint(100, 20_000, (context + max(rows),), generator=torch.Generator().manual_seed(0))
     t0 = time.perf_counter()
-    for s in range(0, context, 512):  # the cache's chunked prefill (cache/forward.py encode_span)
-        e = min(context, s + 512)
-        store.write_at = s
-        runner(store, s, torch.arange(s, e), causal_mask(s, e - s, runner.kv_dtype), ids[s:e], None, no_logits())
+    encode_span(runner, store, 0, ids[:context].tolist())  # the cache's chunked prefill
     prefill_s = time.perf_counter() - t0
 
     def forward(n: int) -> Callable[[], object]:
         def run() -> object:
-            store.write_at = context
             mask = causal_mask(context, n, runner.kv_dtype)
-            return runner(store, context, torch.arange(context, context + n), mask, ids[:n], None, no_logits())
+            positions = torch.arange(context, context + n)
+            return run_forward(runner, store, context, positions, mask, input_ids=ids[:n], logits_for=no_logits())
 
         return run
 
