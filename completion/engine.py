@@ -351,7 +351,6 @@ class Engine:
             speculator = Speculator(proposer)
         dcfg, ccfg = self.config.decoding, self.config.cache
         margin = ccfg.close_call_margin if plan.strategy == "greedy" else 0.0  # beam, superposed weigh several drafts
-
         cache = doc.cache
 
         def run(task: DecodeTask) -> tuple[list[Draft], float]:  # a close call's refresh rewrites the KV: a new view
