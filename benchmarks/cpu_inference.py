@@ -1,6 +1,6 @@
 """CPU inference benchmark: decode ms/token and prefill tokens/s at 512, 2k and 4k tokens of context.
 
-Systems, all on the default model (SmolLM2-135M, from the embedded GGUF):
+Systems, all on SmolLM2-135M (from its embedded GGUF):
 - `hf_generate`: plain `transformers` `generate` (greedy, DynamicCache, SDPA), fp32 weights;
 - `superpie_<precision>`: a `DocumentCache` prefill then greedy `CursorView` steps (the engine's
   loop), for each weight precision (`--precisions`; `auto` is this CPU's choice, `auto_bf16` and
@@ -48,12 +48,13 @@ from superpie.cache.cursor import CursorView
 from superpie.cache.document import DocumentCache
 from superpie.cache.forward import encode_span
 from superpie.completion.config import ModelConfig
+from superpie.completion.model.catalog import SMOLLM2
 from superpie.completion.model.fast_llama import FastLlama
 from superpie.completion.model.loading import (
     LoadedModel,
     configure_threads,
     converted_dir,
-    default_gguf_path,
+    gguf_file,
     load_model,
 )
 from superpie.completion.model.precision import auto_precision, native_bf16
@@ -95,10 +96,10 @@ def new_doc(lm: LoadedModel) -> DocumentCache:
 
 
 def load(name: str, threads: int) -> LoadedModel:
-    """The default model in precision `name` (a configuration value, or a forced `auto` variant)."""
+    """SmolLM2 in precision `name` (a configuration value, or a forced `auto` variant)."""
     if name not in VARIANTS:
-        return load_model(dtype=name, threads=threads)
-    lm = load_model(dtype="float32", threads=threads, fast=False)
+        return load_model(SMOLLM2.name, dtype=name, threads=threads)
+    lm = load_model(SMOLLM2.name, dtype="float32", threads=threads, fast=False)
     return replace(lm, runner=FastLlama(lm.model, VARIANTS[name]), precision=name)
 
 
@@ -661,7 +662,9 @@ def main() -> None:
 
     hf = None
     if args.baselines:
-        hf = AutoModelForCausalLM.from_pretrained(str(converted_dir()), dtype=torch.float32, attn_implementation="sdpa")
+        hf = AutoModelForCausalLM.from_pretrained(
+            str(converted_dir(SMOLLM2)), dtype=torch.float32, attn_implementation="sdpa"
+        )
         hf.eval()
     models, load_s = {}, {}
     for name in dict.fromkeys(["float32", *args.precisions]):
@@ -669,7 +672,7 @@ def main() -> None:
         models[name] = load(name, threads)
         load_s[name] = round(time.perf_counter() - t0, 2)
     default = DEFAULT if DEFAULT in models else list(models)[-1]
-    gguf = default_gguf_path()
+    gguf = gguf_file(SMOLLM2)
     n_ctx = max(args.lengths) + args.decode + 64
     llama = LlamaCpp(args.llama_python, gguf, threads, n_ctx, args.clock) if args.baselines else None
     llama_state = "off" if llama is None else llama.version or llama.error

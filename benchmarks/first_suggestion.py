@@ -45,7 +45,7 @@ from superpie.lsp.scheduler import ModelWorker
 
 OUT = Path(__file__).parent / "out"
 FILES = ("difflib.py", "tarfile.py", "argparse.py")
-MODELS = ("default", "qwen2.5-coder-0.5b")
+MODELS = ("smollm2-135m", "qwen2.5-coder-0.5b")
 URI = "file:///bench/doc.py"
 
 

@@ -42,7 +42,7 @@ from superpie.lsp.options import engine_config
 from superpie.lsp.scheduler import ModelWorker
 
 OUT = Path(__file__).parent / "out"
-MODELS = ("default", "qwen2.5-coder-0.5b")
+MODELS = ("smollm2-135m", "qwen2.5-coder-0.5b")
 URI = "file:///bench/doc.py"
 IDLE_S = 0.3  # the worker's idle delay here (the server's default is 1.5 s; only the wait before it differs)
 WHOLE = 1 << 20  # a step larger than any document: the whole refresh in one call, as before

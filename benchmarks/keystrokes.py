@@ -210,9 +210,11 @@ def _tokenizer(model: str | None):
     from tokenizers import Tokenizer
 
     from superpie.completion.model.catalog import MODELS
-    from superpie.completion.model.loading import converted_dir
+    from superpie.completion.model.loading import converted_dir, default_model
 
-    path = converted_dir(MODELS[model]) if model in MODELS else Path(model) if model else converted_dir()
+    if model and model not in MODELS:
+        return Tokenizer.from_file(str(Path(model) / "tokenizer.json"))
+    path = converted_dir(MODELS[model] if model else default_model())
     return Tokenizer.from_file(str(path / "tokenizer.json"))
 
 

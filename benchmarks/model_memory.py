@@ -84,7 +84,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=["default", "qwen2.5-coder-0.5b"])
+    p.add_argument("--models", nargs="+", default=["smollm2-135m", "qwen2.5-coder-0.5b"])
     p.add_argument("--dtypes", nargs="+", default=["auto"])
     p.add_argument("--tokens", type=int, default=2048, help="the document's length in tokens")
     p.add_argument("--out", type=Path, default=OUT / "model_memory.json")

@@ -139,7 +139,7 @@ def timed_sync(doc: DocumentCache, text: str, mode: str) -> tuple[float, object]
 
 
 def run(args: argparse.Namespace) -> dict:
-    lm = load_model(dtype=args.dtype, threads=args.threads)
+    lm = load_model("smollm2-135m", dtype=args.dtype, threads=args.threads)
     rng = random.Random(args.seed)
     files = stdlib_files(20_000)
     plan = {1024: (args.docs_1k, args.edits), 2048: (args.docs_2k, args.edits), 4096: (args.docs_4k, args.edits)}

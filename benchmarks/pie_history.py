@@ -360,7 +360,7 @@ def main() -> None:
         return
     config = EngineConfig()
     config.model.threads = args.threads
-    lm = load_model(dtype=args.dtype or config.model.dtype, threads=args.threads)
+    lm = load_model("smollm2-135m", dtype=args.dtype or config.model.dtype, threads=args.threads)
     projects = TUNING if args.split == "tuning" else HELD_OUT
     sessions = interleave([sessions_of(lm, p, args) for p in projects])
     if args.only:

@@ -1,6 +1,6 @@
 """The remote backend against llama.cpp's own server on 127.0.0.1: keystroke replay, a load test, the engine killed.
 
-The server is the cached `llama-server` (`make llama-server`) with the default model's GGUF, started here
+The server is the cached `llama-server` (`make llama-server`) with SmolLM2's GGUF, started here
 under `nice -n 10` with one thread per server (`-t 1`): the machine is shared. superpie talks to it through
 `Engine` with `model.backend: remote` (the same path as the CLI and the language server).
 
@@ -43,7 +43,8 @@ from superpie.completion.backend.llama_server import LlamaServerProcess
 from superpie.completion.config import EngineConfig, ModelConfig
 from superpie.completion.config.fields import replaced
 from superpie.completion.engine import Engine
-from superpie.completion.model.loading import default_gguf_path
+from superpie.completion.model.catalog import SMOLLM2
+from superpie.completion.model.loading import gguf_file
 from superpie.completion.request import CompletionRequest
 
 OUT = Path(__file__).parent / "out"
@@ -53,8 +54,8 @@ EDITOR_FILES = ("glob.py", "shlex.py", "fnmatch.py", "textwrap.py", "bisect.py",
 
 
 def start_llama_server(slots: int = 4, context: int = 8192) -> LlamaServerProcess:
-    """`llama-server` with the default model's GGUF on a free loopback port, niced, one thread."""
-    return LlamaServerProcess(default_gguf_path(), slots, context, prefix=("nice", "-n", "10"), ready_within_s=180)
+    """`llama-server` with SmolLM2's GGUF on a free loopback port, niced, one thread."""
+    return LlamaServerProcess(gguf_file(SMOLLM2), slots, context, prefix=("nice", "-n", "10"), ready_within_s=180)
 
 
 def remote_config(url: str, monitors: bool = False, **model: Any) -> EngineConfig:
@@ -351,7 +352,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start",
-        "model": default_gguf_path().name,
+        "model": gguf_file(SMOLLM2).name,
     }
     if "keys" in parts or "load" in parts:
         server = start_llama_server(slots=8, context=32768)

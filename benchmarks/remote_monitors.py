@@ -35,6 +35,7 @@ from superpie.completion.request import CompletionRequest
 
 def config(args: argparse.Namespace, url: str | None = None) -> EngineConfig:
     c = EngineConfig(workspace=str(STDLIB))
+    c.model.path = "smollm2-135m"  # the model llama-server serves here (remote.start_llama_server)
     c.model.threads = 1
     c.cache.context_tokens = args.doc_tokens + 256
     c.monitors.jedi_budget_ms = args.budget_ms

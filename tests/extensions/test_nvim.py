@@ -191,11 +191,19 @@ def editor(workspace: tuple[str, Path], tiny_model_dir: Path) -> Iterator[Editor
 
 @pytest.fixture(scope="module")
 def real_editor(workspace: tuple[str, Path]) -> Iterator[Editor]:
-    """The default model behind the plugin, for what needs drafts that differ: the random model's byte
+    """The small real model behind the plugin, for what needs drafts that differ: the random model's byte
     soup often ends drafts inside a multi-byte character, and trimmed they merge into one."""
     nvim, _ = workspace
     options = {"completion": {"drafts": 3}, "cache": {"mode": "exact"}, "watcher": {"enabled": False}}
-    ed = Editor(nvim, [str(SERVER), "serve"], options)
+    ed = Editor(nvim, [str(SERVER), "serve", "--model", "smollm2-135m"], options)
+    yield ed
+    ed.close()
+
+
+@pytest.fixture
+def default_editor(workspace: tuple[str, Path]) -> Iterator[Editor]:
+    """The plugin with the server as an editor starts it: the default model (catalog.choose_default)."""
+    ed = Editor(workspace[0], [str(SERVER), "serve"], {"watcher": {"enabled": False}})
     yield ed
     ed.close()
 
@@ -286,8 +294,8 @@ def test_the_menu_lists_the_servers_drafts_and_inserts_the_whole_draft(
 
 
 @pytest.mark.real_model
-def test_default_model_ghost_text(real_editor: Editor, workspace: tuple[str, Path]):
-    ed = real_editor
+def test_default_model_ghost_text(default_editor: Editor, workspace: tuple[str, Path]):
+    ed = default_editor
     fib = 'def fibonacci(n):\n    """The n-th Fibonacci number."""\n    if n < 2:\n        return n\n'
     ed.open(workspace[1] / "fib.py", fib, timeout=300)  # a fresh machine converts the embedded GGUF first
     ed.type("Goreturn ")

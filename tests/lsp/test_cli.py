@@ -14,6 +14,11 @@ ROOT = paths.ROOT
 SAMPLE = ROOT / "examples" / "sample.py"
 
 
+# The small real model, for tests of the mechanisms: the default may be the code model (catalog.choose_default),
+# several times slower to load; the tests of the default itself name none.
+SMALL = ("--model", "smollm2-135m")
+
+
 def superpie(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "superpie.lsp.cli", *args], capture_output=True, text=True, timeout=timeout
@@ -76,7 +81,7 @@ def test_replay_runs_in_all_three_modes(tmp_path):
     session = write_session(tmp_path)
     outputs = {}
     for mode in ("pie", "exact", "full"):
-        proc = superpie("replay", str(session), "--mode", mode, "--json", "--workspace", str(tmp_path))
+        proc = superpie("replay", str(session), "--mode", mode, "--json", "--workspace", str(tmp_path), *SMALL)
         assert proc.returncode == 0, proc.stderr
         lines = [json.loads(line) for line in proc.stdout.splitlines()]
         assert len(lines) == 3
@@ -139,7 +144,6 @@ def test_model_dir_without_config_exits_2(tmp_path):
     assert proc.returncode == 2 and "config.json" in proc.stderr
 
 
-@pytest.mark.real_model
 def test_replay_position_past_end_names_the_line(tmp_path):
     session = tmp_path / "s.jsonl"
     events = [
@@ -147,7 +151,8 @@ def test_replay_position_past_end_names_the_line(tmp_path):
         {"op": "complete", "uri": "a.py", "position": {"line": 7, "character": 0}, "max_tokens": 4},
     ]
     session.write_text("\n".join(json.dumps(e) for e in events))
-    proc = superpie("replay", str(session), "--workspace", str(tmp_path))
+    proc = superpie("replay", str(session), "--workspace", str(tmp_path), "--model", str(tmp_path / "no-model"))
+    # the session is checked before the model loads: the bad line is reported, not the missing model
     assert proc.returncode == 2 and "line 2" in proc.stderr and "past the end" in proc.stderr
 
 

@@ -1,4 +1,4 @@
-"""`superpie complete --drafts K --strategy S` on the real default model: K ranked entries, same contract."""
+"""`superpie complete --drafts K --strategy S` on the small real model: K ranked entries, same contract."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import json
 import shutil
 
 import pytest
-from test_cli import SAMPLE, superpie
+from test_cli import SAMPLE, SMALL, superpie
 
 
 @pytest.mark.real_model
 def test_complete_with_three_superposed_drafts(tmp_path):
     source = tmp_path / "sample.py"
     shutil.copy(SAMPLE, source)
-    where = ["--line", "22", "--character", "12", "--json", "--workspace", str(tmp_path)]
+    where = ["--line", "22", "--character", "12", "--json", "--workspace", str(tmp_path), *SMALL]
     proc = superpie("complete", str(source), *where, "--drafts", "3", "--strategy", "superposed")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
@@ -46,7 +46,7 @@ def test_replay_complete_events_take_drafts_and_strategy(tmp_path):
     ]  # fmt: skip
     session = tmp_path / "session.jsonl"
     session.write_text("\n".join(json.dumps(e) for e in events) + "\n")
-    proc = superpie("replay", str(session), "--json", "--workspace", str(tmp_path))
+    proc = superpie("replay", str(session), "--json", "--workspace", str(tmp_path), *SMALL)
     assert proc.returncode == 0, proc.stderr
     first, second = (json.loads(line) for line in proc.stdout.splitlines())
     assert len(first["completions"]) == 2
@@ -62,6 +62,6 @@ def test_replay_rejects_a_bad_drafts_field(tmp_path):
         + json.dumps({"op": "complete", "uri": "a.py", "position": {"line": 0, "character": 0}, "drafts": 0})
         + "\n"
     )
-    proc = superpie("replay", str(session), "--workspace", str(tmp_path))
-    assert proc.returncode == 2
+    proc = superpie("replay", str(session), "--workspace", str(tmp_path), "--model", str(tmp_path / "no-model"))
+    assert proc.returncode == 2  # before any model loads: the model named here does not exist
     assert "'drafts' must be a positive integer" in proc.stderr

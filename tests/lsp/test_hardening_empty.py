@@ -48,11 +48,12 @@ def test_elsewhere_the_single_line_cut_is_as_before() -> None:
 
 @pytest.mark.real_model
 def test_the_docstring_sentences_of_glob_py_get_a_suggestion() -> None:
+    from superpie.completion.config import EngineConfig, ModelConfig
     from superpie.completion.engine import Engine
     from superpie.completion.request import CompletionRequest
 
     source = Path(sysconfig.get_paths()["stdlib"], "glob.py").read_text()
-    engine = Engine()
+    engine = Engine(EngineConfig(model=ModelConfig(path="smollm2-135m")))
     try:
         empty = []
         for at in (323, 399, 528, 626, 746):  # each right after a `.` that ends a docstring sentence

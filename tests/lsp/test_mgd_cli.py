@@ -66,7 +66,7 @@ def test_cli_json_reports_what_the_monitors_did(tmp_path):
     target.write_text(SOURCE)
     line, character = position_at(SOURCE, CURSOR)
     args = ["complete", str(target), "--line", str(line), "--character", str(character), "--json"]
-    args += ["--workspace", str(PROJECT), "--max-tokens", "8", "--monitors", "on"]
+    args += ["--workspace", str(PROJECT), "--max-tokens", "8", "--monitors", "on", "--model", "smollm2-135m"]
     cmd = [sys.executable, "-m", "superpie.lsp.cli", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

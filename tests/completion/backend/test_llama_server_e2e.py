@@ -27,7 +27,8 @@ from superpie.completion.config import EngineConfig, ModelConfig
 from superpie.completion.config.fields import replaced
 from superpie.completion.decoding.task import never_cancelled
 from superpie.completion.engine import Engine
-from superpie.completion.model.loading import default_gguf_path
+from superpie.completion.model.catalog import SMOLLM2
+from superpie.completion.model.loading import gguf_file
 from superpie.completion.request import CompletionRequest
 from superpie.lsp.cli import main
 
@@ -39,8 +40,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def default_model_server() -> LlamaServerProcess:
-    """`llama-server` with the default model's GGUF on a free loopback port."""
-    return LlamaServerProcess(default_gguf_path(), slots=4, context=8192)
+    """`llama-server` with SmolLM2's GGUF on a free loopback port."""
+    return LlamaServerProcess(gguf_file(SMOLLM2), slots=4, context=8192)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_the_cli_completes_through_llama_server(server: LlamaServerProcess, caps
     assert main(argv + ["--backend", "remote", "--url", server.url]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["remote"]["api"] == "llama.cpp" and out["remote"]["endpoint"] == "/completion"  # SmolLM2: no FIM
-    assert out["remote"]["model"] == default_gguf_path().name and out["remote"]["http_requests"] == 1
+    assert out["remote"]["model"] == gguf_file(SMOLLM2).name and out["remote"]["http_requests"] == 1
     assert out["completions"] and out["completions"][0]["text"].strip()
     assert "\n" not in out["completions"][0]["text"]  # one line, as a local inline draft
 

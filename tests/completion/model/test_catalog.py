@@ -1,21 +1,25 @@
 """Named models: the catalog's names are the config tree's, chunks are joined in order and checked before
-anything parses them, and a missing or wrong chunk is one clear error with nothing left behind.
-The real Qwen2.5-Coder test runs only where `make model-qwen` installed it."""
+anything parses them, a missing or wrong chunk is one clear error with nothing left behind, and the default
+follows the CPU (the code model with bf16 units, where installed). The real Qwen2.5-Coder test runs only where
+`make setup` (on such a CPU) or `make model-qwen` installed it."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 from pathlib import Path
 
 import pytest
 
 from superpie.completion.config import MODEL_NAMES
+from superpie.completion.model import catalog
 from superpie.completion.model.catalog import (
     MODELS,
     QWEN_CODER,
+    SMOLLM2,
     ModelLoadError,
     NamedModel,
+    choose_default,
+    installed,
     join_checked,
     package_files,
 )
@@ -68,15 +72,47 @@ def test_a_missing_package_names_the_install_command() -> None:
         package_files(ghost, ".bin")
 
 
-def _installed(model: NamedModel) -> bool:
-    try:
-        return all(importlib.metadata.version(p) == model.version for p in model.packages)
-    except importlib.metadata.PackageNotFoundError:
-        return False
+def test_installed_needs_every_package_at_its_pinned_version() -> None:
+    assert installed(SMOLLM2)  # make setup installs it everywhere
+    assert not installed(NamedModel("ghost", "Ghost", "ghost-v1", ("superpie-no-such-package",), "1.0", "x"))
+    other = NamedModel("old", "Old", "old-v1", SMOLLM2.packages, "0.0.1", "x")
+    assert not installed(other)
+
+
+def test_the_default_is_the_code_model_only_with_bf16_units_and_only_where_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(catalog, "installed", lambda model: True)
+    assert choose_default(bf16=True).model == QWEN_CODER and choose_default(bf16=True).note is None
+    assert choose_default(bf16=False).model == SMOLLM2 and choose_default(bf16=False).note is None
+    monkeypatch.setattr(catalog, "installed", lambda model: model != QWEN_CODER)
+    stand_in = choose_default(bf16=True)
+    assert (stand_in.model, stand_in.best) == (SMOLLM2, QWEN_CODER)
+    assert stand_in.note is not None and "qwen2.5-coder-0.5b" in stand_in.note and "make model-qwen" in stand_in.note
+    assert choose_default(bf16=False).model == SMOLLM2
+
+
+def test_no_model_named_loads_the_default_for_this_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_model_loading import save_tiny
+
+    from superpie.completion.model import loading
+
+    asked: list[str] = []
+
+    def converted(model: NamedModel) -> Path:
+        asked.append(model.name)
+        return save_tiny("qwen2", tmp_path / "converted")
+
+    monkeypatch.setattr(loading, "ensure_model", converted)
+    monkeypatch.setattr(catalog, "installed", lambda model: True)
+    for bf16, name in ((True, QWEN_CODER.name), (False, SMOLLM2.name)):
+        monkeypatch.setattr(loading, "native_bf16", lambda bf16=bf16: bf16)
+        lm = loading.load_model(None, dtype="float32")
+        assert asked[-1] == name and lm.name == MODELS[name].display
 
 
 @pytest.mark.real_model
-@pytest.mark.skipif(not _installed(QWEN_CODER), reason="Qwen2.5-Coder is not installed (make model-qwen)")
+@pytest.mark.skipif(not installed(QWEN_CODER), reason="Qwen2.5-Coder is not installed (make model-qwen)")
 def test_qwen_coder_loads_on_the_fast_runner_with_its_fim_template() -> None:
     from superpie.completion.model.loading import load_model
 
