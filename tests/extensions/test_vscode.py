@@ -495,7 +495,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def vscode(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[VSCode]:
     """One VS Code for the module, at first on the tiny model (given by `superpie.server.args`)."""
     settings = {**readme_settings(), "superpie.server.args": readme_model_args(tiny_model_dir), **TEST_SETTINGS}
-    files = {"ghost.py": SOURCE, "word.py": SOURCE, "menu.py": SOURCE, "inventory.py": SAMPLE}
+    files = {"ghost.py": SOURCE, "word.py": SOURCE, "menu.py": SOURCE, "inventory.py": SAMPLE, "default.py": SAMPLE}
     code = VSCode(tmp_path_factory.mktemp("vscode"), settings, files)
     yield code
     code.close()
@@ -577,20 +577,37 @@ def test_changed_settings_reach_the_running_server(vscode: VSCode):
 
 
 @pytest.mark.real_model
-def test_default_model_drafts_cycle_and_the_menu_inserts_a_whole_draft(vscode: VSCode):
-    """The default model (`superpie.server.args` removed: the server restarts with it), in the default precision
-    (the tiny model's float32 removed too): drafts that differ."""
+def test_with_no_model_settings_the_default_model_for_this_cpu_completes(vscode: VSCode):
+    """`superpie.server.args` removed (the server restarts without them) and the tiny model's float32 too: the
+    default model for this CPU (the code model where it has bf16 units), in the default precision."""
+    from superpie.completion.model.loading import default_model
+
     vscode.configure({"superpie.server.args": None, "superpie.model.dtype": None})
-    vscode.open("inventory.py", timeout=300)  # a fresh machine converts the embedded GGUF first
+    vscode.open("default.py", timeout=300)  # a fresh machine converts the embedded GGUF first
     vscode.wait("the default model", lambda: "loaded the default model in" in vscode.output(), timeout=300)
     vscode.go_to(23)
     vscode.type("total += ")
-    draft = vscode.top_draft_shown()
-    assert draft.strip()
+    assert vscode.top_draft_shown().strip()
     if SCREENSHOT:
         time.sleep(0.5)
         assert vscode.browser
         vscode.browser.call("screenshot", path=SCREENSHOT)
+    assert vscode.stats()["model"]["name"] == default_model().display
+
+
+@pytest.mark.real_model
+def test_real_model_drafts_cycle_and_the_menu_inserts_a_whole_draft(vscode: VSCode):
+    """SmolLM2 by name (`superpie.model.path`), in the default precision: drafts that differ (the code model is
+    often sure enough here to give one)."""
+    vscode.configure(
+        {"superpie.server.args": None, "superpie.model.dtype": None, "superpie.model.path": "smollm2-135m"}
+    )
+    vscode.open("inventory.py", timeout=300)  # a fresh machine converts the embedded GGUF first
+    vscode.wait("SmolLM2", lambda: "loaded smollm2-135m in" in vscode.output(), timeout=300)
+    vscode.go_to(23)
+    vscode.type("total += ")
+    draft = vscode.top_draft_shown()
+    assert draft.strip()
     drafts = [d["insertText"] for d in vscode.server_drafts()]
     assert len(drafts) >= 2, drafts  # three drafts asked for
     vscode.press("Alt+BracketRight")
