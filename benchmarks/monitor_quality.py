@@ -18,8 +18,8 @@ sample: the headline figures) and up to `--unseen-per-file` more sites whose att
 nowhere in the prompt (not as an identifier): with the random sample's unseen sites they make the
 "unseen" subset, where the model cannot copy the name and only the analysis can know it.
 
-Each site is completed twice by the default model (the embedded SmolLM2, loaded as `make demo` loads
-it, in the headless front doors' deterministic mode: jedi without a time budget), greedy, one line,
+Each site is completed twice by `--model` (SmolLM2 unless named: the default model depends on the CPU), in
+the headless front doors' deterministic mode (jedi without a time budget), greedy, one line,
 `--max-tokens`, monitors off then on, through `Engine.complete`. What the analysis said at the site is
 the monitors' own state there (the same jedi question, answered from its cache): known (a positive
 answer, the draft is constrained), silent (object_only / dynamic: see analysis.monitors), nothing, or
@@ -445,6 +445,17 @@ def merged(paths: list[Path]) -> dict:
     return summary
 
 
+def past(until: str | None, started: float) -> bool:
+    """Whether `until` (HH:MM UTC) has come: its first occurrence after `started` (a time.time()), so a run
+    started before midnight stops at 00:50 of the next day, not at once."""
+    if not until:
+        return False
+    hours, minutes = (int(x) for x in until.split(":"))
+    day = started - started % 86400
+    deadline = day + hours * 3600 + minutes * 60
+    return time.time() >= (deadline if deadline > started else deadline + 86400)
+
+
 def replay(run: Path, until: str | None) -> list[dict]:
     """A finished run's sites analysed again by this code version, with no model: its completions are reused.
 
@@ -459,8 +470,9 @@ def replay(run: Path, until: str | None) -> list[dict]:
     texts: dict[str, str] = {}
     seen: Counter[tuple] = Counter()
     out = []
+    started = time.time()
     for i, r in enumerate(json.loads(run.read_text())["records"], 1):
-        if until and time.strftime("%H:%M", time.gmtime()) >= until:
+        if past(until, started):
             print(f"  stopped at {until} UTC after {len(out)} sites", flush=True)
             break
         key = (r["path"], r["line"], r["base"], r["attr"])
@@ -557,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=8)
     ap.add_argument("--doc-tokens", type=int, default=1024, help="each file is cut to its first ~N tokens")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps a shared machine steady)")
+    ap.add_argument("--model", default="smollm2-135m", help="a named model or a model directory")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reverse", action="store_true", help="the shard's projects last first")
     ap.add_argument("--until", help="HH:MM UTC: run no site after this time (the figures cover the sites run)")
@@ -588,7 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     t0 = time.perf_counter()
     config = EngineConfig(workspace=str(STDLIB))
-    config.model.path = "smollm2-135m"  # its figures in RESULTS are SmolLM2's; the default depends on the CPU
+    config.model.path = args.model  # not the default, which depends on the CPU
     config.model.threads = args.threads
     config.cache.context_tokens = args.doc_tokens + 256  # the whole head fits: the window never slides
     engine = Engine(deterministic_config(config))
@@ -612,8 +625,9 @@ def main(argv: list[str] | None = None) -> int:
     opened: set[str] = set()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     partial = args.out.with_suffix(".partial.json")
+    started = time.time()
     for i, h in enumerate(sites):
-        if args.until and time.strftime("%H:%M", time.gmtime()) >= args.until:
+        if past(args.until, started):
             print(f"  stopped at {args.until} UTC after {len(records)} sites", flush=True)
             break
         t_site = time.perf_counter()
