@@ -133,6 +133,21 @@ def test_malformed_replay_line_names_the_line(tmp_path):
     assert proc.returncode == 2 and "line 3" in proc.stderr and "malformed JSON" in proc.stderr
 
 
+def test_models_lists_both_and_names_the_default_for_this_cpu():
+    from superpie.completion.model.catalog import choose_default
+    from superpie.completion.model.precision import native_bf16
+
+    choice = choose_default(native_bf16())
+    listing = superpie("models")
+    assert listing.returncode == 0, listing.stderr
+    rows = {line.split()[0]: line for line in listing.stdout.splitlines() if not line.startswith("note:")}
+    assert set(rows) == {"smollm2-135m", "qwen2.5-coder-0.5b"}
+    assert [name for name, line in rows.items() if "default" in line.split(maxsplit=2)[2]] == [choice.model.name]
+    assert ("note:" in listing.stdout) == (choice.note is not None)
+    assert superpie("models", "--default").stdout.strip() == choice.model.name
+    assert superpie("models", "--best").stdout.strip() == choice.best.name
+
+
 def test_missing_model_path_exits_2(tmp_path):
     proc = superpie("complete", str(SAMPLE), "--line", "0", "--character", "0", "--model", str(tmp_path / "nope"))
     assert proc.returncode == 2
