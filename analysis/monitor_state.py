@@ -28,8 +28,8 @@ class MonitorState:
     candidates: tuple[str, ...]  # valid identifiers (full names)
     fell_back: bool = False  # jedi timed out or failed: decoding goes on unconstrained
     constrains: bool = True  # False: candidates are only a hint (keyword arguments, or a silent monitor)
-    # why the monitor stays silent although jedi answered: the answer was not a positive one
-    # ("object_only", "dynamic", "unresolved_base", "unlisted", "var_keyword", "star_import"); "" when it is
+    # why the monitor stays silent although jedi answered: the answer was not a positive one ("object_only",
+    # "dynamic", "unresolved_base", "unlisted", "defines", "var_keyword", "star_import"); "" when it is
     silent: str = ""
 
     def matching_continuations(self) -> set[str]:

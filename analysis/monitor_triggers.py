@@ -159,6 +159,20 @@ def _scope(code: str, offset: int, of_instance: bool) -> tuple[int, int]:
     return start, start + len(data[node.start_byte : node.end_byte].decode("utf-8", errors="ignore"))
 
 
+def defines_attribute(code: str, dot: int) -> bool:
+    """Whether the `.` at `dot` is that of a `self.` which starts a statement in an `__init__`: there a statement
+    usually assigns, and so defines, an attribute no list can hold yet (`self.msg = msg`)."""
+    line_start = code.rfind("\n", 0, dot) + 1
+    if code[line_start:dot].strip() != "self":
+        return False
+    at = len(code[:dot].encode("utf-8"))
+    node = parse(code).root_node.descendant_for_byte_range(at, at)
+    while node is not None and node.type not in ("function_definition", "lambda", "class_definition"):
+        node = node.parent
+    name = node.child_by_field_name("name") if node is not None and node.type == "function_definition" else None
+    return name is not None and name.text == b"__init__"
+
+
 def attributes_spelled(code: str, dot: int) -> SpelledAttributes | None:
     """The attributes the document spells after the dotted name that ends at `dot` (the `.` of `self.x.`),
     in the scope where that name is the same object; None when the dereferenced expression is no dotted

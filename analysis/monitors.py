@@ -32,6 +32,8 @@ spells nothing, `silent` says why, the jedi stats count it under "monitor.reason
   the same object (for `self.` the enclosing class, else the enclosing function), and jedi does not
   list `name`: jedi's view of the object is incomplete (a base class it cannot resolve, an attribute
   a subclass or a caller sets), so its list must not decide;
+- defines: `self.` starts a statement in an `__init__`, where a statement usually assigns an attribute
+  that no list can hold before it is defined (`self.msg = msg`; held-out losses of issue 15 and 14);
 - var_keyword: the callee takes `**kwargs`, so any keyword may follow (a hint only, but a wrong one);
 - star_import: names in scope, in a module with `from m import *` (jedi may not know m's names).
 
@@ -154,6 +156,8 @@ class DereferenceMonitor(_JediMonitor):
         reason = super()._not_positive(answer, code, at)
         if not reason and not {"__class__", "__package__"} & set(answer.names):
             reason = "unresolved_base"  # every object has __class__ (modules: jedi lists __package__ instead)
+        if not reason and triggers.defines_attribute(code, at - 1):
+            reason = "defines"
         spelled = None if reason else triggers.attributes_spelled(code, at - 1)
         if spelled is None:
             return reason

@@ -155,6 +155,13 @@ METHOD = "class Box:\n    def __init__(self, size):\n        self.size = size\n\
         ("unresolved_base", "class Box(Unknown):\n    pass\n\n\nBox.", "\n"),
         # attributes set by name
         ("dynamic", METHOD, "\n\n    def h(self, key):\n        setattr(self, key, 1)\n"),
+        # a statement of `__init__` that starts with `self.`: it usually defines the attribute it spells
+        ("defines", "class Box:\n    def __init__(self, size):\n        self.size = size\n        self.", "\n"),
+        (
+            "defines",
+            "class Box:\n    def __init__(self):\n        self.a = 1\n        if True:\n            self.",
+            "\n",
+        ),
         ("dynamic", METHOD, "\n\n    def h(self, **kw):\n        self.__dict__.update(kw)\n"),
     ],
 )
@@ -165,6 +172,13 @@ def test_a_positive_but_incomplete_answer_is_silent(analyzer, project, reason, c
 @pytest.mark.parametrize(
     ("code", "after", "names"),
     [
+        # `self.` in `__init__` inside an expression, or starting a statement of another method: no definition
+        ("class Box:\n    def __init__(self, size):\n        self.size = size\n        n = self.", "\n", {"size"}),
+        (
+            "class Box:\n    def __init__(self, size):\n        self.size = size\n\n    def g(self):\n        self.",
+            "\n",
+            {"size", "g"},
+        ),
         # an attribute assigned below the cursor (jedi reads the rest of the document) is listed
         (METHOD, "\n\n    def h(self):\n        self.later = 1\n        return self.later\n", {"size", "later", "h"}),
         # another class's `self.other` is another object: it says nothing about Box
