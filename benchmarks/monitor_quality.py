@@ -570,6 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--doc-tokens", type=int, default=1024, help="each file is cut to its first ~N tokens")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps a shared machine steady)")
     ap.add_argument("--model", default="smollm2-135m", help="a named model or a model directory")
+    ap.add_argument("--lookahead", type=int, default=None, help="monitors.lookahead_width (default: the config's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reverse", action="store_true", help="the shard's projects last first")
     ap.add_argument("--until", help="HH:MM UTC: run no site after this time (the figures cover the sites run)")
@@ -604,6 +605,8 @@ def main(argv: list[str] | None = None) -> int:
     config.model.path = args.model  # not the default, which depends on the CPU
     config.model.threads = args.threads
     config.cache.context_tokens = args.doc_tokens + 256  # the whole head fits: the window never slides
+    if args.lookahead is not None:
+        config.monitors.lookahead_width = args.lookahead
     engine = Engine(deterministic_config(config))
     engine.ensure_loaded()
     if args.rerun is not None or args.follow is not None:

@@ -98,11 +98,11 @@ class DefaultChoice:
 def choose_default(bf16: bool) -> DefaultChoice:
     """The default model for a CPU with (`bf16`) or without bf16 matrix units.
 
-    With them the code model wins: 2.94x SmolLM2's exact match on held-out sites at a keystroke p50 of
-    376 ms against 318 ms (benchmarks/RESULTS.md, "keystrokes on the AMX machine at the server's
-    defaults"). Without them its keystrokes took 778-982 ms at p50, past what typing tolerates, so
-    SmolLM2 stays the default there. `make setup` installs the code model only where it is the default;
-    where it is not installed, SmolLM2 (always installed) stands in and `note` says so.
+    With them the code model wins: several times SmolLM2's exact match on held-out code, at keystroke
+    latencies within what typing tolerates. Without them its keystrokes are too slow, so SmolLM2 stays the
+    default there (benchmarks/RESULTS.md: the quality and keystrokes sections, and "The default model
+    follows the CPU"). `make setup` installs the code model only where it is the default; where it is not
+    installed, SmolLM2 (always installed) stands in and `note` says so.
     """
     best = QWEN_CODER if bf16 else SMOLLM2
     return DefaultChoice(best if installed(best) else SMOLLM2, best)
