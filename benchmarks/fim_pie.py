@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from deadline import past
 from pie_edits import line_draft, make_document
 from quality import mean_ci, single_line_statements, source_files
 
@@ -488,16 +489,17 @@ def main() -> None:
     lm = load_model(args.model, dtype=args.dtype or config.model.dtype, threads=args.threads, layout="fim")
     print(f"{lm.name}, precision {lm.precision}, {torch.get_num_threads()} thread(s)", file=sys.stderr, flush=True)
     rows: list[dict] = []
+    started = time.time()
     if args.jump_docs:
         for doc in documents(lm, args.jump_tokens, args.jump_docs, args.seed + 1):
-            if args.until and time.strftime("%H:%M", time.gmtime()) >= args.until:
+            if past(args.until, started):
                 break
             rows += run_jumps(lm, config, doc, args.jumps, args.seed, args.log)
             print(json.dumps(summarize(rows).get("jumps")), file=sys.stderr, flush=True)
     n_sessions = -(-args.checks // args.steps) if args.checks else 0
     docs = documents(lm, args.tokens, args.skip_sessions + n_sessions, args.seed)[args.skip_sessions :]
     for doc in docs:
-        if args.until and time.strftime("%H:%M", time.gmtime()) >= args.until:
+        if past(args.until, started):
             print(f"stopped at {args.until} UTC", file=sys.stderr)
             break
         got = run_session(lm, config, doc, args.steps, args.seed, args.log, args.lines)

@@ -52,6 +52,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from deadline import past  # noqa: E402
 from mgd_deref import FILES, PURELIB, STDLIB, Site, candidate_sites, first_identifier, head, is_valid  # noqa: E402
 
 from superpie.analysis.monitors import Analyzer, AnalyzerConfig, MonitorState  # noqa: E402
@@ -443,17 +444,6 @@ def merged(paths: list[Path]) -> dict:
         silenced.update((run.get("summary", {}).get("jedi") or {}).get("silenced") or {})
     summary["jedi"] = {"silenced": dict(silenced)}
     return summary
-
-
-def past(until: str | None, started: float) -> bool:
-    """Whether `until` (HH:MM UTC) has come: its first occurrence after `started` (a time.time()), so a run
-    started before midnight stops at 00:50 of the next day, not at once."""
-    if not until:
-        return False
-    hours, minutes = (int(x) for x in until.split(":"))
-    day = started - started % 86400
-    deadline = day + hours * 3600 + minutes * 60
-    return time.time() >= (deadline if deadline > started else deadline + 86400)
 
 
 def replay(run: Path, until: str | None) -> list[dict]:

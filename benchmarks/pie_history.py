@@ -41,6 +41,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from deadline import past
 from metrics import edit_similarity
 from pie_edits import line_draft, next_line, timed_sync
 from quality import mean_ci
@@ -346,6 +347,7 @@ def main() -> None:
     ap.add_argument("--max-target-chars", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dtype", default=None, help="weight precision (default: the engine's)")
+    ap.add_argument("--model", default="smollm2-135m", help="a named model or a model directory")
     ap.add_argument("--until", default=None, help="stop starting sessions at this UTC time (HH:MM)")
     ap.add_argument("--log", type=Path, default=OUT / "pie_history.jsonl", help="per-session rows (appended)")
     ap.add_argument("--rows-from", type=Path, nargs="+", default=None, help="summarize earlier logs' rows (no run)")
@@ -360,7 +362,7 @@ def main() -> None:
         return
     config = EngineConfig()
     config.model.threads = args.threads
-    lm = load_model("smollm2-135m", dtype=args.dtype or config.model.dtype, threads=args.threads)
+    lm = load_model(args.model, dtype=args.dtype or config.model.dtype, threads=args.threads)
     projects = TUNING if args.split == "tuning" else HELD_OUT
     sessions = interleave([sessions_of(lm, p, args) for p in projects])
     if args.only:
@@ -372,8 +374,9 @@ def main() -> None:
             json.dumps({k: v for k, v in asdict(s).items() if k != "texts"} | {"syncs": len(s.texts) - 1}) + "\n"
             for s in sessions))
     rows = []
+    started = time.time()
     for s in sessions:
-        if args.until and time.strftime("%H:%M", time.gmtime()) >= args.until:
+        if past(args.until, started):
             print(f"stopped at {args.until} UTC after {len(rows)} sessions", file=sys.stderr)
             break
         row = run_session(lm, config, s)
