@@ -92,18 +92,26 @@ def test_the_default_is_the_code_model_only_with_bf16_units_and_only_where_insta
     assert choose_default(bf16=False).model == SMOLLM2
 
 
-def test_no_model_named_loads_the_default_for_this_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The named models whose conversion `load_model` asks for, in order; each is a tiny random Qwen2."""
     from test_model_loading import save_tiny
 
     from superpie.completion.model import loading
 
-    asked: list[str] = []
+    names: list[str] = []
 
     def converted(model: NamedModel) -> Path:
-        asked.append(model.name)
+        names.append(model.name)
         return save_tiny("qwen2", tmp_path / "converted")
 
     monkeypatch.setattr(loading, "ensure_model", converted)
+    return names
+
+
+def test_no_model_named_loads_the_default_for_this_cpu(asked: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from superpie.completion.model import loading
+
     monkeypatch.setattr(catalog, "installed", lambda model: True)
     for bf16, name in ((True, QWEN_CODER.name), (False, SMOLLM2.name)):
         monkeypatch.setattr(loading, "native_bf16", lambda bf16=bf16: bf16)
@@ -122,18 +130,9 @@ def test_qwen_coder_loads_on_the_fast_runner_with_its_fim_template() -> None:
     assert lm.tokenizer.token_to_id("<|fim_pad|>") in lm.eos_ids
 
 
-def test_a_model_name_loads_the_catalog_s_conversion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from test_model_loading import save_tiny
-
+def test_a_model_name_loads_the_catalog_s_conversion(asked: list[str]) -> None:
     from superpie.completion.model import loading
 
-    asked: list[str] = []
-
-    def converted(model: NamedModel) -> Path:
-        asked.append(model.name)
-        return save_tiny("qwen2", tmp_path / "converted")
-
-    monkeypatch.setattr(loading, "ensure_model", converted)
     lm = loading.load_model("qwen2.5-coder-0.5b", dtype="float32", layout="prefix")
     assert asked == ["qwen2.5-coder-0.5b"] and lm.name == "Qwen2.5-Coder-0.5B-Instruct" and lm.fim is None
     with pytest.raises(ModelLoadError, match="no fill-in-the-middle tokens"):
