@@ -577,25 +577,6 @@ def test_changed_settings_reach_the_running_server(vscode: VSCode):
 
 
 @pytest.mark.real_model
-def test_with_no_model_settings_the_default_model_for_this_cpu_completes(vscode: VSCode):
-    """`superpie.server.args` removed (the server restarts without them) and the tiny model's float32 too: the
-    default model for this CPU (the code model where it has bf16 units), in the default precision."""
-    from superpie.completion.model.loading import default_model
-
-    vscode.configure({"superpie.server.args": None, "superpie.model.dtype": None})
-    vscode.open("default.py", timeout=300)  # a fresh machine converts the embedded GGUF first
-    vscode.wait("the default model", lambda: "loaded the default model in" in vscode.output(), timeout=300)
-    vscode.go_to(23)
-    vscode.type("total += ")
-    assert vscode.top_draft_shown().strip()
-    if SCREENSHOT:
-        time.sleep(0.5)
-        assert vscode.browser
-        vscode.browser.call("screenshot", path=SCREENSHOT)
-    assert vscode.stats()["model"]["name"] == default_model().display
-
-
-@pytest.mark.real_model
 def test_real_model_drafts_cycle_and_the_menu_inserts_a_whole_draft(vscode: VSCode):
     """SmolLM2 by name (`superpie.model.path`), in the default precision: drafts that differ (the code model is
     often sure enough here to give one)."""
@@ -629,3 +610,22 @@ def test_real_model_drafts_cycle_and_the_menu_inserts_a_whole_draft(vscode: VSCo
     assert vscode.saved("inventory.py", SAMPLE) == "\n".join(lines)
     accepts = [p["arguments"][0] for p in vscode.sent("workspace/executeCommand") if p["command"] == "superpie.accept"]
     assert accepts[-1]["kind"] == "menu" and accepts[-1]["rank"] == 0
+
+
+@pytest.mark.real_model
+def test_with_no_model_settings_the_default_model_for_this_cpu_completes(vscode: VSCode):
+    """No model setting left (after the test above: `superpie.model.path` removed too): the default model for this
+    CPU (the code model where it has bf16 units), in the default precision."""
+    from superpie.completion.model.loading import default_model
+
+    vscode.configure({"superpie.server.args": None, "superpie.model.dtype": None, "superpie.model.path": None})
+    vscode.open("default.py", timeout=300)  # a fresh machine converts the embedded GGUF first
+    vscode.wait("the default model", lambda: "loaded the default model in" in vscode.output(), timeout=300)
+    vscode.go_to(23)
+    vscode.type("total += ")
+    assert vscode.top_draft_shown().strip()
+    if SCREENSHOT:
+        time.sleep(0.5)
+        assert vscode.browser
+        vscode.browser.call("screenshot", path=SCREENSHOT)
+    assert vscode.stats()["model"]["name"] == default_model().display
