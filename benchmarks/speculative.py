@@ -6,7 +6,7 @@ line after a random point of its first half and removes the rest of that line fr
 the user has not typed yet); a multi-line site cuts at a line's indentation and removes that line and
 the next three. Each site's document is synced once, then completed with speculation on and off (the
 order alternates site by site, so drift in the machine's load falls on both alike) through the
-`Engine`, default model (the embedded SmolLM2, as `make demo` loads it), 1 thread, deterministic
+`Engine`, SmolLM2 unless `--model` names another, 1 thread, deterministic
 configuration (jedi waits for every answer), after one warm-up completion each way. Reported per
 kind: mean decode time per completion (`timings_ms["decode"]`: planning, monitors and decoding),
 speedup off/on with a 95% bootstrap interval over sites, acceptance rate, positions decided per
@@ -190,6 +190,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--monitors", choices=["on", "off"], default="on")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--model", default="smollm2-135m", help="a named model or a path (default: SmolLM2, as in RESULTS)")
     ap.add_argument("--rows", action="store_true", help="also time verification forwards by rows")
     ap.add_argument("--out", type=Path, default=OUT / "speculative.json")
     args = ap.parse_args()
@@ -200,7 +201,7 @@ def main() -> None:
     from superpie.lsp.replay import deterministic_config
 
     config = deterministic_config(replaced(EngineConfig(), "model.threads", args.threads))
-    config.model.path = "smollm2-135m"  # its figures in RESULTS are SmolLM2's; the default depends on the CPU
+    config.model.path = args.model  # named, since the default depends on the CPU
     engine = Engine(config)
     engine.ensure_loaded()
     files = stdlib_files(args.seed, args.files)

@@ -27,7 +27,7 @@ from superpie.completion.config import EngineConfig
 from superpie.completion.constraints.base import ConstraintFactory
 from superpie.completion.decoding.close_call import decode_guarded
 from superpie.completion.decoding.proposals import Speculation
-from superpie.completion.decoding.speculative import Speculator
+from superpie.completion.decoding.speculative import Speculator, tree_limit
 from superpie.completion.decoding.strategies import decode
 from superpie.completion.decoding.task import Cancelled, DecodeTask, never_cancelled
 from superpie.completion.draft import Draft
@@ -347,7 +347,8 @@ class Engine:
         speculate = self.config.decoding.speculate if req.speculate is None else req.speculate
         speculator = None
         if speculate and plan.strategy == "greedy" and lm.speculates:
-            proposer = self.speculation.proposer(doc.cache.ids, plan.context + 1, self.ngram, lm.vocab_size)
+            limit = tree_limit(lm)
+            proposer = self.speculation.proposer(doc.cache.ids, plan.context + 1, self.ngram, lm.vocab_size, limit)
             speculator = Speculator(proposer)
         dcfg, ccfg = self.config.decoding, self.config.cache
         margin = ccfg.close_call_margin if plan.strategy == "greedy" else 0.0  # beam, superposed weigh several drafts

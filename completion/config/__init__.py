@@ -233,7 +233,8 @@ class DecodingConfig(Checked):
     # greedy drafts verify tokens proposed from the document, the workspace and recycled candidates several per
     # forward, with plain greedy decoding's output (decoding/speculative.py). On: the keystroke p50 measured
     # 1.18-1.23x lower with it for both named models on a quiet AVX2 machine (benchmarks/RESULTS.md, keystrokes).
-    # Not used where the model's decoding rounds activations (bf16 on a CPU with AMX; int8dyn): `LoadedModel.speculates`
+    # Where decoding rounds activations to bf16 (`auto` on a CPU with bf16 units) only chains whose rows are computed
+    # exactly as one-row steps; not used with int8dyn (`LoadedModel.speculates`).
     speculate: bool = True
     ngram_debounce_s: NonNegativeFloat = 2.0  # an open document is re-fed to the n-gram index at most this often
     superposed: SuperposedConfig = field(default_factory=SuperposedConfig)

@@ -39,6 +39,11 @@ _PRIOR = 0.3  # kinds not listed above
 _LEARN = 0.05  # weight of one outcome in a kind's running acceptance rate
 _FORGET = 0.1  # per request, rates move this far back to their prior, so a kind shut out gets retried
 _COST_LEARN = 0.2  # weight of one forward's time in the running mean of its row count's cost
+# What one more row adds to a verification forward, as a share of a one-row forward (default model, fp32
+# activations: benchmarks/RESULTS.md, speculative): a node must be taken with at least this chance to pay
+# for its row. The tree stays small, where a forward's cost grows slowly with its rows.
+ROW_COST = 0.2
+MAX_NODES = 7
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,13 @@ class ProposalTree:
     def chain(self) -> bool:
         """A single path: node i is the child of node i - 1."""
         return all(p == i - 1 for i, p in enumerate(self.parents))
+
+    def leading_chain(self, nodes: int) -> ProposalTree:
+        """The first path down the tree (the likeliest), at most `nodes` deep: the tree itself if it is one."""
+        n = 0
+        while n < min(nodes, len(self)) and self.parents[n] == n - 1:
+            n += 1
+        return self if n == len(self) else ProposalTree(self.tokens[:n], self.parents[:n], self.kinds[:n])
 
 
 @dataclass(frozen=True)
@@ -147,11 +159,26 @@ class ForwardCost:
             self.seconds[rows] = sec + _FORGET * (prior - sec)
 
 
+@dataclass(frozen=True)
+class TreeLimit:
+    """The trees a model's verification may take: at most `nodes` proposed tokens, and with `chain` a single
+    path only (where only a chain's rows are computed as plain decoding's steps: speculative.tree_limit)."""
+
+    nodes: int = MAX_NODES
+    chain: bool = False
+
+
 def merge(
-    paths: Sequence[Path], acceptance: Acceptance, budget: int, floor: float, cost: ForwardCost | None = None
+    paths: Sequence[Path],
+    acceptance: Acceptance,
+    budget: int,
+    floor: float,
+    cost: ForwardCost | None = None,
+    chain: bool = False,
 ) -> ProposalTree:
     """The paths as one tree of at most `budget` nodes, each worth at least `floor`; with `cost`, only as many
-    of the worthiest nodes as maximise the positions a forward decides per unit of its cost.
+    of the worthiest nodes as maximise the positions a forward decides per unit of its cost; with `chain`, the
+    one path that does so.
 
     A node's worth is the chance greedy decoding reaches and takes it: the product of its kinds'
     rates along its path (the best path that proposes it). Worth never grows with depth, so taking
@@ -166,6 +193,8 @@ def merge(
             key = path.tokens[: d + 1]
             if value > worth.get(key, 0.0):
                 worth[key], kinds[key] = value, path.kinds[d]
+    if chain:
+        return _best_chain(paths, worth, kinds, budget, floor, cost)
     chosen = sorted((k for k, v in worth.items() if v >= floor), key=lambda k: (-worth[k], len(k)))[:budget]
     if cost is not None:  # expected positions decided (1 + the nodes' worth) per cost, over tree sizes
         gains = itertools.accumulate((worth[k] for k in chosen), initial=1.0)
@@ -187,6 +216,31 @@ def merge(
 
     visit((), -1)
     return ProposalTree(tuple(tokens), tuple(parents), tuple(out_kinds))
+
+
+def _best_chain(
+    paths: Sequence[Path],
+    worth: dict[tuple[int, ...], float],
+    kinds: dict[tuple[int, ...], str],
+    budget: int,
+    floor: float,
+    cost: ForwardCost | None,
+) -> ProposalTree:
+    """The path prefix of at most `budget` nodes, each worth at least `floor`, that decides the most positions
+    per unit of its forward's cost (without `cost`: the longest such prefix of the likeliest path)."""
+    best: tuple[int, ...] = ()
+    best_rate = 1.0  # a plain step: one position for one row's cost
+    for path in paths:
+        gain = 1.0
+        for d in range(min(len(path.tokens), budget)):
+            key = path.tokens[: d + 1]
+            if worth[key] < floor:
+                break
+            gain += worth[key]
+            rate = gain / cost.ratio(d + 2) if cost is not None else gain
+            if rate > best_rate:
+                best, best_rate = key, rate
+    return ProposalTree(best, tuple(range(-1, len(best) - 1)), tuple(kinds[best[: d + 1]] for d in range(len(best))))
 
 
 class DocumentLookup:
@@ -314,13 +368,6 @@ class NgramLookup:
         return [Path(tuple(out), ("ngram",) + ("ngram+",) * (len(out) - 1))] if out else []
 
 
-# What one more row adds to a verification forward, as a share of a one-row forward (default model, fp32
-# activations: benchmarks/RESULTS.md, speculative): a node must be taken with at least this chance to pay
-# for its row. The tree stays small, where a forward's cost grows slowly with its rows.
-ROW_COST = 0.2
-MAX_NODES = 7
-
-
 class Proposer:
     """The proposal trees of one request, from the document, the n-gram index (if built) and the recycler.
 
@@ -335,7 +382,7 @@ class Proposer:
         acceptance: Acceptance,
         ngram: NgramLookup | None = None,
         floor: float = ROW_COST,
-        max_nodes: int = MAX_NODES,
+        limit: TreeLimit = TreeLimit(),
         cost: ForwardCost | None = None,
     ) -> None:
         self.document = document
@@ -343,12 +390,12 @@ class Proposer:
         self.acceptance = acceptance
         self.ngram = ngram
         self.floor = floor
-        self.max_nodes = max_nodes
+        self.limit = limit
         self.cost = cost
 
     def propose(self, history: Sequence[int], room: int) -> ProposalTree:
         """The tree worth verifying after `history` (its last token is the pending one), at most `room` deep."""
-        length = min(room, self.max_nodes)
+        length = min(room, self.limit.nodes)
         if length <= 0:
             return ProposalTree()
         paths: list[Path] = []
@@ -358,7 +405,7 @@ class Proposer:
             paths += self.ngram.paths(history, length)
         if self.recycler is not None:
             paths += self.recycler.paths(history[-1], length)
-        return merge(paths, self.acceptance, self.max_nodes, self.floor, self.cost)
+        return merge(paths, self.acceptance, self.limit.nodes, self.floor, self.cost, self.limit.chain)
 
     def learn(self, tree: ProposalTree, decisions: Sequence[tuple[int, int]]) -> None:
         """Every node whose parent's row decided a token was reached: taken if it holds that token."""
@@ -383,10 +430,20 @@ class Speculation:
         self.acceptance = Acceptance()
         self.cost = ForwardCost()
 
-    def proposer(self, ids: Sequence[int], cursor: int, ngram: NgramIndex | None = None, vocab: int = 0) -> Proposer:
+    def proposer(
+        self,
+        ids: Sequence[int],
+        cursor: int,
+        ngram: NgramIndex | None = None,
+        vocab: int = 0,
+        limit: TreeLimit = TreeLimit(),
+    ) -> Proposer:
         """A request's proposer over a document's cached `ids`, `cursor` of them before the cursor (the
-        prefix, the re-fed token included); `ngram` when the workspace index is already built."""
+        prefix, the re-fed token included); `ngram` when the workspace index is already built; `limit`: the
+        trees the model may verify (speculative.tree_limit)."""
         self.acceptance.relax()
         self.cost.relax()
         lookup = NgramLookup(ngram, vocab) if ngram is not None and vocab > 0 else None
-        return Proposer(DocumentLookup(ids, cursor), self.recycler, self.acceptance, lookup, cost=self.cost)
+        return Proposer(
+            DocumentLookup(ids, cursor), self.recycler, self.acceptance, lookup, limit=limit, cost=self.cost
+        )

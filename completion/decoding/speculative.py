@@ -9,13 +9,17 @@ becomes the next pending token; the scratch keeps the KV of every node whose row
 and forgets the rest (`CursorView.rewind`, or a path mask where the tree's layout leaves gaps).
 Where nothing is proposed a step is one row: plain greedy decoding.
 
-Exactness. A forward of several rows does not compute a row bit for bit as a one-row forward does
-(the matrix kernels sum in another order): its logits differ by float noise, and so does the KV of
-the tokens it feeds, which every later step reads. Such noise changes a greedy choice only where
-the top two tokens are closer than the noise. So every choice made from a row that plain decoding
-would not have computed identically must beat the runner-up by `guard` (far above the measured
-noise); a closer call is decided again on exact KV: the chain is re-fed as plain decoding fed it,
-one call per token (`_Chain.replay`), and the position takes a plain step. The identifier lookahead
+Exactness. A forward of several rows does not, in general, compute a row bit for bit as a one-row
+forward does (the matrix kernels sum in another order): its logits differ by float noise, and so does
+the KV of the tokens it feeds, which every later step reads. Where the runner does compute a few rows
+exactly so (`LoadedModel.exact_rows`: `auto` on a CPU with bf16 units), the tree is a chain of at most
+that many rows (`tree_limit`; a larger tree from any source is cut to its leading chain), whose rows are
+then plain decoding's own: no guard, no replay.
+Elsewhere such noise changes a greedy choice only where the top two tokens are closer than the noise.
+So every choice made from a row that plain decoding would not have computed identically must beat the
+runner-up by `guard` (far above the measured noise); a closer call is decided again on exact KV: the
+chain is re-fed as plain decoding fed it, one call per token (`_Chain.replay`), and the position takes
+a plain step. The identifier lookahead
 (`span_lookahead`) compares whole spellings, so it only runs on exact KV, after the same replay.
 Healing and the monitors mask every row as they mask plain steps: a draft's constraints advance
 only through tokens it takes, so the masks are the ones plain decoding applies. Over stale KV, every
@@ -34,7 +38,7 @@ import torch
 from superpie.cache.cursor import CursorView
 from superpie.completion.constraints.base import apply_mask
 from superpie.completion.decoding.lookahead import commit_span, span_lookahead
-from superpie.completion.decoding.proposals import ProposalTree
+from superpie.completion.decoding.proposals import ProposalTree, TreeLimit
 from superpie.completion.decoding.task import (
     Cancelled,
     DecodeTask,
@@ -135,13 +139,23 @@ def guard_for(lm: LoadedModel) -> float:
     return GUARD_REDUCED if lm.rounds_activations else GUARD_FP32
 
 
+def tree_limit(lm: LoadedModel) -> TreeLimit:
+    """The trees worth proposing for `lm`: where decoding rounds activations, only chains whose rows are exact
+    (`exact_rows`; a close call from any other row is replayed one token at a time, which cost more than the
+    speculation saved); elsewhere any tree."""
+    if lm.rounds_activations:
+        return TreeLimit(nodes=lm.exact_rows - 1, chain=True)
+    return TreeLimit()
+
+
 class _Chain:
     """The draft's tokens in the view's scratch: what plain greedy decoding fed, call by call, where it
     sits now, and how much of it holds the KV plain decoding would have written (bit for bit)."""
 
-    def __init__(self, view: CursorView, stats: SpeculationStats) -> None:
+    def __init__(self, view: CursorView, stats: SpeculationStats, exact_rows: int = 1) -> None:
         self.view = view
         self.stats = stats
+        self.exact_rows = exact_rows  # a chain forward of up to this many rows computes each as a plain step
         self.start = view.used  # scratch slots before the draft: seen by every step, as in a chain
         self.path = list(range(view.used))  # scratch slots the next token sees
         self.groups: list[tuple[int, ...]] = []  # the tokens plain decoding fed per call
@@ -158,10 +172,11 @@ class _Chain:
         return len(self.path) == self.view.used
 
     def forward(self, token: int, tree: ProposalTree) -> tuple[torch.Tensor, bool]:
-        """Feed the pending token and the tree behind it; log-probs [1 + len(tree), V], and whether row 0
-        is exactly plain decoding's."""
+        """Feed the pending token and the tree behind it; log-probs [1 + len(tree), V], and whether every
+        row is exactly plain decoding's (one row, or a chain of rows the runner computes as steps)."""
         view, n = self.view, 1 + len(tree)
-        exact = n == 1 and self.packed and not self.drifted  # before the step: it moves `view.used`
+        rows_exact = n == 1 or (tree.chain and n <= self.exact_rows)
+        exact = rows_exact and self.packed and not self.drifted  # before the step: it moves `view.used`
         self.stats.forwards += 1
         self.stats.proposed += len(tree)
         ids = torch.tensor([token, *tree.tokens])
@@ -226,8 +241,8 @@ def speculative_decode(
     """The greedy draft of `task` (as `chain_decode` at temperature 0 decodes it), several tokens per forward
     where the proposals are right."""
     proposals, stats = speculator.proposals, speculator.stats
-    chain = _Chain(view, stats)
-    guard = guard_for(lm)
+    chain = _Chain(view, stats, lm.exact_rows)
+    guard, limit = guard_for(lm), tree_limit(lm)
     prefix = list(view.doc.ids[: view.prefix_len]) + [task.first_input]
     draft = Partial.start(task)
     token = task.first_input
@@ -241,6 +256,8 @@ def speculative_decode(
             chain.replay()
         elif task.max_tokens - len(draft.ids) > 1:
             tree = proposals.propose(prefix + list(draft.ids), task.max_tokens - len(draft.ids) - 1)
+            if limit.chain:  # whatever the source proposes, only rows computed as plain steps
+                tree = tree.leading_chain(limit.nodes)
         exact_next = False
         base = view.used
         t0 = time.perf_counter()

@@ -20,6 +20,15 @@ as fast as the matmuls or faster. The timings behind these rules: benchmarks/RES
 Grouped KV heads are never repeated: the query heads of a group become rows of one matmul against
 that group's keys.
 
+Up to `COMPACT_MAX_ROWS` rows in bf16, each row comes out bit for bit as a one-row step gives it, at 1
+thread and at 2 (checked over 2,700 rows at 1-4.5k keys, tests/completion/model/test_exact_rows.py): the
+scores and the softmax already did; the weighted values take one matmul per row ([G, S] x [S, D], the
+shape of a step) rather than one per KV head, whose 2-thread split of the keys' sum changed the last bit
+at about 1 row in 10. With the compact projections, which compute each row alone, a forward of a few
+rows then gives each row exactly as a chain of one-row steps would: speculative decoding's
+verification rows are plain decoding's (`FastLlama.exact_rows`). It costs about 0.25 ms per layer at
+4 rows over 2k keys.
+
 The matmul kernels read the keys up to a length rounded up to `BUCKET` (the extra slots are masked
 out): oneDNN compiles a kernel for every new matrix shape, and a decode step would otherwise bring a
 new key length, hence new kernels, every token.
@@ -32,7 +41,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from superpie.completion.model.precision import native_bf16
+from superpie.completion.model.precision import COMPACT_MAX_ROWS, native_bf16
 
 FEW_ROWS = 60  # up to this many query rows, matmul attention beats SDPA in bf16 (with bf16 units)
 _NATIVE_BF16 = native_bf16()
@@ -147,6 +156,9 @@ def _few_rows(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: M
     else:
         grid.add_(mask.matmul_mask)
     probs = torch.softmax(scores, dim=-1)
+    if n <= COMPACT_MAX_ROWS:  # per row, as a step computes it (see the module docstring)
+        per_row = probs.view(hkv, group, n, s).transpose(1, 2)  # [Hkv, n, G, S_pad]
+        return torch.matmul(per_row, values[0].unsqueeze(1)).transpose(1, 2).reshape(1, heads, n, d)
     out = torch.empty((hkv, group * n, d), dtype=q.dtype)  # [Hkv, G n, D] is [H, n, D]
     for j in range(hkv):
         torch.mm(probs[j], values[0, j], out=out[j])

@@ -29,8 +29,15 @@ import torch.nn.functional as F
 
 from superpie.cache.forward import causal_mask
 from superpie.cache.kv import KVStore
-from superpie.completion.model.attention import Mask, attend
-from superpie.completion.model.precision import PRECISIONS, Precision, Projection, ProjectionSlice, cast_keeping_rotary
+from superpie.completion.model.attention import Mask, attend, uses_matmul
+from superpie.completion.model.precision import (
+    COMPACT_MAX_ROWS,
+    PRECISIONS,
+    Precision,
+    Projection,
+    ProjectionSlice,
+    cast_keeping_rotary,
+)
 
 FAST_MODEL_TYPES = frozenset({"llama", "qwen2", "mistral"})
 # Reduced-precision logits are bf16 (spacing 0.125 at 16-32), so near-ties at the top would flip. The
@@ -144,6 +151,16 @@ class FastLlama:
         forms["head " + (self.lm_head.compact or "none")] += 1
         return dict(forms)
 
+    @property
+    def exact_rows(self) -> int:
+        """Rows up to which a forward gives each row bit for bit as a one-row forward would (given the same
+        keys to see): where every projection, the LM head's too, takes the q4 kernel for a few rows (it
+        computes each row alone) and attention runs as bf16 matmuls (attention.py). Elsewhere 1: the fp32
+        GEMMs, FBGEMM's kernels and SDPA sum a row otherwise when it comes with others."""
+        projections = [p for layer in self.layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+        q4 = all(p.compact == "q4" for p in [*projections, self.lm_head])
+        return COMPACT_MAX_ROWS if q4 and uses_matmul(COMPACT_MAX_ROWS, self.kv_dtype) else 1
+
     @torch.inference_mode()
     def __call__(
         self,
@@ -185,10 +202,17 @@ class FastLlama:
 
     @staticmethod
     def _refine(logits: torch.Tensor, h: torch.Tensor, head_rows: torch.Tensor) -> None:
-        """Recompute the top candidates' logits in fp32 (in place), so near-ties rank as in fp32."""
+        """Recompute the top candidates' logits in fp32 (in place), so near-ties rank as in fp32.
+
+        Up to `COMPACT_MAX_ROWS` rows, one matrix-vector product per row: a batched product sums a row
+        otherwise than a one-row forward's (in the last bit), which `exact_rows` promises it does not."""
         top = logits.topk(min(REFINE_TOP, logits.shape[-1]), dim=-1).indices  # [m, k]
         rows = head_rows[top].float()  # [m, k, C]
-        logits.scatter_(1, top, torch.bmm(rows, h[:, :, None])[..., 0])
+        if top.shape[0] <= COMPACT_MAX_ROWS:
+            refined = torch.stack([torch.mv(rows[i], h[i]) for i in range(top.shape[0])])
+        else:
+            refined = torch.bmm(rows, h[:, :, None])[..., 0]
+        logits.scatter_(1, top, refined)
 
     def _norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """RMSNorm of the fp32 stream, cast to the compute dtype for the next projection."""
@@ -234,4 +258,3 @@ class FastLlama:
         if isinstance(logits_for, torch.Tensor):
             return x[logits_for]
         return x if logits_for == 0 else x[-logits_for:]
-

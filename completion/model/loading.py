@@ -86,13 +86,21 @@ class LoadedModel:
         return self.dtype != torch.float32
 
     @property
+    def exact_rows(self) -> int:
+        """Rows up to which a forward computes each row bit for bit as a one-row forward (`FastLlama.exact_rows`;
+        1 for the Hugging Face forward)."""
+        return self.runner.exact_rows if isinstance(self.runner, FastLlama) else 1
+
+    @property
     def speculates(self) -> bool:
-        """Whether speculative decoding runs on this model: not where decoding rounds activations (bf16 compute,
-        a bf16 or int8 kernel). There a tree's rows differ from a chain's by that rounding, so close calls are
-        decided again one token at a time: on a CPU with AMX (`auto` = bf16) the replays made the keystroke p50
-        1.13x slower; and int8dyn's kernel quantizes a call's rows with one scale, so its rows depend on each
+        """Whether speculative decoding runs on this model: where decoding keeps fp32 activations, or where a
+        chain of a few rows is computed exactly as plain decoding's steps (`exact_rows`; `auto` on a CPU with
+        bf16 units), which then only proposes such chains. Not elsewhere where decoding rounds activations
+        (bf16 compute, a bf16 or int8 kernel): there a tree's rows differ from a chain's by that rounding, so
+        close calls were decided again one token at a time, which made the keystroke p50 1.13x slower on a CPU
+        with AMX; and int8dyn's kernel quantizes a call's rows with one scale, so its rows depend on each
         other and its output could differ from plain greedy decoding's (benchmarks/RESULTS.md, q4 section)."""
-        return not self.rounds_activations
+        return not self.rounds_activations or self.exact_rows > 1
 
     def decode(self, ids: list[int]) -> str:
         """Text of token ids (special tokens dropped)."""

@@ -30,13 +30,21 @@ from superpie.cache.document import DocumentCache
 from superpie.completion.config import DecodingConfig, EngineConfig, PostprocessConfig
 from superpie.completion.decoding import speculative
 from superpie.completion.decoding.greedy import chain_decode
-from superpie.completion.decoding.proposals import Acceptance, DocumentLookup, Path, ProposalTree, Speculation, merge
-from superpie.completion.decoding.speculative import SpeculationStats, Speculator, speculative_decode
+from superpie.completion.decoding.proposals import (
+    Acceptance,
+    DocumentLookup,
+    Path,
+    ProposalTree,
+    Speculation,
+    TreeLimit,
+    merge,
+)
+from superpie.completion.decoding.speculative import SpeculationStats, Speculator, speculative_decode, tree_limit
 from superpie.completion.decoding.stops import stop_rule
 from superpie.completion.decoding.task import DecodeTask, task_constraints
 from superpie.completion.engine import Engine
 from superpie.completion.model.fast_llama import FastLlama
-from superpie.completion.model.precision import PRECISIONS
+from superpie.completion.model.precision import COMPACT_MAX_ROWS, PRECISIONS, native_bf16
 from superpie.completion.request import CompletionRequest
 
 SOURCE = inspect.getsource(textwrap)[:5000]
@@ -355,3 +363,91 @@ def test_where_rows_measure_dear_the_tree_shrinks_and_where_cheap_it_grows():
     for _ in range(60):
         dear.relax()
     assert len(merge([path], Acceptance(), 8, 0.0, dear)) > 0  # back near the prior: tried again
+
+
+def test_a_chain_limit_proposes_the_one_path_prefix_that_pays_best():
+    acceptance = Acceptance()
+    sure = Path((5, 6, 7, 8), ("doc3", "doc+", "doc+", "doc+"))  # 0.6, then 0.7 a token
+    doubtful = Path((9, 10), ("rec", "rec+"))  # 0.3, 0.09: a branch merge would add beside it
+    tree = merge([doubtful, sure], acceptance, 3, 0.2, chain=True)
+    assert tree.chain and tree.tokens == (5, 6, 7)  # the budget cuts the likelier path
+    assert len(merge([doubtful, sure], acceptance, 7, 0.2)) == 5  # no chain limit: both paths, one branch
+    assert merge([doubtful], acceptance, 3, 0.5, chain=True).tokens == ()  # nothing worth its row
+    tree = ProposalTree((1, 2, 3, 4), (-1, 0, -1, 2), ("doc1",) * 4)
+    assert tree.leading_chain(3).tokens == (1, 2) and tree.leading_chain(1).tokens == (1,)
+    assert tree.leading_chain(3).chain and tree.leading_chain(0).tokens == ()
+
+
+def test_the_tree_limit_follows_what_the_runner_computes_exactly():
+    base = tiny_model("llama")
+    assert tree_limit(base) == TreeLimit()  # fp32 activations: any tree, under the fp32 guard
+    model = copy.deepcopy(base.model)
+    int8dyn = dataclasses.replace(base, model=model, runner=FastLlama(model, PRECISIONS["int8dyn"]))
+    assert tree_limit(int8dyn) == TreeLimit(nodes=0, chain=True) and not int8dyn.speculates
+
+
+class ChainOracle(Oracle):
+    """Greedy decoding's continuation as a chain the exact rows cover, now and then wrong at one token."""
+
+    def propose(self, history: Sequence[int], room: int) -> ProposalTree:
+        at = len(history) - self.cursor
+        path = self.truth[at : at + min(room, self.rng.randint(1, COMPACT_MAX_ROWS - 1))]
+        if path and self.rng.random() < 0.3:
+            i = self.rng.randrange(len(path))
+            path = path[:i] + [self.rng.randrange(self.vocab)] + path[i + 1 :]
+        return ProposalTree(tuple(path), tuple(range(-1, len(path) - 1)), ("oracle",) * len(path))
+
+
+class Recording:
+    """Passes a proposer's trees through, keeping them."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.trees = inner, []
+
+    def propose(self, history, room):
+        tree = self.inner.propose(history, room)
+        self.trees.append(tree)
+        return tree
+
+    def learn(self, tree, decisions):
+        self.inner.learn(tree, decisions)
+
+    def observe(self, tokens, logp, seconds):
+        self.inner.observe(tokens, logp, seconds)
+
+
+@pytest.mark.skipif(not native_bf16(), reason="bf16 q4 rows are exact only with bf16 matrix units")
+@pytest.mark.parametrize("source", ["engine", "chain oracle", "adversary"])
+def test_where_rows_are_exact_bf16_speculation_gives_greedy_decodings_tokens_without_replays(source):
+    """`auto` on a CPU with bf16 units: a chain of up to 4 rows is computed as plain decoding's steps, so the
+    engine proposes only such chains and every row is decided with no guard and no replay. Any other tree (the
+    adversary's) is cut to its leading chain: beyond 4 rows the projections take the bf16 weights instead of
+    q4 ones, a difference no guard covers (without the cut the output changed at 1 of these 16 cursors)."""
+    base = tiny_model("llama")
+    model = copy.deepcopy(base.model)
+    lm = dataclasses.replace(base, model=model, runner=FastLlama(model, PRECISIONS["q4"]), precision="q4")
+    assert lm.rounds_activations and lm.speculates and tree_limit(lm) == TreeLimit(COMPACT_MAX_ROWS - 1, True)
+    doc = DocumentCache(lm.model, lm.tokenizer, lm.rope, mode="exact", runner=lm.runner)
+    doc.sync(SOURCE)
+    total = SpeculationStats()
+    for i, offset in enumerate(cursors(16, seed=7)):
+        task, n = task_at("llama", doc, offset, 16, multiline=i % 3 == 0)
+        plain = chain_decode(lm, CursorView(doc, n - 1, reserve=64), task)
+        rng = random.Random(i)
+        if source == "engine":
+            inner = Speculation().proposer(doc.ids, n, limit=tree_limit(lm))
+        elif source == "chain oracle":
+            inner = ChainOracle(plain.tokens, n, rng, lm.vocab_size)
+        else:
+            inner = Adversary(plain.tokens, n, rng, lm.vocab_size)
+        proposer = Recording(inner)
+        speculator = Speculator(proposer)
+        fast = speculative_decode(lm, CursorView(doc, n - 1, reserve=64), task, speculator)
+        assert fast.tokens == plain.tokens and fast.text == plain.text, (offset, source)
+        assert fast.token_logprobs == plain.token_logprobs  # bit for bit: the rows are plain decoding's
+        if source == "engine":
+            assert all(t.chain and len(t) < COMPACT_MAX_ROWS for t in proposer.trees)
+        total.add(speculator.stats)
+    assert total.replays == 0, total.to_json()
+    if source == "chain oracle":
+        assert total.accepted > 0 and total.forwards < total.plain_forwards, total.to_json()
