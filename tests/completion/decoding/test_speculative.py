@@ -451,3 +451,47 @@ def test_where_rows_are_exact_bf16_speculation_gives_greedy_decodings_tokens_wit
     assert total.replays == 0, total.to_json()
     if source == "chain oracle":
         assert total.accepted > 0 and total.forwards < total.plain_forwards, total.to_json()
+
+
+def real_sites(count: int, seed: int) -> list[tuple[str, int]]:
+    """Single-line sites in a stdlib module: the line's rest removed, the cursor in its first half."""
+    import difflib
+
+    text = inspect.getsource(difflib)[:6000]  # about 1.5k tokens: the first encode stays short
+    lines = text.splitlines(keepends=True)
+    starts = list(itertools.accumulate((len(line) for line in lines), initial=0))
+    code = [i for i, line in enumerate(lines) if 12 <= len(line.strip()) <= 90 and not line.strip().startswith("#")]
+    out = []
+    for i in random.Random(seed).sample(code[20:], count):
+        body = lines[i].rstrip("\n")
+        cut = starts[i] + len(body) - len(body.lstrip()) + len(body.strip()) // 3
+        out.append((text[:cut] + text[starts[i] + len(body) :], cut))
+    return out
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("name", ["smollm2-135m", "qwen2.5-coder-0.5b"])
+def test_on_the_real_models_speculation_gives_greedy_decodings_completions(name):
+    """At `auto` precision, as shipped: on a CPU with bf16 units the exact chains (no replay), elsewhere the fp32
+    trees under the guard. The same completions with speculation on and off, through the engine."""
+    from superpie.completion.model.catalog import MODELS, installed
+
+    if not installed(MODELS[name]):
+        pytest.skip(f"{name} is not installed")
+    config = EngineConfig()
+    config.decoding = DecodingConfig(max_tokens=16)
+    config.model.path = name
+    engine = Engine(config)
+    total = SpeculationStats()
+    for text, offset in real_sites(12, seed=3):
+        on = engine.complete(CompletionRequest("mem://d.py", text, offset, speculate=True, monitors=False))
+        off = engine.complete(CompletionRequest("mem://d.py", text, offset, speculate=False, monitors=False))
+        assert [c.tokens for c in on.completions] == [c.tokens for c in off.completions], offset
+        assert [c.text for c in on.completions] == [c.text for c in off.completions], offset
+        assert on.speculation is not None
+        total.add(on.speculation)
+    assert total.accepted > 0, total.to_json()
+    assert engine.lm is not None
+    if engine.lm.exact_rows > 1:
+        assert total.replays == 0, total.to_json()
+    engine.shutdown()
