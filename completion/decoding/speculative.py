@@ -152,7 +152,7 @@ class _Chain:
     """The draft's tokens in the view's scratch: what plain greedy decoding fed, call by call, where it
     sits now, and how much of it holds the KV plain decoding would have written (bit for bit)."""
 
-    def __init__(self, view: CursorView, stats: SpeculationStats, exact_rows: int = 1) -> None:
+    def __init__(self, view: CursorView, stats: SpeculationStats, exact_rows: int) -> None:
         self.view = view
         self.stats = stats
         self.exact_rows = exact_rows  # a chain forward of up to this many rows computes each as a plain step
