@@ -6,6 +6,8 @@ bookkeeping is exercised), and adversaries (random trees, near misses, EOS, noth
 healing, the line and block stop rules and a monitored identifier (the lookahead). A runner that adds
 float noise to every many-row forward (as matrix kernels summing in another order do) checks the
 exactness guard: with the guard the output stays greedy decoding's, without it the output changes.
+Where a runner computes a few rows exactly as steps (bf16 q4 on a CPU with bf16 units), only chains are
+verified and the log-probabilities match bit for bit, with no replay; the real models are checked too.
 """
 
 from __future__ import annotations
