@@ -232,7 +232,7 @@ class DecodingConfig(Checked):
     sample_temperature: float = 0.8  # drafts 2..k of strategy greedy are sampled at this temperature
     # greedy drafts verify tokens proposed from the document, the workspace and recycled candidates several per
     # forward, with plain greedy decoding's output (decoding/speculative.py). On: the keystroke p50 measured
-    # 1.18-1.23x lower with it for both named models on a quiet AVX2 machine, 1.16-1.23x on one with AMX
+    # 1.18-1.23x lower with it for both named models on a quiet AVX2 machine, 1.12-1.23x on one with AMX
     # (benchmarks/RESULTS.md, keystrokes). Where decoding rounds activations to bf16 (`auto` on a CPU with bf16 units)
     # only chains whose rows are computed exactly as one-row steps; not used with int8dyn (`LoadedModel.speculates`).
     speculate: bool = True

@@ -19,8 +19,8 @@ Elsewhere such noise changes a greedy choice only where the top two tokens are c
 So every choice made from a row that plain decoding would not have computed identically must beat the
 runner-up by `guard` (far above the measured noise); a closer call is decided again on exact KV: the
 chain is re-fed as plain decoding fed it, one call per token (`_Chain.replay`), and the position takes
-a plain step. The identifier lookahead
-(`span_lookahead`) compares whole spellings, so it only runs on exact KV, after the same replay.
+a plain step. The identifier lookahead (`span_lookahead`) compares whole spellings, so it only runs on
+exact KV, after the same replay.
 Healing and the monitors mask every row as they mask plain steps: a draft's constraints advance
 only through tokens it takes, so the masks are the ones plain decoding applies. Over stale KV, every
 row's choice is held to `task.stale_margin` as plain decoding holds it (`check_margin`).
