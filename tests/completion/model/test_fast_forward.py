@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from test_cache_exactness import TEXT
@@ -9,7 +11,7 @@ from tiny import tiny_model
 
 from superpie.cache.cursor import CursorView
 from superpie.cache.document import DocumentCache
-from superpie.cache.forward import HFRunner, Runner, causal_mask, run_forward
+from superpie.cache.forward import HFRunner, Runner, causal_mask, no_logits, run_forward
 from superpie.cache.kv import KVStore
 from superpie.completion.model.fast_llama import FastLlama, supports
 
@@ -156,6 +158,30 @@ def test_logits_for_indices_and_no_mask_means_causal(kind):
     close(b, b_ref)
     assert a.shape[0] == 16 and b.shape[0] == 2
     close(a[:8], a_ref[:8])
+
+
+@pytest.mark.parametrize("kind", FAST_KINDS)
+def test_a_kv_only_encode_writes_the_same_kv_and_skips_the_last_layers_rest(kind):
+    lm = tiny_model(kind)
+    runner = lm.runner
+    last = runner.layers[-1]
+    mlp_rows: list[int] = []
+    counted = replace(last, gate_up=lambda x: (mlp_rows.append(x.shape[0]), last.gate_up(x))[1])
+    ids = torch.tensor(lm.tokenizer.encode(TEXT).ids[:24])
+    stores = []
+    for logits_for in (no_logits(), 0):
+        store = KVStore(lm.model.config.num_hidden_layers)
+        runner.layers[-1] = counted
+        try:
+            run_forward(runner, store, 0, torch.arange(16), None, input_ids=ids[:16], logits_for=logits_for)
+            mask = causal_mask(16, 8, runner.kv_dtype)
+            run_forward(runner, store, 16, torch.arange(16, 24), mask, input_ids=ids[16:], logits_for=logits_for)
+        finally:
+            runner.layers[-1] = last
+        stores.append([t.clone() for k, v in store.truncate_view(24) for t in (k, v)])
+    assert mlp_rows == [16, 8]  # only the forwards that kept logits ran the last layer's MLP
+    for kv_only, full in zip(*stores):
+        assert torch.equal(kv_only, full)
 
 
 @pytest.mark.parametrize("kind", FAST_KINDS)
