@@ -248,6 +248,10 @@ _MONITORS: tuple[tuple[str, Callable[[DocumentContext], Monitor]], ...] = (
 )
 
 
+_PRIME_CODE = "import os\nos.path."  # builtins, `os` and `posixpath`: what most first questions need
+_PRIME_BUDGET_S = 10.0
+
+
 class Analyzer:
     """Owns jedi for one workspace and hands out the monitors of each completion request."""
 
@@ -272,6 +276,12 @@ class Analyzer:
     def warm(self, path: str | Path | None, text: str) -> Future:
         """Run jedi once in the background when a document opens, so the first monitor is fast."""
         return self.jedi.warm(None if path is None else str(path), text)
+
+    def prime(self, budget_s: float = _PRIME_BUDGET_S) -> bool:
+        """Ask jedi one question about the standard library and wait for it (up to `budget_s`), so its builtins
+        and the common stubs are loaded before the first request: loading them takes about a second, and
+        while jedi's thread works it slows decoding on the other (the GIL). Whether jedi answered in time."""
+        return not self.jedi.completions(None, _PRIME_CODE, len(_PRIME_CODE), budget_s=budget_s).fell_back
 
     def stats(self) -> JediStats:
         """Counters of jedi questions, cache hits, fallbacks and errors."""

@@ -171,7 +171,7 @@ async def run(args: argparse.Namespace) -> dict:
                 "completion": {"maxTokensInline": 16, "inlineMultiline": False, "carry": args.carry == "on"},
                 "monitors": {"enabled": not args.no_monitors},
                 "model": {"threads": args.threads, "dtype": args.dtype, "layout": args.layout},
-                "decoding": {"speculate": args.speculate == "on"},
+                "decoding": {} if args.speculate == "server" else {"speculate": args.speculate == "on"},
                 "context": {"enabled": args.context == "on", "tokens": args.context_tokens},
             },
         )
@@ -294,7 +294,12 @@ def main() -> None:
         help="ask at line starts and after `.`; words: also after each space, `(`, `,` and `=` inside a line",
     )  # fmt: skip
     parser.add_argument("--model", default=None, help="model name or directory (default: the embedded default model)")
-    parser.add_argument("--speculate", choices=["on", "off"], default="off", help="speculative greedy decoding")
+    parser.add_argument(
+        "--speculate",
+        choices=["on", "off", "server"],
+        default="server",
+        help="speculative greedy decoding (default: the server's own default)",
+    )
     parser.add_argument(
         "--carry", choices=["on", "off"], default="on", help="typing along the shown suggestion answers with its rest"
     )

@@ -253,6 +253,10 @@ class ModelWorker:
             self.snapshot.load_error = str(exc)
             raise
         self.snapshot.load_error = None
+        try:
+            ms += engine.warm_up()  # not on the first requests: the vocabulary's indexes, jedi's service
+        except Exception:  # the model is loaded; a request builds these again and reports what fails
+            log.warning("warming up after loading the model failed", exc_info=True)
         return ms
 
     def _usable(self) -> bool:

@@ -289,6 +289,10 @@ class MonitorRuntime:
         """Load a newly opened document's imports in jedi's thread, so the first monitor answers in time."""
         self.analyzer.warm(uri_to_path(uri), text)
 
+    def prime(self) -> bool:
+        """Load jedi's builtins and common stubs now, waiting for them (see `Analyzer.prime`)."""
+        return self.analyzer.prime()
+
     def prefetch(self, uri: str, text: str, cursor: int) -> None:
         """After an edit ending at `cursor`: let jedi start on the question a completion there would ask."""
         self.analyzer.monitors(uri_to_path(uri), text[cursor:]).prefetch(text[:cursor])

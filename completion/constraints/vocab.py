@@ -75,6 +75,12 @@ class Vocabulary:
                 self._trie = TokenTrie(self.usable)
             return self._trie
 
+    @property
+    def prepared(self) -> bool:
+        """Whether the index and the trie are built (`prepare`)."""
+        with self._lock:
+            return self._sorted is not None and self._trie is not None
+
     def prepare(self) -> Vocabulary:
         """The vocabulary with its index and trie built, so no timed mask of a request pays for them."""
         _ = self.index, self.trie
