@@ -249,13 +249,11 @@ class FastLlama:
         n, h, hkv, d = x.shape[0], self.heads, self.kv_heads, self.head_dim
         qkv = layer.qkv(self._norm(x, layer.ln1))  # [n, (H + 2 Hkv) D]
         if kv_only:
-            k = qkv[:, h * d : (h + hkv) * d].view(n, hkv, d)
-            k = torch.addcmul(k * cos, k.roll(d // 2, dims=-1), sin)  # the rotation the joint one gives k
+            k = self._rotate(qkv[:, h * d : (h + hkv) * d].view(n, hkv, d), cos, sin)
             v = qkv[:, (h + hkv) * d :].view(n, hkv, d)
             store.write(i, k.transpose(0, 1)[None], v.transpose(0, 1)[None])
             return
-        qk = qkv[:, : (h + hkv) * d].view(n, h + hkv, d)  # queries and keys rotate together
-        qk = torch.addcmul(qk * cos, qk.roll(d // 2, dims=-1), sin)  # [n, H + Hkv, D]
+        qk = self._rotate(qkv[:, : (h + hkv) * d].view(n, h + hkv, d), cos, sin)  # queries and keys together
         q = qk[:, :h].transpose(0, 1)[None]  # [1, H, n, D]
         k = qk[:, h:].transpose(0, 1)[None]  # [1, Hkv, n, D]
         v = qkv[:, (h + hkv) * d :].view(n, hkv, d).transpose(0, 1)[None]
@@ -268,6 +266,11 @@ class FastLlama:
         gu = layer.gate_up(self._norm(x, layer.ln2))  # [n, 2 I]
         gate, up = gu[:, : self.inter], gu[:, self.inter :]
         x.add_(layer.down(F.silu(gate).mul_(up)))
+
+    @staticmethod
+    def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """RoPE of heads x [n, heads, D] (element-wise: a head rotates the same alone or with others)."""
+        return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), sin)
 
     @staticmethod
     def _wants_no_rows(logits_for: int | torch.Tensor) -> bool:
