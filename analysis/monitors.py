@@ -249,7 +249,7 @@ _MONITORS: tuple[tuple[str, Callable[[DocumentContext], Monitor]], ...] = (
 
 
 _PRIME_CODE = "import os\nos.path."  # builtins, `os` and `posixpath`: what most first questions need
-_PRIME_BUDGET_S = 10.0
+_PRIME_BUDGET_S = 5.0  # about 1 s cold here; past it the first requests may meet jedi still loading
 
 
 class Analyzer:
